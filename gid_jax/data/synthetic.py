@@ -1,0 +1,331 @@
+"""A synthetic oscillating world: real photos animated with modal motion whose truth is known exactly.
+
+No dataset of oscillating natural scenes is reachable offline, so tests, small trainings and the bundled
+default model use this world. A scene is one real photo (scikit-image's bundled photos by default) plus a
+set of vibration modes; it is written as a real video file (H.264) with a sidecar ``.scene.npz`` from which
+the exact trajectories of any clip can be recomputed (:func:`trajectories`).
+
+How a scene is made from a photo (all of it a function of the image, except where *random* is said):
+
+* The photo is cut into superpixels (SLIC). Each superpixel gets a *movability* score
+  ``2 * texture + saturation`` (texture = mean Sobel gradient magnitude / 255, saturation in HSV). Superpixels
+  are taken in decreasing score while the score is at least ``min_score`` and the moving area stays under
+  ``max_area`` (at least one always moves): textured, colourful things sway, flat grey ones do not, so where
+  things move is learnable from the image.
+* Each moving superpixel is a cantilever anchored at its lowest row: its lever coordinate s runs from 0 at
+  the bottom to 1 at the top, and mode j has the shape ``sin((2j + 1) * pi / 2 * s)`` (the shape family of a
+  clamped beam), multiplied by the superpixel's mask and Gaussian-blurred so that motion fades smoothly.
+* Fundamental frequency ``f0 = 0.3 + 0.9 * brightness + 0.6 * (1 - min(1, area / 0.08))`` Hz: small, bright
+  things oscillate faster. Mode j has frequency ``f0 * (1, 2.4, 4.1, ...)[j]`` (times a random 3% jitter);
+  modes above ``max_freq_hz`` are dropped.
+* Amplitudes follow the paper's observation that motion power falls exponentially with frequency:
+  ``a_j = A * exp(-f_j / (2 f_c))`` (power ``~ exp(-f_j / f_c)``), times a random log-normal factor;
+  ``A`` grows with texture. Phases are random and the direction is random around the horizontal, so motion
+  is stochastic given the image.
+* Amplitudes are scaled down, if needed, so that the displacement field is a contraction
+  (sum of |grad| < 0.5): then the warp is invertible and frames are rendered exactly.
+
+Frame at time tau: the rest photo forward-warped by ``D_tau(p) = sum_m a_m dir_m shape_m(p) cos(2 pi f_m tau
++ phi_m)``, i.e. ``I_tau(p + D_tau(p)) = photo(p)``, computed by inverting the warp with a fixed-point
+iteration (residual < 1e-4 px) and sampling the photo bilinearly.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import os
+import sys
+
+import cv2
+import numpy as np
+
+from gid_jax.data import video as video_lib
+from gid_jax.fileio import atomic_path
+
+SCENE_SUFFIX = '.scene.npz'
+DEFAULT_PHOTOS = ('astronaut', 'coffee', 'chelsea', 'rocket', 'hubble_deep_field', 'immunohistochemistry',
+                  'retina', 'stereo_motorcycle', 'cat', 'grass', 'gravel', 'brick', 'camera', 'coins',
+                  'clock', 'moon')
+_MODE_RATIOS = (1.0, 2.4, 4.1, 6.0)
+
+
+@dataclasses.dataclass
+class Scene:
+  """A photo at rest plus M vibration modes. Shapes: photo HxWx3, shapes MxHxW, others (M,) or (M, 2)."""
+  photo: np.ndarray
+  shapes: np.ndarray
+  amp: np.ndarray
+  direction: np.ndarray
+  freq: np.ndarray
+  phase: np.ndarray
+  region: np.ndarray
+  fps: float
+  num_frames: int
+
+  @property
+  def height(self) -> int:
+    return self.photo.shape[0]
+
+  @property
+  def width(self) -> int:
+    return self.photo.shape[1]
+
+  def save(self, path: str) -> None:
+    with atomic_path(path) as tmp:
+      with open(tmp, 'wb') as f:
+        np.savez_compressed(f, **dataclasses.asdict(self))
+
+  @classmethod
+  def load(cls, path: str) -> 'Scene':
+    if not os.path.exists(path):
+      raise FileNotFoundError(f'scene file not found: {path}')
+    with np.load(path) as z:
+      d = {k: z[k] for k in z.files}
+    d['fps'] = float(d['fps'])
+    d['num_frames'] = int(d['num_frames'])
+    return cls(**d)
+
+  def amplitude_map(self) -> np.ndarray:
+    """Upper bound of the displacement magnitude at every rest pixel, H x W (px)."""
+    return np.tensordot(self.amp, np.abs(self.shapes), axes=1)
+
+
+def load_photo(name: str) -> np.ndarray:
+  """A scikit-image bundled photo (by name) or an image file, as uint8 RGB."""
+  if os.path.exists(name):
+    img = cv2.imread(name, cv2.IMREAD_UNCHANGED)
+    if img is None:
+      raise ValueError(f'{name}: not a readable image')
+    if img.ndim == 3:
+      img = cv2.cvtColor(img[..., :3], cv2.COLOR_BGR2RGB)
+  else:
+    import skimage.data  # pylint: disable=g-import-not-at-top
+    if not hasattr(skimage.data, name):
+      raise ValueError(f'{name}: neither an image file nor a scikit-image bundled photo')
+    img = getattr(skimage.data, name)()
+    if isinstance(img, tuple):  # stereo pairs
+      img = img[0]
+  img = np.asarray(img)
+  if img.dtype != np.uint8:
+    img = (img.astype(np.float64) / max(float(np.iinfo(img.dtype).max) if img.dtype.kind in 'ui' else 1.0,
+                                        1e-9) * 255).clip(0, 255).astype(np.uint8)
+  if img.ndim == 2:
+    img = np.repeat(img[..., None], 3, axis=-1)
+  return np.ascontiguousarray(img[..., :3])
+
+
+def _segment_features(photo: np.ndarray, n_segments: int):
+  from skimage.segmentation import slic  # pylint: disable=g-import-not-at-top
+  labels = slic(photo, n_segments=n_segments, compactness=10, start_label=0)
+  gray = cv2.cvtColor(photo, cv2.COLOR_RGB2GRAY).astype(np.float32)
+  grad = np.hypot(cv2.Sobel(gray, cv2.CV_32F, 1, 0), cv2.Sobel(gray, cv2.CV_32F, 0, 1)) / 255.0
+  hsv = cv2.cvtColor(photo, cv2.COLOR_RGB2HSV).astype(np.float32)
+  n = labels.max() + 1
+  area = np.bincount(labels.ravel(), minlength=n).astype(np.float64)
+  mean = lambda v: np.bincount(labels.ravel(), weights=v.ravel(), minlength=n) / np.maximum(area, 1)
+  return labels, {'texture': mean(grad), 'saturation': mean(hsv[..., 1] / 255.0),
+                  'brightness': mean(hsv[..., 2] / 255.0), 'area': area / labels.size}
+
+
+def make_scene(photo: np.ndarray, seed: int, width: int = 256, height: int = 160, fps: float = 30.0,
+               num_frames: int = 300, amp_px: float = 2.5, n_segments: int = 24, min_score: float = 0.35,
+               max_area: float = 0.4, num_modes: int = 3, max_freq_hz: float = 2.9,
+               falloff_hz: float = 0.6, blur_px: float = 4.0) -> Scene:
+  """Build a scene from a photo (any size; centre-cropped and resized to width x height)."""
+  rng = np.random.default_rng(seed)
+  photo = video_lib.center_crop_resize(np.asarray(photo, np.uint8), width, height)
+  labels, feat = _segment_features(photo, n_segments)
+  score = 2.0 * feat['texture'] + feat['saturation']
+  chosen, area = [], 0.0
+  for seg in np.argsort(-score, kind='stable'):
+    if chosen and (score[seg] < min_score or area + feat['area'][seg] > max_area):
+      continue
+    chosen.append(int(seg))
+    area += feat['area'][seg]
+  scale = width / 256.0
+  sigma = blur_px * scale
+  ys = np.arange(height, dtype=np.float32)[:, None]
+  shapes, amps, dirs, freqs, phases, regions = [], [], [], [], [], []
+  for seg in chosen:
+    mask = (labels == seg).astype(np.float32)
+    rows = np.nonzero(mask.any(axis=1))[0]
+    top, bottom = rows.min(), rows.max()
+    lever = np.clip((bottom - ys) / max(bottom - top, 1), 0.0, 1.0) * np.ones((1, width), np.float32)
+    f0 = 0.3 + 0.9 * feat['brightness'][seg] + 0.6 * (1.0 - min(1.0, feat['area'][seg] / 0.08))
+    a0 = amp_px * scale * (0.6 + 4.0 * min(feat['texture'][seg], 0.25))
+    theta = rng.uniform(-0.5, 0.5)
+    for j in range(num_modes):
+      f = f0 * _MODE_RATIOS[j] * (1.0 + rng.uniform(-0.03, 0.03))
+      if f > max_freq_hz:
+        break
+      shape = cv2.GaussianBlur(mask * np.sin((2 * j + 1) * np.pi / 2 * lever), (0, 0), sigma)
+      shapes.append(shape.astype(np.float32))
+      amps.append(a0 * np.exp(-f / (2.0 * falloff_hz)) * rng.lognormal(0.0, 0.2))
+      ang = theta + rng.uniform(-0.3, 0.3)
+      dirs.append((np.cos(ang), np.sin(ang)))
+      freqs.append(f)
+      phases.append(rng.uniform(0, 2 * np.pi))
+      regions.append(seg)
+  shapes = np.stack(shapes)
+  amps = np.asarray(amps, np.float64)
+  # Contraction bound: |grad D| <= sum_m a_m |grad shape_m| everywhere; keep it under 0.5.
+  gy, gx = np.gradient(shapes, axis=(1, 2))
+  lip = float(np.max(np.tensordot(amps, np.hypot(gx, gy), axes=1)))
+  if lip > 0.5:
+    amps *= 0.5 / lip
+  return Scene(photo=photo, shapes=shapes, amp=amps.astype(np.float32),
+               direction=np.asarray(dirs, np.float32), freq=np.asarray(freqs, np.float32),
+               phase=np.asarray(phases, np.float32), region=np.asarray(regions, np.int32), fps=float(fps),
+               num_frames=int(num_frames))
+
+
+def _coefficients(scene: Scene, frame_indices) -> np.ndarray:
+  """(N, M, 2): a_m * dir_m * cos(2 pi f_m tau + phi_m) at the frame times."""
+  tau = np.asarray(frame_indices, np.float64)[:, None] / scene.fps
+  c = np.cos(2 * np.pi * scene.freq[None].astype(np.float64) * tau + scene.phase[None])
+  return (c * scene.amp[None])[..., None] * scene.direction[None].astype(np.float64)
+
+
+def field(scene: Scene, frame_indices) -> np.ndarray:
+  """Rest-state displacement D_NxHxWx2 at the given (possibly fractional) frame indices."""
+  coef = _coefficients(scene, frame_indices).astype(np.float32)
+  return np.einsum('nmc,mhw->nhwc', coef, scene.shapes)
+
+
+def _grid(h: int, w: int) -> np.ndarray:
+  ys, xs = np.mgrid[0:h, 0:w].astype(np.float32)
+  return np.stack([xs, ys], axis=-1)
+
+
+def _sample(img: np.ndarray, pos_HxWx2: np.ndarray) -> np.ndarray:
+  """Bilinear sampling in float32 with edge replication (cv2.remap rounds positions to 1/32 px)."""
+  h, w = img.shape[:2]
+  x = np.clip(pos_HxWx2[..., 0], 0, w - 1)
+  y = np.clip(pos_HxWx2[..., 1], 0, h - 1)
+  x0 = np.minimum(np.floor(x).astype(np.int32), w - 2)
+  y0 = np.minimum(np.floor(y).astype(np.int32), h - 2)
+  fx, fy = (x - x0).astype(np.float32), (y - y0).astype(np.float32)
+  if img.ndim == 3:
+    fx, fy = fx[..., None], fy[..., None]
+  src = img.astype(np.float32, copy=False)
+  top = src[y0, x0] * (1 - fx) + src[y0, x0 + 1] * fx
+  bot = src[y0 + 1, x0] * (1 - fx) + src[y0 + 1, x0 + 1] * fx
+  return top * (1 - fy) + bot * fy
+
+
+def rest_positions(d_HxWx2: np.ndarray, iters: int = 20, exact_iters: int = 5) -> np.ndarray:
+  """For every output pixel q, the rest pixel p with p + D(p) = q (fixed point; D is a contraction).
+
+  The first iterations use cv2.remap (fast, positions rounded to 1/32 px), the last ones an exact float32
+  bilinear sampler, which brings the residual |p + D(p) - q| below 1e-4 px.
+  """
+  q = _grid(*d_HxWx2.shape[:2])
+  p = q - d_HxWx2
+  for _ in range(iters):
+    p = q - cv2.remap(d_HxWx2, p[..., 0], p[..., 1], cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+  for _ in range(exact_iters):
+    p = q - _sample(d_HxWx2, p)
+  return p
+
+
+def render(scene: Scene, frame_indices) -> np.ndarray:
+  """Frames (N, H, W, 3) uint8 at the given frame indices."""
+  out = np.empty((len(frame_indices), scene.height, scene.width, 3), np.uint8)
+  for i, d in enumerate(field(scene, frame_indices)):
+    out[i] = np.clip(np.rint(_sample(scene.photo, rest_positions(d))), 0, 255).astype(np.uint8)
+  return out
+
+
+def trajectories(scene: Scene, start: int, num_frames: int) -> np.ndarray:
+  """Exact disp_TxHxWx2 of the clip whose frame 0 is video frame ``start`` (disp[0] = 0)."""
+  p = rest_positions(field(scene, [start])[0])
+  shapes_at_p = np.stack([_sample(s, p) for s in scene.shapes])  # M x H x W
+  coef = _coefficients(scene, np.arange(start, start + num_frames)).astype(np.float32)
+  d = np.einsum('nmc,mhw->nhwc', coef, shapes_at_p)
+  return d - d[:1]
+
+
+def moving_mask(scene: Scene, threshold_px: float = 0.1) -> np.ndarray:
+  """Rest pixels whose motion bound exceeds ``threshold_px`` (H x W bool)."""
+  return scene.amplitude_map() > threshold_px
+
+
+def scene_path(video_path: str) -> str:
+  return os.path.splitext(video_path)[0] + SCENE_SUFFIX
+
+
+def generate(out_dir: str, num_scenes: int, photos=DEFAULT_PHOTOS, seed: int = 0, width: int = 256,
+             height: int = 160, fps: float = 30.0, num_frames: int = 300, progress: bool = True,
+             **scene_kwargs) -> list[str]:
+  """Write ``scene_XXXXX.mp4`` + ``scene_XXXXX.scene.npz`` for N scenes; existing ones are kept (resumable).
+
+  Scene i animates photo ``i % len(photos)``, randomly cropped (60-100% of each side) and flipped, so that
+  several scenes from one photo still differ in content.
+  """
+  from tqdm.auto import tqdm  # pylint: disable=g-import-not-at-top
+  if num_scenes < 1:
+    raise ValueError(f'num_scenes must be >= 1, got {num_scenes}')
+  os.makedirs(out_dir, exist_ok=True)
+  cache = {}
+  paths = []
+  for i in tqdm(range(num_scenes), desc='synthetic scenes', disable=not progress):
+    path = os.path.join(out_dir, f'scene_{i:05d}.mp4')
+    paths.append(path)
+    if os.path.exists(path) and os.path.exists(scene_path(path)):
+      continue
+    name = photos[i % len(photos)]
+    if name not in cache:
+      cache[name] = load_photo(name)
+    photo = cache[name]
+    rng = np.random.default_rng([seed, i])
+    h, w = photo.shape[:2]
+    ch, cw = int(h * rng.uniform(0.6, 1.0)), int(w * rng.uniform(0.6, 1.0))
+    y0, x0 = rng.integers(0, h - ch + 1), rng.integers(0, w - cw + 1)
+    crop = photo[y0:y0 + ch, x0:x0 + cw]
+    if rng.random() < 0.5:
+      crop = crop[:, ::-1]
+    scene = make_scene(crop, seed=int(rng.integers(2**31)), width=width, height=height, fps=fps,
+                       num_frames=num_frames, **scene_kwargs)
+    frames = render(scene, np.arange(num_frames))
+    # Sidecar first: a video without its sidecar is regenerated, never mistaken for a finished scene.
+    scene.save(scene_path(path))
+    video_lib.write_video(path, frames, fps=fps, quality=12)
+  return paths
+
+
+def main(argv=None) -> int:
+  parser = argparse.ArgumentParser(prog='python -m gid_jax.data.synthetic', description=__doc__.split('\n')[0])
+  parser.add_argument('--out', required=True, help='output folder for videos and .scene.npz sidecars')
+  parser.add_argument('--num_scenes', type=int, default=16)
+  parser.add_argument('--photos', default=None,
+                      help='folder of photos to animate (default: scikit-image bundled photos)')
+  parser.add_argument('--seed', type=int, default=0)
+  parser.add_argument('--width', type=int, default=256)
+  parser.add_argument('--height', type=int, default=160)
+  parser.add_argument('--fps', type=float, default=30.0)
+  parser.add_argument('--num_frames', type=int, default=300, help='frames per video')
+  args = parser.parse_args(argv)
+  photos = DEFAULT_PHOTOS
+  if args.photos:
+    if not os.path.isdir(args.photos):
+      print(f'error: photo folder not found: {args.photos}', file=sys.stderr)
+      return 2
+    exts = ('.png', '.jpg', '.jpeg', '.bmp', '.tif', '.tiff', '.webp')
+    photos = tuple(sorted(os.path.join(args.photos, f) for f in os.listdir(args.photos)
+                          if f.lower().endswith(exts)))
+    if not photos:
+      print(f'error: no photos (png/jpg/...) in {args.photos}', file=sys.stderr)
+      return 2
+  for v in ('width', 'height', 'num_frames'):
+    if getattr(args, v) < 2:
+      print(f'error: --{v} must be >= 2', file=sys.stderr)
+      return 2
+  paths = generate(args.out, args.num_scenes, photos, args.seed, args.width, args.height, args.fps,
+                   args.num_frames)
+  print(f'wrote {len(paths)} scenes to {args.out}')
+  return 0
+
+
+if __name__ == '__main__':
+  sys.exit(main())
