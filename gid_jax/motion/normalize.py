@@ -83,29 +83,36 @@ class NormStats:
       return cls.from_json(f.read())
 
 
-def _scales(stats: NormStats, like) -> jnp.ndarray:
+def _xp(x):
+  """NumPy for NumPy inputs (input pipelines stay free of JAX), jax.numpy otherwise."""
+  return np if isinstance(x, np.ndarray) else jnp
+
+
+def _scales(stats: NormStats, like, xp):
   scales = stats.scales_Kx4
   k = like.shape[-4]
   if k != scales.shape[0]:
     raise ValueError(f'spectral volume has K={k} frequencies but the normalisation stats have '
                      f'{scales.shape[0]}')
-  return jnp.asarray(scales)[:, None, None, :]
+  return xp.asarray(scales)[:, None, None, :]
 
 
 def normalize(spec_KxHxWx4, stats: NormStats):
   """Pixel-unit spectral volume (..., K, H, W, 4) -> normalised ``nspec`` of the same shape."""
-  x = jnp.asarray(spec_KxHxWx4, jnp.float32) / _scales(stats, spec_KxHxWx4)
+  xp = _xp(spec_KxHxWx4)
+  x = xp.asarray(spec_KxHxWx4, xp.float32) / _scales(stats, spec_KxHxWx4, xp)
   if stats.power == 'sqrt':
-    return jnp.sign(x) * jnp.sqrt(jnp.abs(x))
+    return xp.sign(x) * xp.sqrt(xp.abs(x))
   return x
 
 
 def denormalize(nspec_KxHxWx4, stats: NormStats):
   """Normalised ``nspec`` (..., K, H, W, 4) -> pixel-unit spectral volume; exact inverse of normalize."""
-  x = jnp.asarray(nspec_KxHxWx4, jnp.float32)
+  xp = _xp(nspec_KxHxWx4)
+  x = xp.asarray(nspec_KxHxWx4, xp.float32)
   if stats.power == 'sqrt':
-    x = x * jnp.abs(x)  # sign(x) * x^2, differentiable everywhere
-  return x * _scales(stats, nspec_KxHxWx4)
+    x = x * xp.abs(x)  # sign(x) * x^2, differentiable everywhere
+  return x * _scales(stats, nspec_KxHxWx4, xp)
 
 
 def image_size_stats(num_freqs: int, width: int, height: int, power: str = 'sqrt') -> NormStats:

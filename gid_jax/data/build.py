@@ -1,0 +1,407 @@
+"""Dataset builder: a folder of videos -> a TFDS ArrayRecord dataset of (image, spectral volume) pairs.
+
+    python -m gid_jax.data.build --videos DIR --out DIR [--config=configs/data.py:size=tiny] [--keep_cache]
+
+For every video (decoded at ``fps``, centre-cropped and resized to ``width x height``), every
+``start_stride``-th frame starts a clip of ``num_frames`` frames; motion from the clip's first frame to each
+of its frames is extracted (``gid_jax.motion.flow``), filtered (camera motion, static) and turned into a
+spectral volume with ``num_freqs`` terms. Videos are split into train/test *by video* (a seeded permutation
+of the sorted video ids; ``test_fraction`` of them, at least one when there are two or more, held out), and
+the normalisation statistics are fitted on train only.
+
+Layout of ``--out``::
+
+    gid_motion/1.0.0/        the TFDS dataset (ArrayRecord shards; splits 'train' and 'test')
+    norm_stats.json          normalisation statistics (gid_jax.motion.normalize.NormStats)
+    build_report.json        per video: split, status, reason if skipped, clips kept / rejected and why
+    cache/                   per-video results while building (removed at the end unless --keep_cache)
+
+Resuming: each video's clips are written to a temporary folder that is renamed into ``cache/`` only when
+the video is complete, with a record of the config it was made with; a rerun reuses every finished video
+made with the same config and redoes the rest. TFDS writes the dataset into an ``incomplete.*`` folder and
+renames it at the end, so a killed build never leaves a readable half-written dataset.
+Unreadable, corrupt and too-short videos are skipped with a warning and listed in the report.
+"""
+
+from __future__ import annotations
+
+import collections
+import dataclasses
+import glob
+import hashlib
+import io
+import json
+import logging
+import os
+import re
+import shutil
+import sys
+from typing import Iterator
+
+import numpy as np
+
+from gid_jax.data import synthetic
+from gid_jax.data import video as video_lib
+from gid_jax.fileio import atomic_path, atomic_write_text
+from gid_jax.motion import flow as flow_lib
+from gid_jax.motion import normalize as norm_lib
+from gid_jax.motion import spectral
+
+DATASET_NAME = 'gid_motion'
+DATASET_VERSION = '1.0.0'
+REPORT_FILENAME = 'build_report.json'
+_RECORD = 'record.json'
+
+log = logging.getLogger('gid_jax.build')
+
+
+class BuildError(ValueError):
+  """The build cannot produce a dataset (no videos, no usable clips, bad config)."""
+
+
+# ----------------------------------------------------------------------------------------------- config
+
+def _fingerprint(config) -> str:
+  """Hash of everything that changes a video's clips (not the split or the normalisation)."""
+  keys = {k: config[k] for k in ('width', 'height', 'fps', 'num_frames', 'num_freqs', 'start_stride',
+                                 'spectral_dtype')}
+  keys['flow'] = config.flow.to_dict()
+  keys['filters'] = config.filters.to_dict()
+  return hashlib.sha1(json.dumps(keys, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def validate_config(config) -> None:
+  """Raise BuildError naming the first bad value."""
+  def bad(name, value, want):
+    raise BuildError(f'bad config value {name}={value!r}: expected {want}')
+  for k in ('width', 'height', 'num_frames', 'num_freqs', 'start_stride'):
+    if not isinstance(config[k], int) or config[k] < 1:
+      bad(k, config[k], 'a positive integer')
+  if config.width < 8 or config.height < 8:
+    bad('width/height', (config.width, config.height), 'at least 8 x 8 pixels')
+  if not config.fps > 0:
+    bad('fps', config.fps, 'a positive number')
+  if 2 * (config.num_freqs - 1) >= config.num_frames:
+    bad('num_freqs', config.num_freqs, f'fewer than {config.num_frames // 2 + 1} (Nyquist of num_frames)')
+  if config.spectral_dtype not in ('float32', 'float16'):
+    bad('spectral_dtype', config.spectral_dtype, "'float32' or 'float16'")
+  if config.flow.method not in flow_lib.METHODS + ('ground_truth',):
+    bad('flow.method', config.flow.method, f'one of {flow_lib.METHODS + ("ground_truth",)}')
+  if config.flow.method == 'dis' and config.flow.preset not in flow_lib.DIS_PRESETS:
+    bad('flow.preset', config.flow.preset, f'one of {tuple(flow_lib.DIS_PRESETS)}')
+  if not 0.0 <= config.split.test_fraction < 1.0:
+    bad('split.test_fraction', config.split.test_fraction, 'a number in [0, 1)')
+  if config.normalize.mode not in norm_lib.MODES:
+    bad('normalize.mode', config.normalize.mode, f'one of {norm_lib.MODES}')
+  if config.normalize.power not in norm_lib.POWERS:
+    bad('normalize.power', config.normalize.power, f'one of {norm_lib.POWERS}')
+  if not 0.0 < config.normalize.percentile <= 100.0:
+    bad('normalize.percentile', config.normalize.percentile, 'a number in (0, 100]')
+  if not 0.0 < config.filters.static_quantile <= 1.0:
+    bad('filters.static_quantile', config.filters.static_quantile, 'a number in (0, 1]')
+
+
+# ------------------------------------------------------------------------------------------------ split
+
+def video_id(videos_dir: str, path: str) -> str:
+  return os.path.splitext(os.path.relpath(path, videos_dir))[0].replace(os.sep, '/')
+
+
+def split_videos(ids: list[str], test_fraction: float, seed: int) -> dict[str, str]:
+  """Seeded split *by video*: {id: 'train' | 'test'}."""
+  ids = sorted(ids)
+  n_test = int(round(test_fraction * len(ids)))
+  if test_fraction > 0 and len(ids) >= 2:
+    n_test = max(n_test, 1)
+  n_test = min(n_test, len(ids) - 1) if ids else 0
+  order = np.random.default_rng(seed).permutation(len(ids))
+  test = {ids[i] for i in order[:n_test]}
+  return {i: ('test' if i in test else 'train') for i in ids}
+
+
+def _cache_name(vid: str) -> str:
+  safe = re.sub(r'[^A-Za-z0-9_.-]+', '_', vid)[-80:]
+  return f'{safe}-{hashlib.sha1(vid.encode()).hexdigest()[:8]}'
+
+
+# ------------------------------------------------------------------------------------------- per video
+
+class _Motion:
+  """Trajectories of a clip: estimated flow, or the synthetic world's exact ground truth."""
+
+  def __init__(self, config):
+    self.config = config
+    self.estimator = None
+    if config.flow.method != 'ground_truth':
+      self.estimator = flow_lib.FlowEstimator(config.flow.method, config.flow.preset, config.flow.warm_start)
+
+  def scene_for(self, path: str):
+    if self.estimator is not None:
+      return None
+    sp = synthetic.scene_path(path)
+    if not os.path.exists(sp):
+      raise video_lib.VideoError(f'{path}: flow.method=ground_truth needs the scene file {sp}')
+    scene = synthetic.Scene.load(sp)
+    c = self.config
+    if (scene.width, scene.height) != (c.width, c.height) or abs(scene.fps - c.fps) > 1e-6:
+      raise video_lib.VideoError(
+          f'{path}: scene is {scene.width}x{scene.height} at {scene.fps} fps but the config asks for '
+          f'{c.width}x{c.height} at {c.fps} fps; ground-truth motion needs them equal')
+    return scene
+
+  def __call__(self, frames_TxHxWx3, scene, start) -> np.ndarray:
+    if scene is not None:
+      return synthetic.trajectories(scene, start, len(frames_TxHxWx3))
+    return flow_lib.extract_trajectories(frames_TxHxWx3, estimator=self.estimator)
+
+
+def iter_clips(path: str, config) -> Iterator[tuple[int, np.ndarray]]:
+  """(start frame, frames_TxHxWx3) of every clip of a video, holding only T frames in memory."""
+  t_ = config.num_frames
+  ring = collections.deque(maxlen=t_)
+  n = 0
+  for frame in video_lib.iter_frames(path, config.fps, (config.width, config.height)):
+    ring.append(frame)
+    n += 1
+    start = n - t_
+    if start >= 0 and start % config.start_stride == 0:
+      yield start, np.stack(ring)
+  if n < t_:
+    raise video_lib.VideoError(
+        f'{path}: too short: {n} frames at {config.fps:g} fps, a clip needs {t_}')
+
+
+def process_video(path: str, vid: str, split: str, config, motion: _Motion, dest: str) -> dict:
+  """Extract every clip of one video into the folder ``dest`` (made atomically); returns its record."""
+  record = {'video_id': vid, 'path': os.path.abspath(path), 'split': split,
+            'fingerprint': _fingerprint(config), 'status': 'ok', 'reason': '', 'clips': 0,
+            'rejected': {}, 'starts': []}
+  dtype = np.dtype(config.spectral_dtype)
+  with atomic_path(dest, is_dir=True) as tmp:
+    try:
+      scene = motion.scene_for(path)
+      for start, frames in iter_clips(path, config):
+        disp = motion(frames, scene, start)
+        verdict = flow_lib.filter_clip(disp, config.filters.camera_motion_px, config.filters.static_px,
+                                       config.filters.static_quantile)
+        if not verdict.keep:
+          record['rejected'][verdict.reason] = record['rejected'].get(verdict.reason, 0) + 1
+          log.info('%s: clip at frame %d rejected (%s)', vid, start, verdict.describe())
+          continue
+        spec = np.asarray(spectral.to_spectral_volume(disp, config.num_freqs)).astype(dtype)
+        if not np.all(np.isfinite(spec)):
+          record['rejected']['non_finite'] = record['rejected'].get('non_finite', 0) + 1
+          continue
+        np.savez(os.path.join(tmp, f'clip_{start:06d}.npz'), image=frames[0], spec=spec)
+        record['clips'] += 1
+        record['starts'].append(start)
+    except video_lib.VideoError as e:
+      for f in glob.glob(os.path.join(tmp, 'clip_*.npz')):
+        os.remove(f)
+      record.update(status='skipped', reason=str(e), clips=0, starts=[])
+    with open(os.path.join(tmp, _RECORD), 'w') as f:
+      json.dump(record, f, indent=1)
+  return record
+
+
+def _load_record(dest: str, fingerprint: str) -> dict | None:
+  try:
+    with open(os.path.join(dest, _RECORD)) as f:
+      rec = json.load(f)
+  except (OSError, ValueError):
+    return None
+  return rec if rec.get('fingerprint') == fingerprint else None
+
+
+def _clip_files(cache_dir: str, records: list[dict]) -> list[tuple[dict, str]]:
+  out = []
+  for rec in records:
+    d = os.path.join(cache_dir, _cache_name(rec['video_id']))
+    out.extend((rec, os.path.join(d, f'clip_{s:06d}.npz')) for s in rec['starts'])
+  return out
+
+
+# -------------------------------------------------------------------------------------------------- TFDS
+
+def _png(image_HxWx3: np.ndarray) -> bytes:
+  from PIL import Image  # pylint: disable=g-import-not-at-top
+  buf = io.BytesIO()
+  Image.fromarray(image_HxWx3).save(buf, format='png')
+  return buf.getvalue()
+
+
+def _tfds_builder_class():
+  import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
+
+  class GidMotion(tfds.core.GeneratorBasedBuilder):
+    """(first frame, spectral volume) pairs extracted from videos by gid_jax.data.build."""
+    VERSION = tfds.core.Version(DATASET_VERSION)
+
+    def __init__(self, *, config_dict, clips, metadata, **kwargs):
+      self._cfg = config_dict
+      self._clips = clips  # {'train': [(record, npz path)], 'test': [...]}
+      self._meta = metadata
+      super().__init__(**kwargs)
+
+    def _info(self):
+      c = self._cfg
+      k, h, w = c['num_freqs'], c['height'], c['width']
+      return tfds.core.DatasetInfo(
+          builder=self,
+          description=__doc__.split('\n')[0],
+          features=tfds.features.FeaturesDict({
+              'image': tfds.features.Image(shape=(h, w, 3), encoding_format='png'),
+              'spectral_volume': tfds.features.Tensor(shape=(k, h, w, 4), dtype=np.dtype(c['spectral_dtype'])),
+              'video_id': tfds.features.Text(),
+              'start_frame': tfds.features.Scalar(dtype=np.int32),
+          }),
+          metadata=tfds.core.MetadataDict(self._meta))
+
+    def _split_generators(self, dl_manager):
+      return {split: self._generate_examples(split) for split, clips in self._clips.items() if clips}
+
+    def _generate_examples(self, split='train'):
+      for rec, path in self._clips[split]:
+        with np.load(path) as z:
+          start = int(os.path.basename(path)[5:11])
+          yield f'{rec["video_id"]}@{start}', {
+              'image': _png(z['image']), 'spectral_volume': z['spec'], 'video_id': rec['video_id'],
+              'start_frame': start}
+
+  GidMotion.name = DATASET_NAME
+  return GidMotion
+
+
+def dataset_dir(out_dir: str) -> str:
+  return os.path.join(out_dir, DATASET_NAME, DATASET_VERSION)
+
+
+# ------------------------------------------------------------------------------------------------- build
+
+@dataclasses.dataclass
+class BuildReport:
+  out_dir: str
+  videos: list[dict]
+  num_clips: dict
+  reused: int
+  stats: dict
+
+  def summary(self) -> str:
+    ok = [v for v in self.videos if v['status'] == 'ok']
+    lines = [f'{len(ok)}/{len(self.videos)} videos used ({self.reused} reused from a previous run); '
+             f'clips: train {self.num_clips.get("train", 0)}, test {self.num_clips.get("test", 0)}']
+    rejected = collections.Counter()
+    for v in self.videos:
+      rejected.update(v['rejected'])
+      if v['status'] != 'ok':
+        lines.append(f'  skipped {v["video_id"]}: {v["reason"]}')
+    if rejected:
+      lines.append('  clips rejected: ' + ', '.join(f'{k} {n}' for k, n in sorted(rejected.items())))
+    lines.append(f'dataset: {dataset_dir(self.out_dir)}')
+    return '\n'.join(lines)
+
+
+def build(videos_dir: str, out_dir: str, config, keep_cache: bool = False, progress: bool = True
+          ) -> BuildReport:
+  """Build (or resume building) the dataset; see the module docstring."""
+  from tqdm.auto import tqdm  # pylint: disable=g-import-not-at-top
+  validate_config(config)
+  paths = video_lib.list_videos(videos_dir)
+  if not paths:
+    raise BuildError(f'no video files ({", ".join(video_lib.VIDEO_EXTENSIONS)}) found in {videos_dir}')
+  ids = [video_id(videos_dir, p) for p in paths]
+  splits = split_videos(ids, config.split.test_fraction, config.split.seed)
+  fingerprint = _fingerprint(config)
+  cache_dir = os.path.join(out_dir, 'cache')
+  os.makedirs(cache_dir, exist_ok=True)
+  for stale in glob.glob(os.path.join(cache_dir, '.tmp-*')):  # left by a killed run
+    shutil.rmtree(stale, ignore_errors=True)
+
+  motion = _Motion(config)
+  records, reused = [], 0
+  bar = tqdm(list(zip(paths, ids)), desc='videos', unit='video', disable=not progress)
+  for path, vid in bar:
+    dest = os.path.join(cache_dir, _cache_name(vid))
+    rec = _load_record(dest, fingerprint)
+    if rec is not None:
+      reused += 1
+    else:
+      if os.path.exists(dest):
+        shutil.rmtree(dest)  # made with another config
+      rec = process_video(path, vid, splits[vid], config, motion, dest)
+      if rec['status'] != 'ok':
+        log.warning('skipping %s', rec['reason'])
+        if progress:
+          tqdm.write(f'warning: skipping {rec["reason"]}', file=sys.stderr)
+    rec['split'] = splits[vid]  # the split depends on the whole folder, not on the video
+    records.append(rec)
+    bar.set_postfix(clips=sum(r['clips'] for r in records))
+
+  clips = {s: _clip_files(cache_dir, [r for r in records if r['split'] == s]) for s in ('train', 'test')}
+  report_path = os.path.join(out_dir, REPORT_FILENAME)
+  if not clips['train']:
+    atomic_write_text(report_path, json.dumps({'videos': records, 'complete': False}, indent=1))
+    raise BuildError(f'no usable training clips in {videos_dir} (see {report_path})')
+
+  # Normalisation statistics, fitted on train clips only.
+  acc = None
+  if config.normalize.mode == 'adaptive':
+    acc = norm_lib.ScaleAccumulator(config.num_freqs)
+    for _, f in tqdm(clips['train'], desc='normalisation stats', unit='clip', disable=not progress):
+      with np.load(f) as z:
+        acc.update(z['spec'])
+  stats = norm_lib.make_stats(config.normalize.mode, acc, percentile=config.normalize.percentile,
+                              power=config.normalize.power, num_freqs=config.num_freqs,
+                              width=config.width, height=config.height)
+  stats.save(os.path.join(out_dir, norm_lib.STATS_FILENAME))
+
+  # The TFDS dataset: always rewritten from the cache (cheap next to flow extraction).
+  import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
+  ds_root = os.path.join(out_dir, DATASET_NAME)
+  if os.path.isdir(ds_root):
+    shutil.rmtree(ds_root)
+  meta = {'build_config': config.to_dict(), 'norm_stats': json.loads(stats.to_json()),
+          'num_videos': {s: sum(1 for r in records if r['split'] == s and r['status'] == 'ok')
+                         for s in ('train', 'test')}}
+  builder = _tfds_builder_class()(config_dict=config.to_dict(), clips=clips, metadata=meta,
+                                  data_dir=out_dir, file_format='array_record')
+  builder.download_and_prepare(download_config=tfds.download.DownloadConfig(verify_ssl=False))
+
+  report = BuildReport(out_dir=out_dir, videos=records, reused=reused,
+                       num_clips={s: len(c) for s, c in clips.items()},
+                       stats=json.loads(stats.to_json()))
+  atomic_write_text(report_path, json.dumps(dict(dataclasses.asdict(report), complete=True,
+                                                 config=config.to_dict()), indent=1))
+  if not keep_cache:
+    shutil.rmtree(cache_dir, ignore_errors=True)
+  return report
+
+
+def main(argv):
+  from absl import flags  # pylint: disable=g-import-not-at-top
+  del argv
+  f = flags.FLAGS
+  logging.basicConfig(level=logging.WARNING, format='%(message)s')
+  try:
+    report = build(f.videos, f.out, f.config, keep_cache=f.keep_cache)
+  except (BuildError, FileNotFoundError, ValueError) as e:
+    print(f'error: {e}', file=sys.stderr)
+    sys.exit(2)
+  print(report.summary())
+
+
+def _define_flags():
+  from absl import flags  # pylint: disable=g-import-not-at-top
+  from ml_collections import config_flags  # pylint: disable=g-import-not-at-top
+  flags.DEFINE_string('videos', None, 'folder of input videos (searched recursively)', required=True)
+  flags.DEFINE_string('out', None, 'output folder for the dataset', required=True)
+  flags.DEFINE_bool('keep_cache', False, 'keep per-video extraction results after a successful build')
+  config_flags.DEFINE_config_file(
+      'config', os.path.join(os.path.dirname(os.path.dirname(__file__)), 'configs', 'data.py'),
+      'data config file (configs/data.py[:size=tiny|small|paper])', lock_config=True)
+
+
+if __name__ == '__main__':
+  from absl import app  # pylint: disable=g-import-not-at-top
+  _define_flags()
+  app.run(main)
