@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import collections
 import dataclasses
+import functools
 import glob
 import hashlib
 import io
@@ -186,7 +187,7 @@ def process_video(path: str, vid: str, split: str, config, motion: _Motion, dest
                                        config.filters.static_quantile)
         if not verdict.keep:
           record['rejected'][verdict.reason] = record['rejected'].get(verdict.reason, 0) + 1
-          log.info('%s: clip at frame %d rejected (%s)', vid, start, verdict.describe())
+          log.debug('%s: clip at frame %d rejected (%s)', vid, start, verdict.describe())
           continue
         spec = np.asarray(spectral.to_spectral_volume(disp, config.num_freqs)).astype(dtype)
         if not np.all(np.isfinite(spec)):
@@ -230,10 +231,11 @@ def _png(image_HxWx3: np.ndarray) -> bytes:
   return buf.getvalue()
 
 
+@functools.lru_cache(maxsize=None)
 def _tfds_builder_class():
   import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
 
-  class GidMotion(tfds.core.GeneratorBasedBuilder):
+  class GidMotion(tfds.core.GeneratorBasedBuilder, skip_registration=True):
     """(first frame, spectral volume) pairs extracted from videos by gid_jax.data.build."""
     VERSION = tfds.core.Version(DATASET_VERSION)
 
@@ -357,6 +359,7 @@ def build(videos_dir: str, out_dir: str, config, keep_cache: bool = False, progr
 
   # The TFDS dataset: always rewritten from the cache (cheap next to flow extraction).
   import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
+  tfds.disable_progress_bar()  # ours is enough
   ds_root = os.path.join(out_dir, DATASET_NAME)
   if os.path.isdir(ds_root):
     shutil.rmtree(ds_root)
@@ -374,14 +377,16 @@ def build(videos_dir: str, out_dir: str, config, keep_cache: bool = False, progr
                                                  config=config.to_dict()), indent=1))
   if not keep_cache:
     shutil.rmtree(cache_dir, ignore_errors=True)
+  shutil.rmtree(os.path.join(out_dir, 'downloads'), ignore_errors=True)  # TFDS makes an empty one
   return report
 
 
 def main(argv):
   from absl import flags  # pylint: disable=g-import-not-at-top
   del argv
+  from absl import logging as absl_logging  # pylint: disable=g-import-not-at-top
   f = flags.FLAGS
-  logging.basicConfig(level=logging.WARNING, format='%(message)s')
+  absl_logging.set_verbosity(absl_logging.WARNING)  # TFDS logs every shard at INFO
   try:
     report = build(f.videos, f.out, f.config, keep_cache=f.keep_cache)
   except (BuildError, FileNotFoundError, ValueError) as e:
