@@ -1,10 +1,12 @@
+import os
+
 import numpy as np
 import orbax.checkpoint as ocp
 import grain
 import pytest
 
 from gid_jax.configs import data as data_config
-from gid_jax.data import build, pipeline
+from gid_jax.data import build, pipeline, video
 from gid_jax.motion import normalize as nl
 
 
@@ -71,9 +73,26 @@ def test_iterator_state_round_trips_through_orbax(dataset, tmp_path):
 
 
 def test_errors(dataset, tmp_path):
-  with pytest.raises(FileNotFoundError, match='no gid_jax dataset'):
+  with pytest.raises(FileNotFoundError, match='no gid_motion dataset'):
     pipeline.make_dataset(str(tmp_path), batch_size=1, shard_index=0, shard_count=1)
   with pytest.raises(ValueError, match='too few'):
     pipeline.make_dataset(dataset, 'test', batch_size=1000, shard_index=0, shard_count=1)
   with pytest.raises(ValueError, match='no split'):
     pipeline.make_dataset(dataset, 'validation', batch_size=1, shard_index=0, shard_count=1)
+
+
+def test_renderer_triples(dataset, synthetic_dir):
+  src = pipeline.data_source(dataset, 'train', name=build.FRAMES_DATASET_NAME)
+  assert len(src) == 2 * len(pipeline.data_source(dataset, 'train'))  # frame_pairs_per_clip = 2
+  ex = src[0]
+  t, start = int(ex['t']), int(ex['start_frame'])
+  assert 1 <= t < 40 and ex['target'].shape == (40, 64, 3) and ex['flow'].shape == (40, 64, 2)
+  # The target is the clip's frame t of the decoded video, the image its frame 0.
+  frames = video.read_video(os.path.join(synthetic_dir, ex['video_id'].decode() + '.mp4'), fps=30,
+                            size=(64, 40))
+  np.testing.assert_array_equal(ex['image'], frames[start])
+  np.testing.assert_array_equal(ex['target'], frames[start + t])
+  b = next(iter(pipeline.make_dataset(dataset, 'train', batch_size=2, name=build.FRAMES_DATASET_NAME,
+                                      shard_index=0, shard_count=1)))
+  assert b['target'].shape == (2, 40, 64, 3) and b['flow'].shape == (2, 40, 64, 2)
+  assert -1 <= b['target'].min() and b['target'].max() <= 1

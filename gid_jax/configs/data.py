@@ -37,6 +37,8 @@ def get_config(arg=None):
   c.num_frames = num_frames
   c.num_freqs = num_freqs
   c.start_stride = 10  # SPEC: every 10th frame starts a clip
+  # (I_0, I_t, F_t) triples per clip for the renderer's dataset (gid_frames); 0 = none.
+  c.frame_pairs_per_clip = 2
   c.spectral_dtype = 'float32'  # 'float16' halves the dataset (10.5 MB -> 5.2 MB a paper-size example)
 
   c.flow = ml_collections.ConfigDict()

@@ -12,6 +12,7 @@ the normalisation statistics are fitted on train only.
 Layout of ``--out``::
 
     gid_motion/1.0.0/        the TFDS dataset (ArrayRecord shards; splits 'train' and 'test')
+    gid_frames/1.0.0/        (I_0, I_t, F_t) triples for the renderer, frame_pairs_per_clip per clip
     norm_stats.json          normalisation statistics (gid_jax.motion.normalize.NormStats)
     build_report.json        per video: split, status, reason if skipped, clips kept / rejected and why
     cache/                   per-video results while building (removed at the end unless --keep_cache)
@@ -49,6 +50,7 @@ from gid_jax.motion import normalize as norm_lib
 from gid_jax.motion import spectral
 
 DATASET_NAME = 'gid_motion'
+FRAMES_DATASET_NAME = 'gid_frames'
 DATASET_VERSION = '1.0.0'
 REPORT_FILENAME = 'build_report.json'
 _RECORD = 'record.json'
@@ -65,7 +67,7 @@ class BuildError(ValueError):
 def _fingerprint(config) -> str:
   """Hash of everything that changes a video's clips (not the split or the normalisation)."""
   keys = {k: config[k] for k in ('width', 'height', 'fps', 'num_frames', 'num_freqs', 'start_stride',
-                                 'spectral_dtype')}
+                                 'spectral_dtype', 'frame_pairs_per_clip')}
   keys['flow'] = config.flow.to_dict()
   keys['filters'] = config.filters.to_dict()
   return hashlib.sha1(json.dumps(keys, sort_keys=True).encode()).hexdigest()[:16]
@@ -75,6 +77,8 @@ def validate_config(config) -> None:
   """Raise BuildError naming the first bad value."""
   def bad(name, value, want):
     raise BuildError(f'bad config value {name}={value!r}: expected {want}')
+  if not isinstance(config.frame_pairs_per_clip, int) or config.frame_pairs_per_clip < 0:
+    bad('frame_pairs_per_clip', config.frame_pairs_per_clip, 'an integer >= 0')
   for k in ('width', 'height', 'num_frames', 'num_freqs', 'start_stride'):
     if not isinstance(config[k], int) or config[k] < 1:
       bad(k, config[k], 'a positive integer')
@@ -172,6 +176,14 @@ def iter_clips(path: str, config) -> Iterator[tuple[int, np.ndarray]]:
         f'{path}: too short: {n} frames at {config.fps:g} fps, a clip needs {t_}')
 
 
+def _pair_times(vid: str, start: int, config) -> np.ndarray:
+  """Seeded frame offsets t in 1..T-1 whose (I_0, I_t, F_t) triples train the renderer."""
+  n = min(config.frame_pairs_per_clip, config.num_frames - 1)
+  seed = int(hashlib.sha1(f'{vid}@{start}'.encode()).hexdigest()[:8], 16)
+  return np.sort(np.random.default_rng([config.split.seed, seed]).choice(
+      np.arange(1, config.num_frames), n, replace=False)).astype(np.int32)
+
+
 def process_video(path: str, vid: str, split: str, config, motion: _Motion, dest: str) -> dict:
   """Extract every clip of one video into the folder ``dest`` (made atomically); returns its record."""
   record = {'video_id': vid, 'path': os.path.abspath(path), 'split': split,
@@ -193,7 +205,9 @@ def process_video(path: str, vid: str, split: str, config, motion: _Motion, dest
         if not np.all(np.isfinite(spec)):
           record['rejected']['non_finite'] = record['rejected'].get('non_finite', 0) + 1
           continue
-        np.savez(os.path.join(tmp, f'clip_{start:06d}.npz'), image=frames[0], spec=spec)
+        ts = _pair_times(vid, start, config)
+        np.savez(os.path.join(tmp, f'clip_{start:06d}.npz'), image=frames[0], spec=spec, pair_t=ts,
+                 pair_frames=frames[ts], pair_flows=disp[ts].astype(np.float32))
         record['clips'] += 1
         record['starts'].append(start)
     except video_lib.VideoError as e:
@@ -231,12 +245,55 @@ def _png(image_HxWx3: np.ndarray) -> bytes:
   return buf.getvalue()
 
 
-@functools.lru_cache(maxsize=None)
-def _tfds_builder_class():
+def _motion_features(c):
   import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
+  k, h, w = c['num_freqs'], c['height'], c['width']
+  return tfds.features.FeaturesDict({
+      'image': tfds.features.Image(shape=(h, w, 3), encoding_format='png'),
+      'spectral_volume': tfds.features.Tensor(shape=(k, h, w, 4), dtype=np.dtype(c['spectral_dtype'])),
+      'video_id': tfds.features.Text(),
+      'start_frame': tfds.features.Scalar(dtype=np.int32),
+  })
 
-  class GidMotion(tfds.core.GeneratorBasedBuilder, skip_registration=True):
-    """(first frame, spectral volume) pairs extracted from videos by gid_jax.data.build."""
+
+def _motion_examples(rec, start, z):
+  yield f'{rec["video_id"]}@{start}', {
+      'image': _png(z['image']), 'spectral_volume': z['spec'], 'video_id': rec['video_id'],
+      'start_frame': start}
+
+
+def _frames_features(c):
+  import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
+  h, w = c['height'], c['width']
+  return tfds.features.FeaturesDict({
+      'image': tfds.features.Image(shape=(h, w, 3), encoding_format='png'),
+      'target': tfds.features.Image(shape=(h, w, 3), encoding_format='png'),
+      'flow': tfds.features.Tensor(shape=(h, w, 2), dtype=np.float32),
+      't': tfds.features.Scalar(dtype=np.int32),
+      'video_id': tfds.features.Text(),
+      'start_frame': tfds.features.Scalar(dtype=np.int32),
+  })
+
+
+def _frames_examples(rec, start, z):
+  for t, frame, flow in zip(z['pair_t'], z['pair_frames'], z['pair_flows']):
+    yield f'{rec["video_id"]}@{start}+{int(t)}', {
+        'image': _png(z['image']), 'target': _png(frame), 'flow': flow, 't': int(t),
+        'video_id': rec['video_id'], 'start_frame': start}
+
+
+# name -> (features, examples): 'gid_motion' trains the motion model, 'gid_frames' the renderer.
+DATASETS = {DATASET_NAME: (_motion_features, _motion_examples),
+            FRAMES_DATASET_NAME: (_frames_features, _frames_examples)}
+
+
+@functools.lru_cache(maxsize=None)
+def _tfds_builder_class(name: str):
+  import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
+  features_fn, examples_fn = DATASETS[name]
+
+  class Builder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
+    """Examples extracted from videos by gid_jax.data.build."""
     VERSION = tfds.core.Version(DATASET_VERSION)
 
     def __init__(self, *, config_dict, clips, metadata, **kwargs):
@@ -246,18 +303,9 @@ def _tfds_builder_class():
       super().__init__(**kwargs)
 
     def _info(self):
-      c = self._cfg
-      k, h, w = c['num_freqs'], c['height'], c['width']
-      return tfds.core.DatasetInfo(
-          builder=self,
-          description=__doc__.split('\n')[0],
-          features=tfds.features.FeaturesDict({
-              'image': tfds.features.Image(shape=(h, w, 3), encoding_format='png'),
-              'spectral_volume': tfds.features.Tensor(shape=(k, h, w, 4), dtype=np.dtype(c['spectral_dtype'])),
-              'video_id': tfds.features.Text(),
-              'start_frame': tfds.features.Scalar(dtype=np.int32),
-          }),
-          metadata=tfds.core.MetadataDict(self._meta))
+      return tfds.core.DatasetInfo(builder=self, description=__doc__.split('\n')[0],
+                                   features=features_fn(self._cfg),
+                                   metadata=tfds.core.MetadataDict(self._meta))
 
     def _split_generators(self, dl_manager):
       return {split: self._generate_examples(split) for split, clips in self._clips.items() if clips}
@@ -265,17 +313,14 @@ def _tfds_builder_class():
     def _generate_examples(self, split='train'):
       for rec, path in self._clips[split]:
         with np.load(path) as z:
-          start = int(os.path.basename(path)[5:11])
-          yield f'{rec["video_id"]}@{start}', {
-              'image': _png(z['image']), 'spectral_volume': z['spec'], 'video_id': rec['video_id'],
-              'start_frame': start}
+          yield from examples_fn(rec, int(os.path.basename(path)[5:11]), z)
 
-  GidMotion.name = DATASET_NAME
-  return GidMotion
+  Builder.name = name
+  return Builder
 
 
-def dataset_dir(out_dir: str) -> str:
-  return os.path.join(out_dir, DATASET_NAME, DATASET_VERSION)
+def dataset_dir(out_dir: str, name: str = DATASET_NAME) -> str:
+  return os.path.join(out_dir, name, DATASET_VERSION)
 
 
 # ------------------------------------------------------------------------------------------------- build
@@ -360,15 +405,18 @@ def build(videos_dir: str, out_dir: str, config, keep_cache: bool = False, progr
   # The TFDS dataset: always rewritten from the cache (cheap next to flow extraction).
   import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
   tfds.disable_progress_bar()  # ours is enough
-  ds_root = os.path.join(out_dir, DATASET_NAME)
-  if os.path.isdir(ds_root):
-    shutil.rmtree(ds_root)
   meta = {'build_config': config.to_dict(), 'norm_stats': json.loads(stats.to_json()),
           'num_videos': {s: sum(1 for r in records if r['split'] == s and r['status'] == 'ok')
                          for s in ('train', 'test')}}
-  builder = _tfds_builder_class()(config_dict=config.to_dict(), clips=clips, metadata=meta,
-                                  data_dir=out_dir, file_format='array_record')
-  builder.download_and_prepare(download_config=tfds.download.DownloadConfig(verify_ssl=False))
+  names = [DATASET_NAME] + ([FRAMES_DATASET_NAME] if config.frame_pairs_per_clip else [])
+  for name in DATASETS:
+    ds_root = os.path.join(out_dir, name)
+    if os.path.isdir(ds_root):
+      shutil.rmtree(ds_root)
+  for name in names:
+    builder = _tfds_builder_class(name)(config_dict=config.to_dict(), clips=clips, metadata=meta,
+                                        data_dir=out_dir, file_format='array_record')
+    builder.download_and_prepare(download_config=tfds.download.DownloadConfig(verify_ssl=False))
 
   report = BuildReport(out_dir=out_dir, videos=records, reused=reused,
                        num_clips={s: len(c) for s, c in clips.items()},

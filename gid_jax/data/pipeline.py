@@ -6,7 +6,7 @@
     nspec_BxKxHxWx4    float32, the *normalised* spectral volume (gid_jax.motion.normalize)
     start_frame_B      int32
 
-with a seeded shuffle that changes every epoch, per-process sharding for multi-host training (each process
+or, with ``name='gid_frames'``, the renderer's triples (image, target I_t, flow F_t, t); with a seeded shuffle that changes every epoch, per-process sharding for multi-host training (each process
 reads a disjoint 1/process_count of the examples; ``batch_size`` is per process) and an iterator whose
 state can be saved with orbax (``grain.checkpoint.CheckpointSave(iterator)``) so a resumed run continues
 with exactly the next batch.
@@ -23,14 +23,14 @@ from gid_jax.data import build as build_lib
 from gid_jax.motion import normalize as norm_lib
 
 
-def _resolve(data_dir: str) -> tuple[str, str]:
+def _resolve(data_dir: str, name: str = build_lib.DATASET_NAME) -> tuple[str, str]:
   """(TFDS version folder, folder holding norm_stats.json) from a build --out folder or the version folder."""
   data_dir = os.path.abspath(data_dir)
   if os.path.exists(os.path.join(data_dir, 'dataset_info.json')):
     return data_dir, os.path.dirname(os.path.dirname(data_dir))
-  version_dir = build_lib.dataset_dir(data_dir)
+  version_dir = build_lib.dataset_dir(data_dir, name)
   if not os.path.exists(os.path.join(version_dir, 'dataset_info.json')):
-    raise FileNotFoundError(f'no gid_jax dataset in {data_dir} (build one with python -m gid_jax.data.build)')
+    raise FileNotFoundError(f'no {name} dataset in {data_dir} (build one with python -m gid_jax.data.build)')
   return version_dir, data_dir
 
 
@@ -38,26 +38,29 @@ def load_stats(data_dir: str) -> norm_lib.NormStats:
   return norm_lib.NormStats.load(os.path.join(_resolve(data_dir)[1], norm_lib.STATS_FILENAME))
 
 
-def data_source(data_dir: str, split: str):
-  """Random-access source of raw examples (image uint8, spectral_volume, video_id, start_frame)."""
+def data_source(data_dir: str, split: str, name: str = build_lib.DATASET_NAME):
+  """Random-access source of raw examples of the dataset ``name`` ('gid_motion' or 'gid_frames')."""
   import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
-  version_dir, _ = _resolve(data_dir)
+  version_dir, _ = _resolve(data_dir, name)
   builder = tfds.builder_from_directory(version_dir)
   if split not in builder.info.splits:
     raise ValueError(f'{data_dir} has no split {split!r} (it has {sorted(builder.info.splits)})')
   return builder.as_data_source(split)
 
 
+def _to_float(image_HxWx3) -> np.ndarray:
+  return np.asarray(image_HxWx3, np.float32) / 127.5 - 1.0
+
+
 class Preprocess(grain.transforms.Map):
-  """Raw example -> model inputs; normalises the spectral volume with the dataset's statistics."""
+  """Raw motion example -> model inputs; normalises the spectral volume with the dataset's statistics."""
 
   def __init__(self, stats: norm_lib.NormStats | None):
     self.stats = stats
 
   def map(self, ex):
     spec = np.asarray(ex['spectral_volume'], np.float32)
-    out = {'image': np.asarray(ex['image'], np.float32) / 127.5 - 1.0,
-           'start_frame': np.int32(ex['start_frame'])}
+    out = {'image': _to_float(ex['image']), 'start_frame': np.int32(ex['start_frame'])}
     if self.stats is None:
       out['spec'] = spec  # pixel units, for evaluation
     else:
@@ -65,11 +68,22 @@ class Preprocess(grain.transforms.Map):
     return out
 
 
+class PreprocessFrames(grain.transforms.Map):
+  """Raw renderer example -> image_HxWx3 and target_HxWx3 in [-1, 1], flow_HxWx2 (px), t."""
+
+  def map(self, ex):
+    return {'image': _to_float(ex['image']), 'target': _to_float(ex['target']),
+            'flow': np.asarray(ex['flow'], np.float32), 't': np.int32(ex['t'])}
+
+
 def make_dataset(data_dir: str, split: str = 'train', *, batch_size: int, seed: int = 0,
                  shuffle: bool = True, num_epochs: int | None = None, drop_remainder: bool = True,
                  shard_index: int | None = None, shard_count: int | None = None, normalize: bool = True,
-                 worker_count: int = 0) -> grain.IterDataset:
-  """Batched, shuffled, sharded, normalised dataset (see module docstring); ``num_epochs=None`` repeats."""
+                 worker_count: int = 0, name: str = build_lib.DATASET_NAME) -> grain.IterDataset:
+  """Batched, shuffled, sharded, normalised dataset (see module docstring); ``num_epochs=None`` repeats.
+
+  ``name='gid_frames'`` reads the renderer's (I_0, I_t, F_t) triples instead (see PreprocessFrames).
+  """
   if batch_size < 1:
     raise ValueError(f'batch_size must be >= 1, got {batch_size}')
   if shard_index is None or shard_count is None:
@@ -77,12 +91,15 @@ def make_dataset(data_dir: str, split: str = 'train', *, batch_size: int, seed: 
     shard_index, shard_count = jax.process_index(), jax.process_count()
   if not 0 <= shard_index < shard_count:
     raise ValueError(f'shard_index {shard_index} is not in [0, {shard_count})')
-  src = data_source(data_dir, split)
+  src = data_source(data_dir, split, name)
   n = len(src)
   if n // shard_count < (batch_size if drop_remainder else 1):
     raise ValueError(f'split {split!r} of {data_dir} has {n} examples: too few for {shard_count} '
                      f'process(es) x batch {batch_size}')
-  stats = load_stats(data_dir) if normalize else None
+  if name == build_lib.FRAMES_DATASET_NAME:
+    prep = PreprocessFrames()
+  else:
+    prep = Preprocess(load_stats(data_dir) if normalize else None)
   ds = grain.MapDataset.source(src)
   # Equal shards (the remainder is dropped) so that every process runs the same number of steps.
   per = n // shard_count
@@ -90,7 +107,7 @@ def make_dataset(data_dir: str, split: str = 'train', *, batch_size: int, seed: 
   if shuffle:
     ds = ds.shuffle(seed=seed)
   ds = ds.repeat(num_epochs)
-  ds = ds.map(Preprocess(stats)).batch(batch_size, drop_remainder=drop_remainder)
+  ds = ds.map(prep).batch(batch_size, drop_remainder=drop_remainder)
   it = ds.to_iter_dataset()
   if worker_count > 0:
     it = it.mp_prefetch(grain.MultiprocessingOptions(num_workers=worker_count))
