@@ -207,7 +207,8 @@ def process_video(path: str, vid: str, split: str, config, motion: _Motion, dest
           continue
         ts = _pair_times(vid, start, config)
         np.savez(os.path.join(tmp, f'clip_{start:06d}.npz'), image=frames[0], spec=spec, pair_t=ts,
-                 pair_frames=frames[ts], pair_flows=disp[ts].astype(np.float32))
+                 pair_frames=frames[ts], pair_flows=disp[ts].astype(np.float32),
+                 importance=np.linalg.norm(disp, axis=-1).mean(axis=0)[..., None].astype(np.float32))
         record['clips'] += 1
         record['starts'].append(start)
     except video_lib.VideoError as e:
@@ -269,6 +270,8 @@ def _frames_features(c):
       'image': tfds.features.Image(shape=(h, w, 3), encoding_format='png'),
       'target': tfds.features.Image(shape=(h, w, 3), encoding_format='png'),
       'flow': tfds.features.Tensor(shape=(h, w, 2), dtype=np.float32),
+      # The motion-aware splat weight of the whole clip, W(p) = mean_t ||F_t(p)|| (SPEC.md section 5).
+      'importance': tfds.features.Tensor(shape=(h, w, 1), dtype=np.float32),
       't': tfds.features.Scalar(dtype=np.int32),
       'video_id': tfds.features.Text(),
       'start_frame': tfds.features.Scalar(dtype=np.int32),
@@ -278,7 +281,8 @@ def _frames_features(c):
 def _frames_examples(rec, start, z):
   for t, frame, flow in zip(z['pair_t'], z['pair_frames'], z['pair_flows']):
     yield f'{rec["video_id"]}@{start}+{int(t)}', {
-        'image': _png(z['image']), 'target': _png(frame), 'flow': flow, 't': int(t),
+        'image': _png(z['image']), 'target': _png(frame), 'flow': flow, 'importance': z['importance'],
+        't': int(t),
         'video_id': rec['video_id'], 'start_frame': start}
 
 
@@ -288,12 +292,11 @@ DATASETS = {DATASET_NAME: (_motion_features, _motion_examples),
 
 
 @functools.lru_cache(maxsize=None)
-def _tfds_builder_class(name: str):
+def _tfds_builder_classes() -> dict:
   import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
-  features_fn, examples_fn = DATASETS[name]
 
-  class Builder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
-    """Examples extracted from videos by gid_jax.data.build."""
+  class _FromCache(tfds.core.GeneratorBasedBuilder, skip_registration=True):
+    """Examples extracted from videos by gid_jax.data.build (written from its per-video cache)."""
     VERSION = tfds.core.Version(DATASET_VERSION)
 
     def __init__(self, *, config_dict, clips, metadata, **kwargs):
@@ -303,6 +306,7 @@ def _tfds_builder_class(name: str):
       super().__init__(**kwargs)
 
     def _info(self):
+      features_fn = DATASETS[self.name][0]
       return tfds.core.DatasetInfo(builder=self, description=__doc__.split('\n')[0],
                                    features=features_fn(self._cfg),
                                    metadata=tfds.core.MetadataDict(self._meta))
@@ -311,12 +315,18 @@ def _tfds_builder_class(name: str):
       return {split: self._generate_examples(split) for split, clips in self._clips.items() if clips}
 
     def _generate_examples(self, split='train'):
+      examples_fn = DATASETS[self.name][1]
       for rec, path in self._clips[split]:
         with np.load(path) as z:
           yield from examples_fn(rec, int(os.path.basename(path)[5:11]), z)
 
-  Builder.name = name
-  return Builder
+  class GidMotion(_FromCache, skip_registration=True):
+    name = DATASET_NAME
+
+  class GidFrames(_FromCache, skip_registration=True):
+    name = FRAMES_DATASET_NAME
+
+  return {DATASET_NAME: GidMotion, FRAMES_DATASET_NAME: GidFrames}
 
 
 def dataset_dir(out_dir: str, name: str = DATASET_NAME) -> str:
@@ -414,7 +424,7 @@ def build(videos_dir: str, out_dir: str, config, keep_cache: bool = False, progr
     if os.path.isdir(ds_root):
       shutil.rmtree(ds_root)
   for name in names:
-    builder = _tfds_builder_class(name)(config_dict=config.to_dict(), clips=clips, metadata=meta,
+    builder = _tfds_builder_classes()[name](config_dict=config.to_dict(), clips=clips, metadata=meta,
                                         data_dir=out_dir, file_format='array_record')
     builder.download_and_prepare(download_config=tfds.download.DownloadConfig(verify_ssl=False))
 

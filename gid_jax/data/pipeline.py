@@ -69,11 +69,12 @@ class Preprocess(grain.transforms.Map):
 
 
 class PreprocessFrames(grain.transforms.Map):
-  """Raw renderer example -> image_HxWx3 and target_HxWx3 in [-1, 1], flow_HxWx2 (px), t."""
+  """Raw renderer example -> image/target HxWx3 in [-1, 1], flow_HxWx2 (px), importance_HxWx1, t."""
 
   def map(self, ex):
     return {'image': _to_float(ex['image']), 'target': _to_float(ex['target']),
-            'flow': np.asarray(ex['flow'], np.float32), 't': np.int32(ex['t'])}
+            'flow': np.asarray(ex['flow'], np.float32), 'importance': np.asarray(ex['importance'], np.float32),
+            't': np.int32(ex['t'])}
 
 
 def make_dataset(data_dir: str, split: str = 'train', *, batch_size: int, seed: int = 0,

@@ -1,0 +1,154 @@
+"""The shared training loop: pure jitted steps on pytrees, orbax checkpoints with the data iterator, resume.
+
+A ``Task`` says what is trained: how to build the NNX model, its loss on a batch, and its input pipeline.
+``train(config, workdir, task)`` then
+
+* splits the model into (graphdef, params, rest) so that the step is a pure function of pytrees;
+* optimises with AdamW (linear warm-up, cosine decay, global-norm clipping) and keeps an EMA of the params;
+* jits ``train_step(state, batch, rng)`` with ``donate_argnames='state'``; the step's randomness is
+  ``fold_in(PRNGKey(seed), step)``, so a resumed run draws exactly what an uninterrupted one would;
+* saves orbax checkpoints (state, grain iterator state, config) every ``checkpoint_every`` steps and at
+  the end, and resumes from the latest one in ``workdir`` (same next batch, same next loss);
+* stops on a non-finite loss without saving it (the last good checkpoint stays the latest) and raises
+  ``TrainingDiverged``;
+* writes metrics through clu metric writers (logging + ``workdir/metrics.jsonl``) and shows a progress bar
+  with ETA.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import time
+from typing import Any, Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import orbax.checkpoint as ocp
+from flax import nnx
+
+from gid_jax.training.metrics import make_writer
+
+
+class TrainingDiverged(RuntimeError):
+  """The loss became NaN or Inf; the last good checkpoint is kept."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Task:
+  name: str
+  make_model: Callable[[Any, nnx.Rngs], nnx.Module]  # (config, rngs) -> model
+  loss_fn: Callable[[nnx.Module, dict, jax.Array], tuple[jax.Array, dict]]  # -> (loss, metrics)
+  make_dataset: Callable[[Any], Any]  # config -> grain IterDataset of batches (numpy dicts)
+
+
+def make_optimizer(opt_cfg) -> optax.GradientTransformation:
+  schedule = optax.warmup_cosine_decay_schedule(
+      init_value=0.0, peak_value=opt_cfg.learning_rate, warmup_steps=opt_cfg.warmup_steps,
+      decay_steps=max(opt_cfg.decay_steps, opt_cfg.warmup_steps + 1), end_value=opt_cfg.learning_rate * 0.1)
+  return optax.chain(optax.clip_by_global_norm(opt_cfg.grad_clip),
+                     optax.adamw(schedule, b1=0.9, b2=0.99, weight_decay=opt_cfg.weight_decay))
+
+
+def init_state(config, task: Task):
+  """(graphdef, rest, state) with state = {step, params, opt_state, ema}."""
+  model = task.make_model(config, nnx.Rngs(config.seed))
+  graphdef, params, rest = nnx.split(model, nnx.Param, ...)
+  tx = make_optimizer(config.optimizer)
+  state = {'step': jnp.zeros((), jnp.int32), 'params': params, 'opt_state': tx.init(params),
+           'ema': jax.tree.map(jnp.copy, params)}
+  return graphdef, rest, state, tx
+
+
+def make_train_step(graphdef, rest, tx, task: Task, ema_decay: float):
+  def train_step(state, batch, rng):
+    def loss_of(params):
+      model = nnx.merge(graphdef, params, rest)
+      return task.loss_fn(model, batch, rng)
+
+    (loss, metrics), grads = jax.value_and_grad(loss_of, has_aux=True)(state['params'])
+    updates, opt_state = tx.update(grads, state['opt_state'], state['params'])
+    params = optax.apply_updates(state['params'], updates)
+    ema = jax.tree.map(lambda e, p: ema_decay * e + (1.0 - ema_decay) * p, state['ema'], params)
+    metrics = dict(metrics, loss=loss, grad_norm=optax.global_norm(grads))
+    return {'step': state['step'] + 1, 'params': params, 'opt_state': opt_state, 'ema': ema}, metrics
+
+  return jax.jit(train_step, donate_argnames='state')
+
+
+def checkpoint_manager(workdir: str, keep: int = 3) -> ocp.CheckpointManager:
+  return ocp.CheckpointManager(
+      os.path.abspath(os.path.join(workdir, 'checkpoints')),
+      options=ocp.CheckpointManagerOptions(create=True, max_to_keep=keep))
+
+
+def load_model(workdir: str, config, task: Task, ema: bool = True, step: int | None = None) -> nnx.Module:
+  """The trained model from a checkpoint in ``workdir`` (the latest, EMA params by default)."""
+  mngr = checkpoint_manager(workdir)
+  step = mngr.latest_step() if step is None else step
+  if step is None:
+    raise FileNotFoundError(f'no checkpoint in {os.path.join(os.path.abspath(workdir), "checkpoints")}')
+  graphdef, rest, state, _ = init_state(config, task)
+  try:
+    restored = mngr.restore(step, args=ocp.args.Composite(
+        state=ocp.args.StandardRestore(jax.tree.map(ocp.utils.to_shape_dtype_struct, state))))
+  except (ValueError, KeyError) as e:
+    raise ValueError(f'checkpoint in {workdir} does not fit the {task.name} config ({e})'.split('\n')[0]) from e
+  return nnx.merge(graphdef, restored['state']['ema' if ema else 'params'], rest)
+
+
+def train(config, workdir: str, task: Task, progress: bool = True) -> dict:
+  """Train (or resume) until ``config.num_steps``; returns the last logged metrics."""
+  import grain  # pylint: disable=g-import-not-at-top
+  from tqdm.auto import tqdm  # pylint: disable=g-import-not-at-top
+
+  os.makedirs(workdir, exist_ok=True)
+  writer = make_writer(workdir, enabled=jax.process_index() == 0)
+  graphdef, rest, state, tx = init_state(config, task)
+  data = iter(task.make_dataset(config))
+  mngr = checkpoint_manager(workdir, config.get('keep_checkpoints', 3))
+  start = mngr.latest_step()
+  if start is not None:
+    restored = mngr.restore(start, args=ocp.args.Composite(
+        state=ocp.args.StandardRestore(jax.tree.map(ocp.utils.to_shape_dtype_struct, state)),
+        data=grain.checkpoint.CheckpointRestore(data)))
+    state = restored['state']
+  start = int(state['step'])
+  step_fn = make_train_step(graphdef, rest, tx, task, config.ema_decay)
+  key = jax.random.PRNGKey(config.seed)
+
+  def save(step):
+    mngr.save(step, args=ocp.args.Composite(
+        state=ocp.args.StandardSave(state), data=grain.checkpoint.CheckpointSave(data),
+        config=ocp.args.JsonSave(json.loads(config.to_json_best_effort()))), force=True)
+
+  last = {}
+  bar = tqdm(total=config.num_steps, initial=start, desc=f'train {task.name}', unit='step',
+             disable=not progress or jax.process_index() != 0)
+  t0 = time.perf_counter()
+  for step in range(start, config.num_steps):
+    batch = next(data)
+    state, metrics = step_fn(state, batch, jax.random.fold_in(key, step))
+    loss = float(metrics['loss'])
+    if not np.isfinite(loss):
+      mngr.wait_until_finished()
+      good = mngr.latest_step()
+      bar.close()
+      raise TrainingDiverged(f'non-finite loss ({loss}) at step {step + 1}; training stopped, the last good '
+                             f'checkpoint is step {good} in {workdir}')
+    bar.update(1)
+    done = step + 1
+    if done % config.log_every == 0 or done == config.num_steps:
+      last = {k: float(v) for k, v in jax.device_get(metrics).items()}
+      last['steps_per_sec'] = (done - start) / (time.perf_counter() - t0)
+      writer.write_scalars(done, last)
+      bar.set_postfix(loss=f'{loss:.4f}')
+    if done % config.checkpoint_every == 0 or done == config.num_steps:
+      save(done)
+  bar.close()
+  mngr.wait_until_finished()
+  writer.flush()
+  return last

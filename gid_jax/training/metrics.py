@@ -1,0 +1,54 @@
+"""Metric writing: logging plus a JSON-lines file in the work dir.
+
+clu's metric writers import TensorFlow at package import time, which this project does not install, so
+this is a small writer with the same ``write_scalars(step, dict)`` / ``flush()`` surface. One JSON object
+per line (``{"step": 100, "loss": 0.12, ...}``) is what every plotting tool and pandas read directly.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from typing import Any, Mapping
+
+log = logging.getLogger('gid_jax.train')
+
+
+class MetricWriter:
+  """Logs scalars and appends them to ``workdir/metrics.jsonl``; a no-op when disabled (non-main process)."""
+
+  def __init__(self, workdir: str, enabled: bool = True):
+    self.enabled = enabled
+    self._f = None
+    if enabled:
+      os.makedirs(workdir, exist_ok=True)
+      self._f = open(os.path.join(workdir, 'metrics.jsonl'), 'a', encoding='utf-8')
+
+  def write_scalars(self, step: int, scalars: Mapping[str, Any]) -> None:
+    if not self.enabled:
+      return
+    values = {k: float(v) for k, v in scalars.items()}
+    log.info('[%d] %s', step, ', '.join(f'{k}={v:.5g}' for k, v in values.items()))
+    self._f.write(json.dumps({'step': int(step), **values}) + '\n')
+
+  def flush(self) -> None:
+    if self._f:
+      self._f.flush()
+
+  def close(self) -> None:
+    if self._f:
+      self._f.close()
+      self._f = None
+
+
+def make_writer(workdir: str, enabled: bool = True) -> MetricWriter:
+  return MetricWriter(workdir, enabled)
+
+
+def read_metrics(workdir: str) -> list[dict]:
+  path = os.path.join(workdir, 'metrics.jsonl')
+  if not os.path.exists(path):
+    return []
+  with open(path, encoding='utf-8') as f:
+    return [json.loads(line) for line in f if line.strip()]

@@ -1,0 +1,48 @@
+"""Renderer training task: (I_0, F_t, W) -> I_t with L1 + VGG perceptual loss on real (I_0, I_t) pairs."""
+
+from __future__ import annotations
+
+import functools
+
+import jax
+import jax.numpy as jnp
+
+from gid_jax.data import build as build_lib
+from gid_jax.data import pipeline
+from gid_jax.models import renderer as renderer_lib
+from gid_jax.models.perceptual import LPIPS
+from gid_jax.training.loop import Task
+
+
+@functools.lru_cache(maxsize=4)
+def _lpips(net: str) -> LPIPS:
+  return LPIPS(net)
+
+
+def make_task(config) -> Task:
+  if not config.data_dir:
+    raise ValueError('config.data_dir is empty: pass --config.data_dir=<a python -m gid_jax.data.build --out>')
+  perceptual = _lpips(config.loss.perceptual_net) if config.loss.perceptual > 0 else None
+
+  def make_model(cfg, rngs):
+    return renderer_lib.from_config(cfg.model, rngs)
+
+  def loss_fn(model, batch, rng):
+    del rng
+    pred = model(batch['image'], batch['flow'], batch['importance'])
+    l1 = jnp.mean(jnp.abs(pred - batch['target']))
+    metrics = {'l1': l1}
+    loss = config.loss.l1 * l1
+    if perceptual is not None:
+      p = jnp.mean(perceptual(pred, batch['target']))
+      metrics['perceptual'] = p
+      loss = loss + config.loss.perceptual * p
+    return loss, metrics
+
+  def make_dataset(cfg):
+    if cfg.batch_size % jax.process_count():
+      raise ValueError(f'batch_size {cfg.batch_size} is not divisible by {jax.process_count()} processes')
+    return pipeline.make_dataset(cfg.data_dir, 'train', batch_size=cfg.batch_size // jax.process_count(),
+                                 seed=cfg.seed, name=build_lib.FRAMES_DATASET_NAME)
+
+  return Task('renderer', make_model, loss_fn, make_dataset)
