@@ -12,6 +12,7 @@ BENCHMARKS = (
     ('representation', {}, {'t_': 40, 'k': 8, 'h': 40, 'w': 64}),
     ('extraction', {'size': 'paper', 'scenes': 2, 'frames': 180}, {'size': 'tiny', 'scenes': 1, 'frames': 60}),
     ('splat', {}, {'sizes': ((1, 160, 256, 16),), 'repeats': 3}),
+    ('render', {}, {'frames': 20, 'width': 64, 'height': 40, 'sizes': ('tiny',)}),
 )
 
 

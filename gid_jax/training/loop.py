@@ -45,10 +45,11 @@ class Task:
   make_dataset: Callable[[Any], Any]  # config -> grain IterDataset of batches (numpy dicts)
 
 
-def make_optimizer(opt_cfg) -> optax.GradientTransformation:
+def make_optimizer(opt_cfg, num_steps: int) -> optax.GradientTransformation:
+  decay = opt_cfg.decay_steps or num_steps  # 0 = decay over the whole run
   schedule = optax.warmup_cosine_decay_schedule(
       init_value=0.0, peak_value=opt_cfg.learning_rate, warmup_steps=opt_cfg.warmup_steps,
-      decay_steps=max(opt_cfg.decay_steps, opt_cfg.warmup_steps + 1), end_value=opt_cfg.learning_rate * 0.1)
+      decay_steps=max(decay, opt_cfg.warmup_steps + 1), end_value=opt_cfg.learning_rate * 0.1)
   return optax.chain(optax.clip_by_global_norm(opt_cfg.grad_clip),
                      optax.adamw(schedule, b1=0.9, b2=0.99, weight_decay=opt_cfg.weight_decay))
 
@@ -57,7 +58,7 @@ def init_state(config, task: Task):
   """(graphdef, rest, state) with state = {step, params, opt_state, ema}."""
   model = task.make_model(config, nnx.Rngs(config.seed))
   graphdef, params, rest = nnx.split(model, nnx.Param, ...)
-  tx = make_optimizer(config.optimizer)
+  tx = make_optimizer(config.optimizer, config.num_steps)
   state = {'step': jnp.zeros((), jnp.int32), 'params': params, 'opt_state': tx.init(params),
            'ema': jax.tree.map(jnp.copy, params)}
   return graphdef, rest, state, tx

@@ -1,0 +1,104 @@
+"""The shared training loop on the tiny renderer: learning, exact resume, divergence, CLI errors."""
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import orbax.checkpoint as ocp
+import pytest
+
+from gid_jax.configs import data as data_config
+from gid_jax.configs import renderer as renderer_config
+from gid_jax.data import build
+from gid_jax.training import loop, metrics
+from gid_jax.training import renderer as renderer_task
+
+
+@pytest.fixture(scope='module')
+def data_dir(synthetic_dir, tmp_path_factory):
+  out = str(tmp_path_factory.mktemp('rdata'))
+  build.build(synthetic_dir, out, data_config.get_config('size=tiny'), progress=False)
+  return out
+
+
+def cfg(data_dir, **kw):
+  c = renderer_config.get_config('size=tiny')
+  c.data_dir = data_dir
+  c.model.widths = (8, 16)
+  c.model.blocks = (1, 1)
+  c.batch_size = 2
+  c.log_every = 1
+  c.checkpoint_every = 2
+  c.loss.perceptual = 0.0  # the VGG loss is exercised once below; the rest stays fast
+  for k, v in kw.items():
+    node = c
+    *path, last = k.split('.')
+    for p in path:
+      node = node[p]
+    node[last] = v
+  return c
+
+
+def _losses(workdir):
+  return {m['step']: m['loss'] for m in metrics.read_metrics(workdir)}
+
+
+def test_resume_gives_the_identical_next_loss(data_dir, tmp_path):
+  straight = str(tmp_path / 'straight')
+  c = cfg(data_dir, num_steps=6)
+  loop.train(c, straight, renderer_task.make_task(c), progress=False)
+  resumed = str(tmp_path / 'resumed')
+  c4 = cfg(data_dir, num_steps=4, **{'optimizer.decay_steps': 6})
+  loop.train(c4, resumed, renderer_task.make_task(c4), progress=False)
+  assert ocp.CheckpointManager(os.path.join(resumed, 'checkpoints')).latest_step() == 4
+  c6 = cfg(data_dir, num_steps=6)
+  loop.train(c6, resumed, renderer_task.make_task(c6), progress=False)
+  a, b = _losses(straight), _losses(resumed)
+  assert sorted(b) == [1, 2, 3, 4, 5, 6]
+  for step in (5, 6):
+    assert a[step] == pytest.approx(b[step], rel=1e-6, abs=1e-9), step
+
+
+def test_loss_falls_with_the_perceptual_loss(data_dir, tmp_path):
+  c = cfg(data_dir, num_steps=12, **{'loss.perceptual': 1.0, 'optimizer.warmup_steps': 2,
+                                      'optimizer.learning_rate': 3e-3})
+  loop.train(c, str(tmp_path / 'w'), renderer_task.make_task(c), progress=False)
+  ms = metrics.read_metrics(str(tmp_path / 'w'))
+  assert all('perceptual' in m and np.isfinite(m['loss']) for m in ms)
+  model = loop.load_model(str(tmp_path / 'w'), c, renderer_task.make_task(c))
+  assert model.num_levels == 2
+
+
+def test_divergence_stops_and_keeps_the_last_good_checkpoint(data_dir, tmp_path):
+  c = cfg(data_dir, num_steps=20, checkpoint_every=1, **{'optimizer.learning_rate': 1e30,
+                                                         'optimizer.warmup_steps': 0,
+                                                         'optimizer.grad_clip': 1e30})
+  with pytest.raises(loop.TrainingDiverged, match='non-finite loss') as e:
+    loop.train(c, str(tmp_path / 'w'), renderer_task.make_task(c), progress=False)
+  step = ocp.CheckpointManager(str(tmp_path / 'w' / 'checkpoints')).latest_step()
+  assert f'last good checkpoint is step {step}' in str(e.value)
+  assert all(np.isfinite(m['loss']) for m in metrics.read_metrics(str(tmp_path / 'w')))
+
+
+def test_checkpoint_from_another_config_is_rejected(data_dir, tmp_path):
+  c = cfg(data_dir, num_steps=2)
+  loop.train(c, str(tmp_path / 'w'), renderer_task.make_task(c), progress=False)
+  other = cfg(data_dir, **{'model.widths': (8, 32)})
+  with pytest.raises(ValueError, match='does not fit'):
+    loop.load_model(str(tmp_path / 'w'), other, renderer_task.make_task(other))
+  with pytest.raises(FileNotFoundError, match='no checkpoint'):
+    loop.load_model(str(tmp_path / 'none'), c, renderer_task.make_task(c))
+
+
+def test_cli_errors_are_one_line(tmp_path):
+  r = subprocess.run([sys.executable, '-m', 'gid_jax.train', '--config=' + renderer_config.__file__,
+                      '--workdir', str(tmp_path / 'w')], capture_output=True, text=True)
+  assert r.returncode == 2
+  assert r.stderr.strip().splitlines()[-1].startswith('error: config.data_dir is empty')
+  r = subprocess.run([sys.executable, '-m', 'gid_jax.train', '--config=' + renderer_config.__file__,
+                      '--config.data_dir', str(tmp_path / 'missing'), '--workdir', str(tmp_path / 'w')],
+                     capture_output=True, text=True)
+  assert r.returncode == 2
+  assert r.stderr.strip().splitlines()[-1].startswith('error: no gid_frames dataset')
