@@ -88,10 +88,13 @@ def checkpoint_manager(workdir: str, keep: int = 3) -> ocp.CheckpointManager:
 
 def load_model(workdir: str, config, task: Task, ema: bool = True, step: int | None = None) -> nnx.Module:
   """The trained model from a checkpoint in ``workdir`` (the latest, EMA params by default)."""
+  ckpt_dir = os.path.join(os.path.abspath(workdir), 'checkpoints')
+  if not os.path.isdir(ckpt_dir):  # checked first: the manager would create the folder
+    raise FileNotFoundError(f'no checkpoint in {ckpt_dir}')
   mngr = checkpoint_manager(workdir)
   step = mngr.latest_step() if step is None else step
   if step is None:
-    raise FileNotFoundError(f'no checkpoint in {os.path.join(os.path.abspath(workdir), "checkpoints")}')
+    raise FileNotFoundError(f'no checkpoint in {ckpt_dir}')
   graphdef, rest, state, _ = init_state(config, task)
   try:
     restored = mngr.restore(step, args=ocp.args.Composite(

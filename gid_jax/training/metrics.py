@@ -31,6 +31,7 @@ class MetricWriter:
     values = {k: float(v) for k, v in scalars.items()}
     log.info('[%d] %s', step, ', '.join(f'{k}={v:.5g}' for k, v in values.items()))
     self._f.write(json.dumps({'step': int(step), **values}) + '\n')
+    self._f.flush()  # readable while training runs, and nothing lost if it is killed
 
   def flush(self) -> None:
     if self._f:
