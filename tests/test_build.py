@@ -10,19 +10,13 @@ import numpy as np
 import pytest
 
 from gid_jax.configs import data as data_config
+from gid_jax.configs import override
 from gid_jax.data import build, pipeline, synthetic, video
 from gid_jax.motion import normalize as nl
 
 
 def tiny(**overrides):
-  c = data_config.get_config('size=tiny')
-  for k, v in overrides.items():
-    node = c
-    *path, last = k.split('.')
-    for p in path:
-      node = node[p]
-    node[last] = v
-  return c
+  return override(data_config.get_config('size=tiny'), **overrides)
 
 
 @pytest.fixture

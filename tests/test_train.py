@@ -10,6 +10,7 @@ import orbax.checkpoint as ocp
 import pytest
 
 from gid_jax.configs import data as data_config
+from gid_jax.configs import override
 from gid_jax.configs import renderer as renderer_config
 from gid_jax.data import build
 from gid_jax.training import loop, metrics
@@ -32,13 +33,7 @@ def cfg(data_dir, **kw):
   c.log_every = 1
   c.checkpoint_every = 2
   c.loss.perceptual = 0.0  # the VGG loss is exercised once below; the rest stays fast
-  for k, v in kw.items():
-    node = c
-    *path, last = k.split('.')
-    for p in path:
-      node = node[p]
-    node[last] = v
-  return c
+  return override(c, **kw)
 
 
 def _losses(workdir):

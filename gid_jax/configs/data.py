@@ -6,6 +6,8 @@ command line, e.g. ``--config.filters.camera_motion_px=0``.
 
 import ml_collections
 
+from gid_jax.configs import parse_size
+
 SIZES = {
     # (width, height, num_frames, num_freqs). Paper: 256 x 160, T = 150 frames (5 s at 30 fps), K = 16.
     'paper': (256, 160, 150, 16),
@@ -18,15 +20,7 @@ SIZES = {
 
 
 def get_config(arg=None):
-  size = 'paper'
-  if arg:
-    for kv in arg.split(','):
-      k, _, v = kv.partition('=')
-      if k != 'size':
-        raise ValueError(f'unknown config argument {k!r} (expected size=tiny|small|paper)')
-      size = v
-  if size not in SIZES:
-    raise ValueError(f'size must be one of {tuple(SIZES)}, got {size!r}')
+  size = parse_size(arg, SIZES, 'paper')
   width, height, num_frames, num_freqs = SIZES[size]
 
   c = ml_collections.ConfigDict()

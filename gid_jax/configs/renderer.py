@@ -9,6 +9,8 @@ ResNet-34-depth encoder at 256 x 160.
 
 import ml_collections
 
+from gid_jax.configs import parse_size
+
 MODELS = {
     # widths per pyramid level, encoder blocks per level, decoder blocks per level
     'tiny': ((16, 32, 64), (1, 1, 1), 1),
@@ -18,14 +20,7 @@ MODELS = {
 
 
 def get_config(arg=None):
-  size = 'tiny'
-  if arg:
-    k, _, v = arg.partition('=')
-    if k != 'size':
-      raise ValueError(f'unknown config argument {k!r} (expected size=tiny|small|paper)')
-    size = v
-  if size not in MODELS:
-    raise ValueError(f'size must be one of {tuple(MODELS)}, got {size!r}')
+  size = parse_size(arg, MODELS, 'tiny')
   widths, blocks, decoder_blocks = MODELS[size]
 
   c = ml_collections.ConfigDict()
