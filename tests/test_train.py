@@ -97,3 +97,15 @@ def test_cli_errors_are_one_line(tmp_path):
                      capture_output=True, text=True)
   assert r.returncode == 2
   assert r.stderr.strip().splitlines()[-1].startswith('error: no gid_frames dataset')
+
+
+def test_evaluate_cli(data_dir, tmp_path, capsys):
+  from gid_jax.render import evaluate
+  out = str(tmp_path / 'r.json')
+  assert evaluate.main(['--data', data_dir, '--out', out]) == 0
+  res = json.load(open(out))['held-out synthetic (test split)']
+  assert set(res) == {'backward_warp', 'average_splat', 'softmax_splat'}
+  assert all(r['psnr'] > 25 and 0 < r['ssim'] <= 1 and r['lpips'] >= 0 for r in res.values())
+  assert '| average_splat |' in capsys.readouterr().out
+  assert evaluate.main(['--data', str(tmp_path / 'missing')]) == 2
+  assert 'no gid_frames dataset' in capsys.readouterr().err
