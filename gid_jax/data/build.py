@@ -48,6 +48,7 @@ from gid_jax.fileio import atomic_path, atomic_write_text
 from gid_jax.motion import flow as flow_lib
 from gid_jax.motion import normalize as norm_lib
 from gid_jax.motion import spectral
+from gid_jax.render import splat
 
 DATASET_NAME = 'gid_motion'
 FRAMES_DATASET_NAME = 'gid_frames'
@@ -208,7 +209,7 @@ def process_video(path: str, vid: str, split: str, config, motion: _Motion, dest
         ts = _pair_times(vid, start, config)
         np.savez(os.path.join(tmp, f'clip_{start:06d}.npz'), image=frames[0], spec=spec, pair_t=ts,
                  pair_frames=frames[ts], pair_flows=disp[ts].astype(np.float32),
-                 importance=np.linalg.norm(disp, axis=-1).mean(axis=0)[..., None].astype(np.float32))
+                 importance=np.asarray(splat.splat_weight(disp), np.float32))
         record['clips'] += 1
         record['starts'].append(start)
     except video_lib.VideoError as e:

@@ -103,7 +103,7 @@ def video_examples(path: str, data_config, pairs_per_clip: int = 4, seed: int = 
   rng = np.random.default_rng(seed)
   for _, frames in build_lib.iter_clips(path, data_config):
     disp = flow_lib.extract_trajectories(frames, estimator=est)
-    importance = np.linalg.norm(disp, axis=-1).mean(axis=0)[..., None]
+    importance = np.asarray(splat.splat_weight(disp))
     for t in np.sort(rng.choice(np.arange(1, len(frames)), pairs_per_clip, replace=False)):
       yield {'image': frames[0], 'target': frames[t], 'flow': disp[t], 'importance': importance}
 
