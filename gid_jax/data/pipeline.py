@@ -6,7 +6,8 @@
     nspec_BxKxHxWx4    float32, the *normalised* spectral volume (gid_jax.motion.normalize)
     start_frame_B      int32
 
-or, with ``name='gid_frames'``, the renderer's triples (image, target I_t, flow F_t, t); with a seeded shuffle that changes every epoch, per-process sharding for multi-host training (each process
+or, with ``name='gid_frames'``, the renderer's examples (image, target I_t, flow F_t, importance W, t);
+with a seeded shuffle that changes every epoch, per-process sharding for multi-host training (each process
 reads a disjoint 1/process_count of the examples; ``batch_size`` is per process) and an iterator whose
 state can be saved with orbax (``grain.checkpoint.CheckpointSave(iterator)``) so a resumed run continues
 with exactly the next batch.

@@ -108,9 +108,9 @@ def load_photo(name: str) -> np.ndarray:
     if isinstance(img, tuple):  # stereo pairs
       img = img[0]
   img = np.asarray(img)
-  if img.dtype != np.uint8:
-    img = (img.astype(np.float64) / max(float(np.iinfo(img.dtype).max) if img.dtype.kind in 'ui' else 1.0,
-                                        1e-9) * 255).clip(0, 255).astype(np.uint8)
+  if img.dtype != np.uint8:  # 16-bit, bool or float images: scale their full range to 0..255
+    top = float(np.iinfo(img.dtype).max) if img.dtype.kind in 'ui' else 1.0
+    img = (img.astype(np.float64) / top * 255).clip(0, 255).astype(np.uint8)
   if img.ndim == 2:
     img = np.repeat(img[..., None], 3, axis=-1)
   return np.ascontiguousarray(img[..., :3])

@@ -8,6 +8,7 @@ Inputs are float images (B, H, W, 3) in [-1, 1]; the output is one distance per 
 
 from __future__ import annotations
 
+import functools
 import os
 import pickle
 
@@ -41,3 +42,9 @@ class LPIPS:
   def __call__(self, a_BxHxWx3: jax.Array, b_BxHxWx3: jax.Array) -> jax.Array:
     d = self._module.apply(jax.lax.stop_gradient(self.params), a_BxHxWx3, b_BxHxWx3)
     return d.reshape(d.shape[0])
+
+
+@functools.lru_cache(maxsize=None)
+def get(net: str = 'vgg16') -> LPIPS:
+  """A shared LPIPS instance per net: the weights are read from disk once per process."""
+  return LPIPS(net)

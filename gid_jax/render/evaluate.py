@@ -1,6 +1,6 @@
 """Renderer evaluation: PSNR / SSIM / LPIPS of rendered I_t against the true I_t on held-out data.
 
-    python -m gid_jax.render.evaluate --data DATA [--workdir RUN --config=configs/renderer.py:size=tiny]
+    python -m gid_jax.render.evaluate --data DATA [--workdir RUN --config size=tiny]
         [--real_videos DIR] [--out results.json]
 
 Methods compared on the same (I_0, I_t, F_t, W) examples:
@@ -61,8 +61,8 @@ def ssim(a_uint8: np.ndarray, b_uint8: np.ndarray) -> float:
 
 def evaluate_examples(examples, renderer=None, batch_size: int = 8) -> dict:
   """examples: iterable of dicts image/target (uint8 HxWx3), flow (HxWx2), importance (HxWx1)."""
-  from gid_jax.models.perceptual import LPIPS  # pylint: disable=g-import-not-at-top
-  lpips = jax.jit(LPIPS('alexnet').__call__)
+  from gid_jax.models import perceptual  # pylint: disable=g-import-not-at-top
+  lpips = jax.jit(perceptual.get('alexnet').__call__)
   if renderer is not None:
     from flax import nnx  # pylint: disable=g-import-not-at-top
     graphdef, state = nnx.split(renderer)

@@ -2,27 +2,20 @@
 
 from __future__ import annotations
 
-import functools
-
 import jax
 import jax.numpy as jnp
 
 from gid_jax.data import build as build_lib
 from gid_jax.data import pipeline
+from gid_jax.models import perceptual as perceptual_lib
 from gid_jax.models import renderer as renderer_lib
-from gid_jax.models.perceptual import LPIPS
 from gid_jax.training.loop import Task
-
-
-@functools.lru_cache(maxsize=4)
-def _lpips(net: str) -> LPIPS:
-  return LPIPS(net)
 
 
 def make_task(config) -> Task:
   if not config.data_dir:
     raise ValueError('config.data_dir is empty: pass --config.data_dir=<a python -m gid_jax.data.build --out>')
-  perceptual = _lpips(config.loss.perceptual_net) if config.loss.perceptual > 0 else None
+  perceptual = perceptual_lib.get(config.loss.perceptual_net) if config.loss.perceptual > 0 else None
 
   def make_model(cfg, rngs):
     return renderer_lib.from_config(cfg.model, rngs)
