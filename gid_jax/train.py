@@ -4,6 +4,7 @@ Parses flags and hands the config to the trainer it names (``config.trainer``). 
 checkpoint in ``--workdir``. Exit code 2 for bad input (config, data), 3 when training diverged.
 """
 
+import importlib
 import sys
 
 from absl import app, flags
@@ -13,7 +14,7 @@ _CONFIG = config_flags.DEFINE_config_file('config', None, 'config file, e.g. con
 _WORKDIR = flags.DEFINE_string('workdir', None, 'where checkpoints and metrics go', required=True)
 _PROGRESS = flags.DEFINE_bool('progress', True, 'show a progress bar')
 
-TRAINERS = ('renderer',)
+TRAINERS = ('renderer', 'vae', 'ldm')
 
 
 def main(argv):
@@ -30,9 +31,8 @@ def main(argv):
     print(f'error: config.trainer={trainer!r} is not one of {TRAINERS}', file=sys.stderr)
     sys.exit(2)
   try:
-    if trainer == 'renderer':
-      from gid_jax.training import renderer  # pylint: disable=g-import-not-at-top
-      task = renderer.make_task(config)
+    module = importlib.import_module(f'gid_jax.training.{trainer}')
+    task = module.make_task(config)
     metrics = loop.train(config, _WORKDIR.value, task, progress=_PROGRESS.value)
   except loop.TrainingDiverged as e:
     print(f'error: {e}', file=sys.stderr)

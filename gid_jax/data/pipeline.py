@@ -114,3 +114,10 @@ def make_dataset(data_dir: str, split: str = 'train', *, batch_size: int, seed: 
   if worker_count > 0:
     it = it.mp_prefetch(grain.MultiprocessingOptions(num_workers=worker_count))
   return it
+
+
+def load_build_config(data_dir: str, name: str = build_lib.DATASET_NAME) -> dict:
+  """The data config the dataset was built with (size, fps, num_frames, num_freqs, ...), as a dict."""
+  import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
+  version_dir, _ = _resolve(data_dir, name)
+  return dict(tfds.builder_from_directory(version_dir).info.metadata['build_config'])

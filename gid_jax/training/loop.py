@@ -3,7 +3,11 @@
 A ``Task`` says what is trained: how to build the NNX model, its loss on a batch, and its input pipeline.
 ``train(config, workdir, task)`` then
 
-* splits the model into (graphdef, params, rest) so that the step is a pure function of pytrees;
+* splits the model into (graphdef, params, frozen, rest) so that the step is a pure function of pytrees:
+  ``params`` are the parameters the task trains (``Task.trainable``), ``frozen`` the other parameters
+  (a pretrained VAE, a stage-1 U-Net), kept in the checkpoint so one checkpoint is the whole model;
+* runs on a device mesh from ``config.mesh`` (gid_jax.training.sharding): batches split over the data
+  axes, parameters and optimiser state FSDP-split, global batches assembled from per-process data;
 * optimises with AdamW (linear warm-up, cosine decay, global-norm clipping) and keeps an EMA of the params;
 * jits ``train_step(state, batch, rng)`` with ``donate_argnames='state'``; the step's randomness is
   ``fold_in(PRNGKey(seed), step)``, so a resumed run draws exactly what an uninterrupted one would;
@@ -30,6 +34,7 @@ import optax
 import orbax.checkpoint as ocp
 from flax import nnx
 
+from gid_jax.training import sharding as sharding_lib
 from gid_jax.training.metrics import make_writer
 
 
@@ -43,6 +48,9 @@ class Task:
   make_model: Callable[[Any, nnx.Rngs], nnx.Module]  # (config, rngs) -> model
   loss_fn: Callable[[nnx.Module, dict, jax.Array], tuple[jax.Array, dict]]  # -> (loss, metrics)
   make_dataset: Callable[[Any], Any]  # config -> grain IterDataset of batches (numpy dicts)
+  trainable: Any = nnx.Param  # nnx filter of the parameters that are optimised; the others are frozen
+  init_model: Callable[[nnx.Module, Any], None] | None = None  # fresh runs only: load pretrained parts
+  shard_model: Callable[[nnx.Module, Any, Any], None] | None = None  # (model, mesh, config): constraints
 
 
 def make_optimizer(opt_cfg, num_steps: int) -> optax.GradientTransformation:
@@ -54,30 +62,49 @@ def make_optimizer(opt_cfg, num_steps: int) -> optax.GradientTransformation:
                      optax.adamw(schedule, b1=0.9, b2=0.99, weight_decay=opt_cfg.weight_decay))
 
 
-def init_state(config, task: Task):
-  """(graphdef, rest, state) with state = {step, params, opt_state, ema}."""
+def init_state(config, task: Task, mesh=None, pretrained: bool = False):
+  """(graphdef, rest, state, tx) with state = {step, params, frozen, opt_state, ema}.
+
+  ``pretrained`` runs ``task.init_model`` (loading e.g. a stage-1 checkpoint); a resumed or restored run
+  skips it because the checkpoint holds the frozen parameters too.
+  """
   model = task.make_model(config, nnx.Rngs(config.seed))
-  graphdef, params, rest = nnx.split(model, nnx.Param, ...)
+  if pretrained and task.init_model is not None:
+    task.init_model(model, config)
+  if mesh is not None and task.shard_model is not None:
+    task.shard_model(model, mesh, config)
+  graphdef, params, frozen, rest = nnx.split(model, nnx.All(nnx.Param, task.trainable), nnx.Param, ...)
+  if not jax.tree.leaves(params):
+    raise ValueError(f'the {task.name} task has no trainable parameters')
   tx = make_optimizer(config.optimizer, config.num_steps)
-  state = {'step': jnp.zeros((), jnp.int32), 'params': params, 'opt_state': tx.init(params),
-           'ema': jax.tree.map(jnp.copy, params)}
+  state = {'step': jnp.zeros((), jnp.int32), 'params': params, 'frozen': frozen,
+           'opt_state': tx.init(params), 'ema': jax.tree.map(jnp.copy, params)}
   return graphdef, rest, state, tx
 
 
-def make_train_step(graphdef, rest, tx, task: Task, ema_decay: float):
+def state_shardings(state, mesh, config):
+  return sharding_lib.tree_shardings(state, mesh, config)
+
+
+def make_train_step(graphdef, rest, tx, task: Task, ema_decay: float, state_sh=None, batch_sh=None):
   def train_step(state, batch, rng):
     def loss_of(params):
-      model = nnx.merge(graphdef, params, rest)
+      model = nnx.merge(graphdef, params, state['frozen'], rest)
       return task.loss_fn(model, batch, rng)
 
     (loss, metrics), grads = jax.value_and_grad(loss_of, has_aux=True)(state['params'])
     updates, opt_state = tx.update(grads, state['opt_state'], state['params'])
     params = optax.apply_updates(state['params'], updates)
     ema = jax.tree.map(lambda e, p: ema_decay * e + (1.0 - ema_decay) * p, state['ema'], params)
-    metrics = dict(metrics, loss=loss, grad_norm=optax.global_norm(grads))
-    return {'step': state['step'] + 1, 'params': params, 'opt_state': opt_state, 'ema': ema}, metrics
+    metrics = dict(metrics, loss=loss, grad_norm=optax.tree.norm(grads))
+    new = {'step': state['step'] + 1, 'params': params, 'frozen': state['frozen'], 'opt_state': opt_state,
+           'ema': ema}
+    return new, metrics
 
-  return jax.jit(train_step, donate_argnames='state')
+  if state_sh is None:
+    return jax.jit(train_step, donate_argnames='state')
+  return jax.jit(train_step, donate_argnames='state', in_shardings=(state_sh, batch_sh, None),
+                 out_shardings=(state_sh, None))
 
 
 def checkpoint_manager(workdir: str, keep: int = 3) -> ocp.CheckpointManager:
@@ -86,8 +113,21 @@ def checkpoint_manager(workdir: str, keep: int = 3) -> ocp.CheckpointManager:
       options=ocp.CheckpointManagerOptions(create=True, max_to_keep=keep))
 
 
-def load_model(workdir: str, config, task: Task, ema: bool = True, step: int | None = None) -> nnx.Module:
-  """The trained model from a checkpoint in ``workdir`` (the latest, EMA params by default)."""
+def _abstract(state, shardings=None):
+  if shardings is None:
+    return jax.tree.map(ocp.utils.to_shape_dtype_struct, state)
+  return jax.tree.map(lambda x, sh: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sh), state, shardings)
+
+
+def read_config(workdir: str, step: int | None = None):
+  """The config a run in ``workdir`` was trained with (stored beside every checkpoint)."""
+  import ml_collections  # pylint: disable=g-import-not-at-top
+  mngr, step = _latest(workdir, step)
+  restored = mngr.restore(step, args=ocp.args.Composite(config=ocp.args.JsonRestore()))
+  return ml_collections.ConfigDict(restored['config'])
+
+
+def _latest(workdir: str, step: int | None):
   ckpt_dir = os.path.join(os.path.abspath(workdir), 'checkpoints')
   if not os.path.isdir(ckpt_dir):  # checked first: the manager would create the folder
     raise FileNotFoundError(f'no checkpoint in {ckpt_dir}')
@@ -95,13 +135,19 @@ def load_model(workdir: str, config, task: Task, ema: bool = True, step: int | N
   step = mngr.latest_step() if step is None else step
   if step is None:
     raise FileNotFoundError(f'no checkpoint in {ckpt_dir}')
+  return mngr, step
+
+
+def load_model(workdir: str, config, task: Task, ema: bool = True, step: int | None = None) -> nnx.Module:
+  """The trained model from a checkpoint in ``workdir`` (the latest, EMA params by default)."""
+  mngr, step = _latest(workdir, step)
   graphdef, rest, state, _ = init_state(config, task)
   try:
-    restored = mngr.restore(step, args=ocp.args.Composite(
-        state=ocp.args.StandardRestore(jax.tree.map(ocp.utils.to_shape_dtype_struct, state))))
+    restored = mngr.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore(_abstract(state))))
   except (ValueError, KeyError) as e:
     raise ValueError(f'checkpoint in {workdir} does not fit the {task.name} config ({e})'.split('\n')[0]) from e
-  return nnx.merge(graphdef, restored['state']['ema' if ema else 'params'], rest)
+  st = restored['state']
+  return nnx.merge(graphdef, st['ema' if ema else 'params'], st['frozen'], rest)
 
 
 def train(config, workdir: str, task: Task, progress: bool = True) -> dict:
@@ -111,17 +157,25 @@ def train(config, workdir: str, task: Task, progress: bool = True) -> dict:
 
   os.makedirs(workdir, exist_ok=True)
   writer = make_writer(workdir, enabled=jax.process_index() == 0)
-  graphdef, rest, state, tx = init_state(config, task)
-  data = iter(task.make_dataset(config))
+  mesh = sharding_lib.make_mesh(config)
   mngr = checkpoint_manager(workdir, config.get('keep_checkpoints', 3))
   start = mngr.latest_step()
-  if start is not None:
-    restored = mngr.restore(start, args=ocp.args.Composite(
-        state=ocp.args.StandardRestore(jax.tree.map(ocp.utils.to_shape_dtype_struct, state)),
-        data=grain.checkpoint.CheckpointRestore(data)))
+  graphdef, rest, state, tx = init_state(config, task, mesh, pretrained=start is None)
+  state_sh = state_shardings(state, mesh, config)
+  batch_sh = sharding_lib.batch_sharding(mesh, config)
+  data = iter(task.make_dataset(config))
+  if start is None:
+    state = jax.device_put(state, state_sh)
+  else:
+    try:
+      restored = mngr.restore(start, args=ocp.args.Composite(
+          state=ocp.args.StandardRestore(_abstract(state, state_sh)),
+          data=grain.checkpoint.CheckpointRestore(data)))
+    except (ValueError, KeyError) as e:
+      raise ValueError(f'checkpoint in {workdir} does not fit the {task.name} config ({e})'.split('\n')[0]) from e
     state = restored['state']
   start = int(state['step'])
-  step_fn = make_train_step(graphdef, rest, tx, task, config.ema_decay)
+  step_fn = make_train_step(graphdef, rest, tx, task, config.ema_decay, state_sh, batch_sh)
   key = jax.random.PRNGKey(config.seed)
 
   def save(step):
@@ -134,7 +188,7 @@ def train(config, workdir: str, task: Task, progress: bool = True) -> dict:
              disable=not progress or jax.process_index() != 0)
   t0 = time.perf_counter()
   for step in range(start, config.num_steps):
-    batch = next(data)
+    batch = sharding_lib.global_batch(next(data), batch_sh)
     state, metrics = step_fn(state, batch, jax.random.fold_in(key, step))
     loss = float(metrics['loss'])
     if not np.isfinite(loss):

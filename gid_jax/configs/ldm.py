@@ -1,0 +1,88 @@
+"""Motion latent diffusion, stage 1: one 4-channel frequency slice at a time ("independent prediction").
+
+    python -m gid_jax.train --config=configs/ldm.py:size=tiny --config.data_dir=DATA \
+        --config.vae_workdir=RUN_VAE --workdir=RUN_LDM
+
+The U-Net denoises the VAE latent of one frequency slice, conditioned on the first frame (downsampled to
+the latent size and concatenated with the noisy latent) and on the slice's frequency index (an embedding
+added next to the timestep embedding). A batch of B examples is B * K independent slices. The VAE is frozen
+(its weights come from ``vae_workdir`` and are stored in this run's checkpoints, so one checkpoint samples).
+This config alone is the paper's "independent prediction" ablation; ``configs/ldm_freq.py`` adds stage 2
+(frequency attention) on top of it; ``configs/ldm_volume.py`` is the "volume prediction" ablation.
+"""
+
+import ml_collections
+
+from gid_jax.configs import parse_size
+
+MODELS = {
+    # U-Net widths per level, residual blocks per level, spatial self-attention per level, heads
+    'tiny': ((32, 64), 1, (False, True), 4),
+    'small': ((64, 128, 256), 2, (False, True, True), 4),
+    # LDM-sized (the f=4 LDMs use 224 base channels x (1, 2, 3, 4), 2 blocks, attention below full size).
+    'paper': ((224, 448, 672, 896), 2, (False, True, True, True), 8),
+}
+
+
+def get_config(arg=None):
+  size = parse_size(arg, MODELS, 'tiny')
+  widths, blocks, attention, heads = MODELS[size]
+
+  c = ml_collections.ConfigDict()
+  c.trainer = 'ldm'
+  c.size = size
+  c.data_dir = ''  # required: a gid_jax.data.build --out folder
+  c.vae_workdir = ''  # required for a fresh run: a trained configs/vae.py run
+  c.stage1_workdir = ''  # stage 2 only: the stage-1 run whose U-Net is frozen
+  c.mode = 'slice'  # 'slice': B*K slices of 4 channels (paper); 'volume': all 4K channels at once (ablation)
+  c.trainable = 'unet'  # parameters optimised: 'unet' (stage 1) or 'freq_attn' (stage 2)
+  c.seed = 0
+  c.batch_size = {'tiny': 8, 'small': 16, 'paper': 64}[size]  # examples (each K slices), global
+  c.num_steps = {'tiny': 3000, 'small': 50_000, 'paper': 400_000}[size]
+  c.log_every = 50
+  c.checkpoint_every = {'tiny': 500, 'small': 2000, 'paper': 5000}[size]
+  c.keep_checkpoints = 3
+
+  c.model = ml_collections.ConfigDict()
+  c.model.widths = widths
+  c.model.blocks = blocks
+  c.model.attention = attention
+  c.model.heads = heads
+  c.model.freq_embedding = True
+  c.model.freq_attention = False
+  c.model.dropout = 0.0 if size == 'tiny' else 0.1
+  c.model.in_channels = 4  # filled in from the VAE (x K in volume mode)
+  c.model.out_channels = 4
+  c.model.num_freqs = 0  # filled in from the dataset
+
+  c.diffusion = ml_collections.ConfigDict()
+  c.diffusion.schedule = 'linear'  # LDM's scaled-linear betas; 'cosine' also available
+  c.diffusion.num_timesteps = 1000
+  c.diffusion.objective = 'eps'  # SPEC: epsilon prediction; 'v' also available
+  c.diffusion.cond_dropout = 0.1  # the first frame is dropped (zeroed) for 10% of examples: enables CFG
+
+  c.sampling = ml_collections.ConfigDict()
+  c.sampling.num_steps = 250  # SPEC: 250 DDIM steps for the main results
+  c.sampling.eta = 0.0
+  c.sampling.guidance = 0.0  # w in (1 + w) eps(c) - w eps(null); 0 = conditional only
+
+  # Filled in at the start of training and stored in the checkpoint (so sampling needs nothing else):
+  c.latent_scale = 0.0  # 1 / std of the VAE latents on training data (0 = measure it)
+  c.vae = ml_collections.ConfigDict({'model': ml_collections.ConfigDict()})
+  c.data_info = ml_collections.ConfigDict()  # width, height, num_frames, num_freqs, fps of the dataset
+  c.norm_stats_json = ''
+
+  c.optimizer = ml_collections.ConfigDict()
+  c.optimizer.learning_rate = {'tiny': 1e-3, 'small': 2e-4, 'paper': 1e-4}[size]
+  c.optimizer.warmup_steps = {'tiny': 100, 'small': 1000, 'paper': 5000}[size]
+  c.optimizer.decay_steps = 0  # 0 = num_steps
+  c.optimizer.weight_decay = 0.0
+  c.optimizer.grad_clip = 1.0
+  c.ema_decay = 0.995 if size == 'tiny' else 0.9999
+
+  # Mesh axes (gid_jax.training.sharding): data and fsdp split the batch, fsdp also the parameters,
+  # freq splits the K slices of every example (frequency attention attends across it).
+  c.mesh = ml_collections.ConfigDict({'data': -1, 'fsdp': 1, 'freq': 1})
+  c.sharding = ml_collections.ConfigDict()
+  c.sharding.rules = (('batch', ('data', 'fsdp')), ('freq', 'freq'), ('params', 'fsdp'))
+  return c

@@ -1,0 +1,56 @@
+"""Spectral VAE: one 4-channel frequency slice of a normalised spectral volume <-> a 4-channel latent.
+
+    python -m gid_jax.train --config=configs/vae.py:size=tiny --config.data_dir=DATA --workdir=RUN_VAE
+
+Loss (SPEC section 4): L1 + 0.2 * multi-scale gradient consistency + 1e-6 * KL. The latent is 4 channels
+at 1/4 of the resolution (40 x 64 for a 256 x 160 volume: the default SPEC suggests). Every example's K
+slices are independent samples, so a batch of B examples is B * K VAE samples.
+"""
+
+import ml_collections
+
+from gid_jax.configs import parse_size
+
+MODELS = {
+    # encoder widths per level (the spatial factor is 2 ** (levels - 1)), residual blocks per level
+    'tiny': ((32, 64, 128), 1),
+    'small': ((64, 128, 128), 1),
+    'paper': ((128, 256, 256), 2),  # the LDM f=4 autoencoder's widths
+}
+
+
+def get_config(arg=None):
+  size = parse_size(arg, MODELS, 'tiny')
+  widths, blocks = MODELS[size]
+
+  c = ml_collections.ConfigDict()
+  c.trainer = 'vae'
+  c.size = size
+  c.data_dir = ''  # required: a gid_jax.data.build --out folder
+  c.seed = 0
+  c.batch_size = {'tiny': 8, 'small': 16, 'paper': 64}[size]  # examples (x K slices), global
+  c.num_steps = {'tiny': 1200, 'small': 20_000, 'paper': 200_000}[size]
+  c.log_every = 50
+  c.checkpoint_every = {'tiny': 300, 'small': 2000, 'paper': 5000}[size]
+  c.keep_checkpoints = 3
+
+  c.model = ml_collections.ConfigDict()
+  c.model.widths = widths
+  c.model.blocks = blocks
+  c.model.latent_channels = 4  # SPEC: a 4-channel continuous latent
+
+  c.loss = ml_collections.ConfigDict()
+  c.loss.grad_weight = 0.2  # SPEC
+  c.loss.kl_weight = 1e-6  # SPEC
+  c.loss.grad_scales = 3
+
+  c.optimizer = ml_collections.ConfigDict()
+  c.optimizer.learning_rate = {'tiny': 2e-3, 'small': 1e-3, 'paper': 4.5e-4}[size]
+  c.optimizer.warmup_steps = 100
+  c.optimizer.decay_steps = 0  # 0 = num_steps
+  c.optimizer.weight_decay = 0.0
+  c.optimizer.grad_clip = 1.0
+  c.ema_decay = 0.99 if size == 'tiny' else 0.999
+
+  c.mesh = ml_collections.ConfigDict({'data': -1, 'fsdp': 1, 'freq': 1})
+  return c

@@ -1,0 +1,126 @@
+"""Photo -> spectral volume: DDIM sampling of a trained motion LDM, de-normalised to pixel units.
+
+    spec_KxHxWx4 = sample_spectral_volume(image_HxWx3, checkpoint, num_steps=250, eta=0.0, guidance=0.0,
+                                          seed=0)
+
+``checkpoint`` is a training work dir of ``configs/ldm.py`` (stage 1 / independent prediction),
+``configs/ldm_freq.py`` (stage 2, the paper's model) or ``configs/ldm_volume.py``. The config stored in the
+checkpoint holds everything else (VAE, latent scale, normalisation statistics, K, T, fps).
+
+All K latent slices of an image are denoised together (one DDIM trajectory, one shared timestep), so the
+frequency attention of a stage-2 model sees the whole volume at every step. The image may have any size
+that is a multiple of :attr:`MotionSampler.multiple` (the networks are fully convolutional); the
+application layer (``gid_jax.sample``) resizes photos to such a size near the training size.
+The same seed gives the same volume.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+from gid_jax.diffusion import sampling
+from gid_jax.diffusion import schedules
+from gid_jax.motion import normalize as norm_lib
+
+
+class MotionSampler:
+  """A loaded motion LDM, ready to sample (compiled once per image size and sampler settings)."""
+
+  def __init__(self, checkpoint: str, ema: bool = True, mesh: jax.sharding.Mesh | None = None):
+    """``mesh``: sample on a device mesh (axes as in gid_jax.training.sharding); batch and K are split."""
+    from gid_jax.training import ldm as ldm_task  # pylint: disable=g-import-not-at-top
+    from gid_jax.training import sharding as sharding_lib  # pylint: disable=g-import-not-at-top
+    self.config, model = ldm_task.load_ldm(checkpoint, ema=ema)
+    self.mesh = mesh
+    if mesh is not None:
+      self.batch_sharding = jax.sharding.NamedSharding(mesh, sharding_lib.batch_spec(self.config))
+      if self.config.model.freq_attention:
+        model.unet.freq_sharding = jax.sharding.NamedSharding(
+            mesh, sharding_lib.batch_spec(self.config, freq=True))
+    self.graphdef, self.state = nnx.split(model)
+    self.model = model
+    self.stats = norm_lib.NormStats.from_json(self.config.norm_stats_json)
+    self.sched = schedules.make_schedule(self.config.diffusion.schedule, self.config.diffusion.num_timesteps)
+    info = self.config.data_info
+    self.num_freqs, self.num_frames, self.fps = int(info.num_freqs), int(info.num_frames), float(info.fps)
+    self.size = (int(info.height), int(info.width))  # the training size, H x W
+    # The VAE factor times the U-Net's deepest downsampling: the sizes every level divides exactly.
+    self.multiple = model.vae.downsample * 2 ** (len(self.config.model.widths) - 1)
+
+  def check_image(self, image_BxHxWx3) -> None:
+    h, w = image_BxHxWx3.shape[-3:-1]
+    if image_BxHxWx3.shape[-1] != 3 or h % self.multiple or w % self.multiple:
+      raise ValueError(f'the image is {w}x{h}x{image_BxHxWx3.shape[-1]}; the motion model needs RGB with width '
+                       f'and height multiples of {self.multiple} (trained at {self.size[1]}x{self.size[0]})')
+
+  def sample_normalized(self, image_BxHxWx3, rng, *, num_steps: int, eta: float = 0.0, guidance: float = 0.0,
+                        guidance_fn: Callable | None = None, guidance_scale: float = 0.0, recurrence: int = 1,
+                        progress: Callable | None = None) -> jax.Array:
+    """Normalised volumes nspec_BxKxHxWx4 for float images in [-1, 1] (see module docstring)."""
+    self.check_image(image_BxHxWx3)
+    image = jnp.asarray(image_BxHxWx3, jnp.float32)
+    state = self.state
+    if self.mesh is not None:
+      image = jax.device_put(image, self.batch_sharding)
+      state = jax.device_put(state, jax.sharding.NamedSharding(self.mesh, jax.sharding.PartitionSpec()))
+    return _sample(self.graphdef, state, self.sched, image, rng, eta,
+                   guidance_scale, num_steps=int(num_steps), guidance=float(guidance),
+                   objective=self.config.diffusion.objective, guidance_fn=guidance_fn,
+                   recurrence=int(recurrence), progress=progress)
+
+  def sample(self, image_HxWx3, *, num_steps: int | None = None, eta: float | None = None,
+             guidance: float | None = None, seed: int = 0, progress: Callable | None = None) -> np.ndarray:
+    """One spectral volume S_KxHxWx4 in pixel units for a uint8 (or [-1, 1] float) RGB image."""
+    s = self.config.sampling
+    image = np.asarray(image_HxWx3)
+    if image.ndim != 3:
+      raise ValueError(f'expected one H x W x 3 image, got shape {image.shape}')
+    x = image.astype(np.float32) / 127.5 - 1.0 if image.dtype == np.uint8 else image.astype(np.float32)
+    nspec = self.sample_normalized(x[None], jax.random.PRNGKey(seed),
+                                   num_steps=s.num_steps if num_steps is None else num_steps,
+                                   eta=s.eta if eta is None else eta,
+                                   guidance=s.guidance if guidance is None else guidance, progress=progress)
+    return np.asarray(norm_lib.denormalize(nspec[0], self.stats), np.float32)
+
+
+@functools.partial(jax.jit, static_argnames=('graphdef', 'num_steps', 'guidance', 'objective',
+                                             'guidance_fn', 'recurrence', 'progress'))
+def _sample(graphdef, state, sched, image_BxHxWx3, rng, eta, guidance_scale, *, num_steps, guidance, objective,
+            guidance_fn, recurrence, progress):
+  model = nnx.merge(graphdef, state)
+  b, h, w = image_BxHxWx3.shape[:3]
+  latent_hw = (h // model.vae.downsample, w // model.vae.downsample)
+  cond_B = model.condition(image_BxHxWx3, latent_hw)
+
+  def f(x, t, use_cond):
+    reps = x.shape[0] // (b * model.samples_per_example())  # 2 under classifier-free guidance
+    cond = jnp.concatenate([cond_B] * reps) if reps > 1 else cond_B
+    keep = use_cond[::model.samples_per_example()].astype(cond.dtype)
+    return model.denoise(x, t, cond * keep[:, None, None, None])
+
+  def decode(x0):  # samples -> normalised volume
+    return model.decode(model.from_samples(x0), (h, w))
+
+  gfn = None if guidance_fn is None else (lambda x0: guidance_fn(decode(x0)))
+  x0 = sampling.ddim_sample(sampling.classifier_free(f, guidance), sched, model.sample_shape(b, latent_hw),
+                            rng, num_steps=num_steps, eta=eta, objective=objective, guidance_fn=gfn,
+                            guidance_scale=0.0 if gfn is None else guidance_scale, recurrence=recurrence, progress=progress)
+  return decode(x0)
+
+
+@functools.lru_cache(maxsize=4)
+def load(checkpoint: str) -> MotionSampler:
+  """A cached MotionSampler per checkpoint folder."""
+  return MotionSampler(checkpoint)
+
+
+def sample_spectral_volume(image_HxWx3, checkpoint: str, num_steps: int = 250, eta: float = 0.0,
+                           guidance: float = 0.0, seed: int = 0) -> np.ndarray:
+  """S_KxHxWx4 in pixel units (de-normalised) sampled for one RGB image; see module docstring."""
+  return load(checkpoint).sample(image_HxWx3, num_steps=num_steps, eta=eta, guidance=guidance, seed=seed)

@@ -1,0 +1,144 @@
+"""Interactive dynamics from the command line: poke a photo, get the video of its response.
+
+    python -m gid_jax.interact --image photo.jpg --spectral spec.npz --poke 0.5,0.3,4,0 --out poke.mp4
+
+``--spectral`` is an .npz from :func:`gid_jax.motion.modal.save_spectral` (``spectral_volume`` K x H x W x 4
+in pixels, ``num_frames`` T and ``fps`` of the clip the bins refer to). The photo is centre-cropped to the
+volume's aspect ratio and resized to its W x H, as the data pipeline prepares frames. Each ``--poke
+X,Y,DX,DY[,FRAME]`` is an impulse at (X * (W - 1), Y * (H - 1)) (X, Y fractions of width and height in
+[0, 1]) along the drag vector (DX, DY) in pixels of the volume's grid, at output frame FRAME (default 0);
+``--strength`` multiplies every poke. With the default modal parameters the poked point of the most mobile
+part of a scene swinging near 1 Hz moves about ``|(DX, DY)| * strength`` pixels (see gid_jax.motion.modal).
+Frames are rendered by softmax splatting (no trained renderer is needed) and written by the extension of
+``--out`` (.mp4, .webm, .gif, or no extension for a folder of PNGs), atomically.
+
+Bad input (a missing or unreadable image, a bad --poke, a bad .npz) is reported in one line on stderr with
+exit code 2, and nothing is written.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+import numpy as np
+
+from gid_jax.motion import modal
+
+
+class _Parser(argparse.ArgumentParser):
+  """argparse that reports a usage error in one line (exit 2) instead of usage + message."""
+
+  def error(self, message):
+    self.exit(2, f'error: {message}\n')
+
+
+class InputError(ValueError):
+  """Bad command-line input; its message is printed as is."""
+
+
+def parse_poke(text: str) -> tuple[float, float, float, float, int]:
+  """'X,Y,DX,DY[,FRAME]' -> (x, y, dx, dy, frame), X and Y fractions in [0, 1]."""
+  parts = text.split(',')
+  if len(parts) not in (4, 5):
+    raise InputError(f'--poke {text!r}: expected X,Y,DX,DY or X,Y,DX,DY,FRAME')
+  try:
+    x, y, dx, dy = (float(p) for p in parts[:4])
+    frame = int(parts[4]) if len(parts) == 5 else 0
+  except ValueError:
+    raise InputError(f'--poke {text!r}: X,Y,DX,DY must be numbers and FRAME an integer') from None
+  if not all(np.isfinite(v) for v in (x, y, dx, dy)):
+    raise InputError(f'--poke {text!r}: values must be finite')
+  if not (0.0 <= x <= 1.0 and 0.0 <= y <= 1.0):
+    raise InputError(f'--poke {text!r}: X and Y are fractions of width and height and must lie in [0, 1]')
+  if frame < 0:
+    raise InputError(f'--poke {text!r}: FRAME must be >= 0')
+  return x, y, dx, dy, frame
+
+
+def load_image(path: str, width: int, height: int) -> np.ndarray:
+  """uint8 RGB (height, width, 3): the photo centre-cropped to the aspect ratio and resized."""
+  from PIL import Image, UnidentifiedImageError  # pylint: disable=g-import-not-at-top
+  from gid_jax.data import video  # pylint: disable=g-import-not-at-top
+  if not os.path.isfile(path):
+    raise InputError(f'{path}: no such image file')
+  try:
+    with Image.open(path) as im:
+      image = np.asarray(im.convert('RGB'))
+  except (UnidentifiedImageError, OSError) as e:
+    raise InputError(f'{path}: not a readable image ({type(e).__name__})') from e
+  return video.center_crop_resize(image, width, height)
+
+
+def load_or_sample_spectral(args) -> modal.SpectralFile:
+  """The spectral volume to animate. The one place to add sampling from a model when --spectral is absent."""
+  if not args.spectral:
+    raise InputError('--spectral is required (sampling a spectral volume from a model is not wired yet)')
+  try:
+    return modal.load_spectral(args.spectral)
+  except (ValueError, FileNotFoundError) as e:
+    raise InputError(str(e).splitlines()[0]) from e
+
+
+def poke_video(image_HxWx3: np.ndarray, spec: modal.SpectralFile, pokes, num_frames: int,
+               params: modal.ModalParams, strength: float = 1.0, renderer=None) -> np.ndarray:
+  """Frames (num_frames, H, W, 3) uint8 of the photo responding to ``pokes`` [(x, y, dx, dy, frame)].
+
+  x, y are fractions of the width and height; dx, dy pixels. Frame 0 is the photo itself.
+  """
+  from gid_jax.render import video as render_video  # pylint: disable=g-import-not-at-top
+  sim = modal.ModalSimulator(spec.spectral_volume, params, spec.num_frames, spec.fps)
+  scheduled = []
+  for x, y, dx, dy, frame in pokes:
+    if frame >= num_frames:
+      raise InputError(f'a poke at frame {frame} is past the last frame ({num_frames - 1})')
+    scheduled.append((frame, (x * (sim.width - 1), y * (sim.height - 1), dx, dy, strength)))
+  disp = sim.simulate(num_frames, scheduled)
+  return render_video.render_frames(image_HxWx3, disp, renderer)
+
+
+def main(argv=None) -> int:
+  parser = _Parser(prog='python -m gid_jax.interact', description=__doc__.split('\n')[0])
+  parser.add_argument('--image', required=True, help='the photo (any format PIL reads)')
+  parser.add_argument('--spectral', help='.npz with spectral_volume (K x H x W x 4, pixels), num_frames, fps')
+  parser.add_argument('--poke', action='append', default=[], metavar='X,Y,DX,DY[,FRAME]',
+                      help='X, Y in [0, 1] (fractions of width, height); DX, DY pixels; FRAME default 0')
+  defaults = modal.ModalParams()
+  parser.add_argument('--strength', type=float, default=1.0, help='multiplies every poke')
+  parser.add_argument('--num-frames', type=int, default=150, help='frames to render')
+  parser.add_argument('--fps', type=float, default=None, help='output (= simulation) frame rate; '
+                      'default: the fps stored with the spectral volume')
+  parser.add_argument('--damping', type=float, default=defaults.damping, help='damping ratio zeta')
+  parser.add_argument('--mass', type=float, default=defaults.mass, help='modal mass')
+  parser.add_argument('--out', required=True, help='.mp4, .webm, .gif, or a folder name for PNGs')
+  args = parser.parse_args(argv)
+  try:
+    from gid_jax.data import video  # pylint: disable=g-import-not-at-top
+    if not args.poke:
+      raise InputError('give at least one --poke X,Y,DX,DY (the scene is at rest without one)')
+    pokes = [parse_poke(p) for p in args.poke]
+    if not np.isfinite(args.strength):
+      raise InputError(f'--strength must be finite, got {args.strength}')
+    if args.num_frames < 1:
+      raise InputError(f'--num-frames must be >= 1, got {args.num_frames}')
+    ext = os.path.splitext(args.out)[1].lower()
+    if ext not in video.WRITE_FORMATS:
+      raise InputError(f'--out {args.out}: unsupported format {ext!r}; use .mp4, .webm, .gif or a folder '
+                       'name')
+    spec = load_or_sample_spectral(args)
+    fps = spec.fps if args.fps is None else args.fps
+    params = modal.ModalParams(fps=fps, mass=args.mass, damping=args.damping)
+    _, h, w, _ = spec.spectral_volume.shape
+    image = load_image(args.image, w, h)
+    frames = poke_video(image, spec, pokes, args.num_frames, params, args.strength)
+  except ValueError as e:  # InputError and the library's own ValueErrors (e.g. bad ModalParams)
+    print(f'error: {str(e).splitlines()[0]}', file=sys.stderr)
+    return 2
+  video.write_video(args.out, frames, fps=fps)
+  print(f'wrote {len(frames)} frames to {args.out}')
+  return 0
+
+
+if __name__ == '__main__':
+  sys.exit(main())

@@ -1,0 +1,105 @@
+"""The motion latent diffusion model: a frozen spectral VAE plus the denoising U-Net, as one NNX module.
+
+Shapes: a batch of B examples with K frequencies is a normalised spectral volume ``nspec_BxKxHxWx4``; its
+latent is ``z_BxKxhxwxL`` (L = 4 channels, h x w = H x W / the VAE factor). The diffusion runs on
+*samples* ``x_NxhxwxC``:
+
+* ``mode='slice'`` (the paper): N = B * K samples of L channels, ordered b-major (n = b * K + k); each
+  carries its frequency index k; with frequency attention the U-Net attends across the K samples of an
+  example;
+* ``mode='volume'`` (the "volume prediction" ablation): N = B samples of K * L channels.
+
+The first frame conditions every sample: resized to h x w and concatenated with the noisy latent inside
+the U-Net; a zero image is the null condition of classifier-free guidance.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+from gid_jax.models import unet as unet_lib
+from gid_jax.models import vae as vae_lib
+
+MODES = ('slice', 'volume')
+
+
+class MotionLDM(nnx.Module):
+  """VAE + U-Net; ``latent_scale`` maps VAE latents to roughly unit variance (as in LDM)."""
+
+  def __init__(self, vae_cfg, unet_cfg, *, mode: str, num_freqs: int, latent_scale: float, rngs: nnx.Rngs):
+    if mode not in MODES:
+      raise ValueError(f'mode must be one of {MODES}, got {mode!r}')
+    self.vae = vae_lib.from_config(vae_cfg, rngs)
+    self.unet = unet_lib.from_config(unet_cfg, rngs)
+    self.mode = mode
+    self.num_freqs = num_freqs
+    self.latent_scale = float(latent_scale) or 1.0
+
+  # --- latents -----------------------------------------------------------------------------------------
+  def encode(self, nspec_BxKxHxWx4: jax.Array) -> jax.Array:
+    """Scaled posterior means z_BxKxhxwxL (deterministic: the KL weight keeps the variance tiny)."""
+    b, k = nspec_BxKxHxWx4.shape[:2]
+    mean, _ = self.vae.encode(nspec_BxKxHxWx4.reshape(b * k, *nspec_BxKxHxWx4.shape[2:]))
+    return (mean * self.latent_scale).reshape(b, k, *mean.shape[1:])
+
+  def decode(self, z_BxKxhxwxL: jax.Array, out_hw: tuple[int, int] | None = None) -> jax.Array:
+    b, k = z_BxKxhxwxL.shape[:2]
+    x = self.vae.decode(z_BxKxhxwxL.reshape(b * k, *z_BxKxhxwxL.shape[2:]) / self.latent_scale, out_hw)
+    return x.reshape(b, k, *x.shape[1:])
+
+  # --- samples <-> latents ---------------------------------------------------------------------------
+  def samples_per_example(self) -> int:
+    return self.num_freqs if self.mode == 'slice' else 1
+
+  def to_samples(self, z_BxKxhxwxL: jax.Array) -> jax.Array:
+    b, k, h, w, l = z_BxKxhxwxL.shape
+    if self.mode == 'slice':
+      return z_BxKxhxwxL.reshape(b * k, h, w, l)
+    return z_BxKxhxwxL.transpose(0, 2, 3, 1, 4).reshape(b, h, w, k * l)
+
+  def from_samples(self, x_NxhxwxC: jax.Array) -> jax.Array:
+    k = self.num_freqs
+    if self.mode == 'slice':
+      n, h, w, l = x_NxhxwxC.shape
+      return x_NxhxwxC.reshape(n // k, k, h, w, l)
+    b, h, w, c = x_NxhxwxC.shape
+    return x_NxhxwxC.reshape(b, h, w, k, c // k).transpose(0, 3, 1, 2, 4)
+
+  def sample_shape(self, batch: int, latent_hw: tuple[int, int]) -> tuple[int, ...]:
+    l = self.vae_latent_channels
+    if self.mode == 'slice':
+      return (batch * self.num_freqs, *latent_hw, l)
+    return (batch, *latent_hw, self.num_freqs * l)
+
+  @property
+  def vae_latent_channels(self) -> int:
+    return self.unet_out_channels if self.mode == 'slice' else self.unet_out_channels // self.num_freqs
+
+  @property
+  def unet_out_channels(self) -> int:
+    return self.unet.out_channels
+
+  # --- denoising ---------------------------------------------------------------------------------------
+  def condition(self, image_BxHxWx3: jax.Array, latent_hw: tuple[int, int]) -> jax.Array:
+    """The first frame at the latent resolution (area-like antialiased resize)."""
+    b = image_BxHxWx3.shape[0]
+    return jax.image.resize(image_BxHxWx3, (b, *latent_hw, 3), method='linear', antialias=True)
+
+  def denoise(self, x_NxhxwxC: jax.Array, t_N: jax.Array, cond_Bxhxwx3: jax.Array, *,
+              deterministic: bool = True, rngs: nnx.Rngs | None = None) -> jax.Array:
+    """The U-Net's prediction for every sample (eps or v, by the training objective)."""
+    per = self.samples_per_example()
+    cond = jnp.repeat(cond_Bxhxwx3, per, axis=0) if per > 1 else cond_Bxhxwx3
+    freq = None
+    if self.mode == 'slice':
+      freq = jnp.tile(jnp.arange(self.num_freqs, dtype=jnp.int32), x_NxhxwxC.shape[0] // self.num_freqs)
+    return self.unet(x_NxhxwxC, t_N, cond, freq, num_freqs=self.num_freqs if self.mode == 'slice' else None,
+                     deterministic=deterministic, rngs=rngs)
+
+
+def from_config(config, rngs: nnx.Rngs) -> MotionLDM:
+  """The model of an LDM config whose ``vae.model``, ``model`` and ``data_info`` are filled in."""
+  return MotionLDM(config.vae.model, config.model, mode=config.mode, num_freqs=config.data_info.num_freqs,
+                   latent_scale=config.latent_scale, rngs=rngs)

@@ -1,0 +1,270 @@
+"""The spectral VAE: one normalised 4-channel frequency slice <-> a 4-channel continuous latent.
+
+SPEC.md section 4. The latent diffusion model treats the B*K slices of a batch of normalised spectral
+volumes (``gid_jax.motion.normalize``; channels re x, im x, re y, im y; values roughly in [-1.5, 1.5]) as
+independent samples, so the VAE always sees ``N = B*K`` slices:
+
+    encode(x_NxHxWx4)           -> (mean_Nxhxwxl, logvar_Nxhxwxl),  h = ceil(H / f), w = ceil(W / f)
+    decode(z_Nxhxwxl, (H, W))   -> x_NxHxWx4
+    VAE(x_NxHxWx4, rng)         -> (recon_NxHxWx4, mean, logvar)
+
+with f = ``downsample`` = 2^(len(widths)-1) (default 4: a 160 x 256 slice -> a 40 x 64 x 4 latent).
+
+The architecture is the LDM autoencoder-KL (Rombach et al. 2022) at a smaller width: conv in; per level
+``blocks`` pre-activation residual blocks (GroupNorm + SiLU) and a stride-2 conv between levels; a mid
+block; GroupNorm + SiLU + conv to (mean, logvar). The decoder mirrors it (``blocks + 1`` residual blocks per
+level, as LDM does, and nearest x2 upsampling + conv between levels). Sizes that are not multiples of f are
+edge-padded on encode and cropped on decode.
+
+Loss (``vae_loss``): L1 reconstruction + 0.2 * multi-scale gradient consistency (``gradient_loss``)
++ 1e-6 * KL(q(z|x) || N(0, I)).
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+from gid_jax.models.layers import avg_pool
+
+
+def group_norm(channels: int, rngs: nnx.Rngs) -> nnx.GroupNorm:
+  # Groups of at least 4 channels, at most 32 groups (LDM: 32 groups at 128+ channels). Groups of one
+  # channel (instance norm) would erase each channel's per-slice mean and scale, i.e. the slice's energy.
+  limit = max(1, min(32, channels // 4))
+  groups = max(g for g in range(1, limit + 1) if channels % g == 0)
+  return nnx.GroupNorm(channels, num_groups=groups, rngs=rngs)
+
+LOGVAR_RANGE = (-30.0, 20.0)  # as LDM's DiagonalGaussianDistribution: keeps exp(logvar) finite
+
+
+class ResBlockSiLU(nnx.Module):
+  """LDM residual block: (GroupNorm, SiLU, 3x3 conv) twice, plus a 1x1 projection when widths differ."""
+
+  def __init__(self, in_ch: int, out_ch: int, *, rngs: nnx.Rngs):
+    self.norm1 = group_norm(in_ch, rngs)
+    self.conv1 = nnx.Conv(in_ch, out_ch, (3, 3), padding=1, rngs=rngs)
+    self.norm2 = group_norm(out_ch, rngs)
+    self.conv2 = nnx.Conv(out_ch, out_ch, (3, 3), padding=1, kernel_init=nnx.initializers.zeros, rngs=rngs)
+    self.skip = nnx.data(nnx.Conv(in_ch, out_ch, (1, 1), rngs=rngs) if in_ch != out_ch else None)
+
+  def __call__(self, x_NxHxWxC: jax.Array) -> jax.Array:
+    h = self.conv1(jax.nn.silu(self.norm1(x_NxHxWxC)))
+    h = self.conv2(jax.nn.silu(self.norm2(h)))
+    s = x_NxHxWxC if self.skip is None else self.skip(x_NxHxWxC)
+    return s + h
+
+
+class Downsample(nnx.Module):
+  """3x3 conv, stride 2, padded by one on the bottom/right only (LDM's asymmetric padding): H -> H / 2."""
+
+  def __init__(self, ch: int, *, rngs: nnx.Rngs):
+    self.conv = nnx.Conv(ch, ch, (3, 3), strides=2, padding=((0, 1), (0, 1)), rngs=rngs)
+
+  def __call__(self, x_NxHxWxC: jax.Array) -> jax.Array:
+    return self.conv(x_NxHxWxC)
+
+
+class Upsample(nnx.Module):
+  """Nearest x2 then a 3x3 conv (no transposed conv: no checkerboard artefacts)."""
+
+  def __init__(self, ch: int, *, rngs: nnx.Rngs):
+    self.conv = nnx.Conv(ch, ch, (3, 3), padding=1, rngs=rngs)
+
+  def __call__(self, x_NxHxWxC: jax.Array) -> jax.Array:
+    x = jnp.repeat(jnp.repeat(x_NxHxWxC, 2, axis=1), 2, axis=2)
+    return self.conv(x)
+
+
+class Encoder(nnx.Module):
+  """x_NxHxWxC (H, W multiples of 2^(L-1)) -> moments_Nxhxwx(2 latent_channels)."""
+
+  def __init__(self, in_channels: int, latent_channels: int, widths: Sequence[int], blocks: int, *,
+               rngs: nnx.Rngs):
+    self.conv_in = nnx.Conv(in_channels, widths[0], (3, 3), padding=1, rngs=rngs)
+    levels, downs = [], []
+    prev = widths[0]
+    for level, w in enumerate(widths):
+      levels.append(nnx.List([ResBlockSiLU(prev if i == 0 else w, w, rngs=rngs) for i in range(blocks)]))
+      prev = w
+      if level < len(widths) - 1:
+        downs.append(Downsample(w, rngs=rngs))
+    self.levels = nnx.List(levels)
+    self.downs = nnx.List(downs)
+    # LDM's mid block is (res, attention, res). We leave the attention out: at a 40 x 64 latent a full
+    # self-attention over B*K = 256 slices costs ~7 GB of logits per step, and the normalised spectral
+    # slices are smooth fields whose structure local convolutions capture (the test reconstructs them).
+    self.mid = nnx.List([ResBlockSiLU(prev, prev, rngs=rngs) for _ in range(2)])
+    self.norm_out = group_norm(prev, rngs)
+    self.conv_out = nnx.Conv(prev, 2 * latent_channels, (3, 3), padding=1, rngs=rngs)
+
+  def __call__(self, x_NxHxWxC: jax.Array) -> jax.Array:
+    h = self.conv_in(x_NxHxWxC)
+    for level, stage in enumerate(self.levels):
+      for block in stage:
+        h = block(h)
+      if level < len(self.downs):
+        h = self.downs[level](h)
+    for block in self.mid:
+      h = block(h)
+    return self.conv_out(jax.nn.silu(self.norm_out(h)))
+
+
+class Decoder(nnx.Module):
+  """z_Nxhxwxl -> x_Nx(h f)x(w f)xC, f = 2^(L-1)."""
+
+  def __init__(self, out_channels: int, latent_channels: int, widths: Sequence[int], blocks: int, *,
+               rngs: nnx.Rngs):
+    prev = widths[-1]
+    self.conv_in = nnx.Conv(latent_channels, prev, (3, 3), padding=1, rngs=rngs)
+    self.mid = nnx.List([ResBlockSiLU(prev, prev, rngs=rngs) for _ in range(2)])
+    levels, ups = [], []
+    for level in reversed(range(len(widths))):  # coarsest first
+      w = widths[level]
+      levels.append(nnx.List([ResBlockSiLU(prev if i == 0 else w, w, rngs=rngs) for i in range(blocks + 1)]))
+      prev = w
+      if level > 0:
+        ups.append(Upsample(w, rngs=rngs))
+    self.levels = nnx.List(levels)
+    self.ups = nnx.List(ups)
+    self.norm_out = group_norm(prev, rngs)
+    self.conv_out = nnx.Conv(prev, out_channels, (3, 3), padding=1, rngs=rngs)
+
+  def __call__(self, z_NxhxwxL: jax.Array) -> jax.Array:
+    h = self.conv_in(z_NxhxwxL)
+    for block in self.mid:
+      h = block(h)
+    for level, stage in enumerate(self.levels):
+      for block in stage:
+        h = block(h)
+      if level < len(self.ups):
+        h = self.ups[level](h)
+    return self.conv_out(jax.nn.silu(self.norm_out(h)))
+
+
+class VAE(nnx.Module):
+  """Autoencoder-KL for normalised spectral slices. See the module docstring."""
+
+  def __init__(self, *, in_channels: int = 4, latent_channels: int = 4, widths: Sequence[int] = (32, 64, 128),
+               blocks: int = 1, rngs: nnx.Rngs):
+    widths = tuple(int(w) for w in widths)
+    if not widths or blocks < 1:
+      raise ValueError(f'VAE needs at least one level and one block per level, got widths {widths}, '
+                       f'blocks {blocks}')
+    self.in_channels = in_channels
+    self.latent_channels = latent_channels
+    self.widths = widths
+    self.encoder = Encoder(in_channels, latent_channels, widths, blocks, rngs=rngs)
+    self.decoder = Decoder(in_channels, latent_channels, widths, blocks, rngs=rngs)
+
+  @property
+  def downsample(self) -> int:
+    """Spatial factor between a slice and its latent."""
+    return 2 ** (len(self.widths) - 1)
+
+  def latent_hw(self, height: int, width: int) -> tuple[int, int]:
+    f = self.downsample
+    return -(-height // f), -(-width // f)
+
+  def encode(self, x_NxHxWxC: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """x_NxHxWxC -> (mean, logvar), each N x ceil(H/f) x ceil(W/f) x latent_channels; logvar clipped."""
+    if x_NxHxWxC.ndim != 4 or x_NxHxWxC.shape[-1] != self.in_channels:
+      raise ValueError(f'VAE.encode expects N x H x W x {self.in_channels} slices, got shape '
+                       f'{tuple(x_NxHxWxC.shape)}')
+    _, height, width, _ = x_NxHxWxC.shape
+    f = self.downsample
+    ph, pw = -height % f, -width % f
+    if ph or pw:
+      # Edge padding continues a smooth field; zeros would put a step (and GroupNorm statistics) at the border.
+      x_NxHxWxC = jnp.pad(x_NxHxWxC, ((0, 0), (0, ph), (0, pw), (0, 0)), mode='edge')
+    moments = self.encoder(x_NxHxWxC)
+    mean, logvar = jnp.split(moments, 2, axis=-1)
+    return mean, jnp.clip(logvar, *LOGVAR_RANGE)
+
+  def decode(self, z_NxhxwxL: jax.Array, out_hw: tuple[int, int] | None = None) -> jax.Array:
+    """z_NxhxwxL -> x_NxHxWxC with (H, W) = out_hw (default (h f, w f)); out_hw must encode to (h, w)."""
+    if z_NxhxwxL.ndim != 4 or z_NxhxwxL.shape[-1] != self.latent_channels:
+      raise ValueError(f'VAE.decode expects N x h x w x {self.latent_channels} latents, got shape '
+                       f'{tuple(z_NxhxwxL.shape)}')
+    _, h, w, _ = z_NxhxwxL.shape
+    x = self.decoder(z_NxhxwxL)
+    if out_hw is None:
+      return x
+    out_hw = (int(out_hw[0]), int(out_hw[1]))
+    if self.latent_hw(*out_hw) != (h, w):
+      raise ValueError(f'VAE.decode: out_hw {out_hw} does not match a {h} x {w} latent at downsampling '
+                       f'{self.downsample} (it needs {(h - 1) * self.downsample} < H <= {h * self.downsample} '
+                       f'and {(w - 1) * self.downsample} < W <= {w * self.downsample})')
+    return x[:, :out_hw[0], :out_hw[1]]
+
+  def __call__(self, x_NxHxWxC: jax.Array,
+               rng: jax.Array | None = None) -> tuple[jax.Array, jax.Array, jax.Array]:
+    """(recon, mean, logvar); z = mean + exp(logvar / 2) * eps with eps drawn from ``rng`` (None: z = mean)."""
+    mean, logvar = self.encode(x_NxHxWxC)
+    z = mean
+    if rng is not None:
+      z = mean + jnp.exp(0.5 * logvar) * jax.random.normal(rng, mean.shape, mean.dtype)
+    return self.decode(z, x_NxHxWxC.shape[1:3]), mean, logvar
+
+
+def from_config(model_cfg, rngs: nnx.Rngs) -> VAE:
+  return VAE(latent_channels=model_cfg.latent_channels, widths=tuple(model_cfg.widths),
+             blocks=model_cfg.blocks, rngs=rngs)
+
+
+def gradient_loss(pred_NxHxWxC: jax.Array, target_NxHxWxC: jax.Array, num_scales: int = 3) -> jax.Array:
+  """Multi-scale gradient consistency (SPEC.md section 4).
+
+  With P_s, T_s the s-times 2x2-average-pooled prediction and target (``layers.avg_pool(., 2^s)``, edge-
+  padded when a side is not a multiple of 2^s) and the forward differences
+  Dx(A)[n, i, j, c] = A[n, i, j+1, c] - A[n, i, j, c], Dy(A)[n, i, j, c] = A[n, i+1, j, c] - A[n, i, j, c]:
+
+      L = 1/S * sum_{s=0}^{S-1} ( mean |Dx(P_s) - Dx(T_s)| + mean |Dy(P_s) - Dy(T_s)| )
+
+  means over all (n, i, j, c) of each difference array; S = ``num_scales``. Differences are per pooled pixel
+  (not rescaled by 2^s). It is blind to a constant offset, which the L1 term handles.
+  """
+  if pred_NxHxWxC.shape != target_NxHxWxC.shape or pred_NxHxWxC.ndim != 4:
+    raise ValueError(f'gradient_loss expects two N x H x W x C arrays of one shape, got '
+                     f'{tuple(pred_NxHxWxC.shape)} and {tuple(target_NxHxWxC.shape)}')
+  coarsest = 2 ** (num_scales - 1)
+  _, height, width, _ = pred_NxHxWxC.shape
+  if -(-height // coarsest) < 2 or -(-width // coarsest) < 2:
+    raise ValueError(f'gradient_loss: a {height} x {width} input has no finite differences at scale 1/{coarsest} '
+                     f'({num_scales} scales need H, W > {coarsest})')
+  total = 0.0
+  for s in range(num_scales):
+    p = avg_pool(pred_NxHxWxC, 2 ** s)
+    t = avg_pool(target_NxHxWxC, 2 ** s)
+    dx = jnp.diff(p, axis=2) - jnp.diff(t, axis=2)
+    dy = jnp.diff(p, axis=1) - jnp.diff(t, axis=1)
+    total = total + jnp.mean(jnp.abs(dx)) + jnp.mean(jnp.abs(dy))
+  return total / num_scales
+
+
+def kl_divergence(mean: jax.Array, logvar: jax.Array) -> jax.Array:
+  """KL(N(mean, exp(logvar)) || N(0, I)) per sample: 0.5 * sum(mean^2 + exp(logvar) - 1 - logvar), shape N."""
+  axes = tuple(range(1, mean.ndim))
+  return 0.5 * jnp.sum(jnp.square(mean) + jnp.exp(logvar) - 1.0 - logvar, axis=axes)
+
+
+def vae_loss(x_NxHxWxC: jax.Array, recon_NxHxWxC: jax.Array, mean: jax.Array, logvar: jax.Array, *,
+             grad_weight: float = 0.2, kl_weight: float = 1e-6,
+             num_scales: int = 3) -> tuple[jax.Array, dict[str, jax.Array]]:
+  """SPEC.md section 4: L1 + grad_weight * gradient_loss + kl_weight * KL -> (loss, {l1, grad, kl, loss}).
+
+  ``l1`` is the mean absolute error over all elements; ``kl`` is summed over the latent elements of a sample
+  and averaged over the N samples (as LDM's ``LPIPSWithDiscriminator``). LDM also *sums* its reconstruction
+  term per sample, where we take the mean, so per element our KL is H*W*C times stronger relative to the
+  reconstruction than in LDM (at 160 x 256 x 4: 1e-6 vs 1/163840 = 6e-6 per element). It is still small but
+  not negligible (~0.01-0.05 for an informative 40 x 64 x 4 latent, comparable to a good L1); lower
+  ``kl_weight`` if it limits reconstruction.
+  """
+  l1 = jnp.mean(jnp.abs(recon_NxHxWxC - x_NxHxWxC))
+  grad = gradient_loss(recon_NxHxWxC, x_NxHxWxC, num_scales)
+  kl = jnp.mean(kl_divergence(mean, logvar))
+  loss = l1 + grad_weight * grad + kl_weight * kl
+  return loss, {'l1': l1, 'grad': grad, 'kl': kl, 'loss': loss}

@@ -1,0 +1,164 @@
+"""Motion LDM training task: stage 1 (slices), stage 2 (frequency attention) and the volume ablation.
+
+``make_task(config)`` completes the config from its inputs before anything is built, so the config stored
+in every checkpoint is enough to rebuild and sample the model without the dataset or the VAE run:
+``data_info`` (size, K, T, fps) and ``norm_stats_json`` from the dataset, ``vae.model`` and
+``latent_scale`` from the VAE run (stage 1) or from the stage-1 run (stage 2).
+
+Loss (SPEC section 4): the epsilon-prediction MSE on the frozen VAE's latents of the normalised spectral
+volume; the first frame is zeroed for ``diffusion.cond_dropout`` of the examples (classifier-free
+guidance). With frequency attention all K slices of an example share one noise level (they are denoised
+together at sampling time); without it each slice draws its own.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+from flax import nnx
+from jax.sharding import NamedSharding
+
+from gid_jax.data import pipeline
+from gid_jax.diffusion import schedules
+from gid_jax.models import ldm as ldm_lib
+from gid_jax.models import vae as vae_lib
+from gid_jax.training import loop
+from gid_jax.training import sharding as sharding_lib
+from gid_jax.training import vae as vae_task
+
+log = logging.getLogger('gid_jax.train')
+TRAINABLE = {'unet': nnx.PathContains('unet'), 'freq_attn': nnx.PathContains('freq_attn')}
+
+
+def vae_model_task(cfg) -> loop.Task:
+  """Enough of the VAE task to rebuild and restore a VAE run."""
+  return loop.Task('vae', lambda c, rngs: vae_lib.from_config(c.model, rngs), None, None)
+
+
+def model_task(cfg) -> loop.Task:
+  """Enough of the LDM task to rebuild and restore an LDM run from its stored config."""
+  if cfg.trainable not in TRAINABLE:
+    raise ValueError(f'config.trainable must be one of {tuple(TRAINABLE)}, got {cfg.trainable!r}')
+  return loop.Task('ldm', lambda c, rngs: ldm_lib.from_config(c, rngs), None, None,
+                   trainable=TRAINABLE[cfg.trainable])
+
+
+def load_vae(workdir: str):
+  cfg = loop.read_config(workdir)
+  return cfg, loop.load_model(workdir, cfg, vae_model_task(cfg))
+
+
+def load_ldm(workdir: str, ema: bool = True):
+  """(config, MotionLDM) of a trained LDM run (stage 1, stage 2 or volume)."""
+  cfg = loop.read_config(workdir)
+  if cfg.get('trainer') != 'ldm':
+    raise ValueError(f'{workdir} is not a motion LDM run (its trainer is {cfg.get("trainer")!r})')
+  return cfg, loop.load_model(workdir, cfg, model_task(cfg), ema=ema)
+
+
+def _measure_latent_scale(vae, data_dir: str, num_examples: int = 32) -> float:
+  """1 / std of the VAE's latent means over the first training examples (LDM's scale factor)."""
+  ds = pipeline.make_dataset(data_dir, 'train', batch_size=1, shuffle=False, num_epochs=1,
+                             shard_index=0, shard_count=1)
+  encode = nnx.jit(lambda m, x: m.encode(x)[0])
+  zs = []
+  for i, batch in enumerate(ds):
+    if i >= num_examples:
+      break
+    nspec = batch['nspec']
+    zs.append(np.asarray(encode(vae, jnp.asarray(nspec.reshape(-1, *nspec.shape[2:])))))
+  std = float(np.std(np.concatenate(zs)))
+  if not np.isfinite(std) or std <= 0:
+    raise ValueError(f'the VAE latents have std {std}: is the VAE run trained?')
+  return 1.0 / std
+
+
+def complete_config(config) -> None:
+  """Fill in data_info, norm stats, VAE config and latent scale (see module docstring); in place."""
+  vae_task.require_data_dir(config)
+  if config.mode not in ldm_lib.MODES:
+    raise ValueError(f'config.mode must be one of {ldm_lib.MODES}, got {config.mode!r}')
+  if config.trainable not in TRAINABLE:
+    raise ValueError(f'config.trainable must be one of {tuple(TRAINABLE)}, got {config.trainable!r}')
+  built = pipeline.load_build_config(config.data_dir)
+  config.data_info = ml_collections.ConfigDict({k: built[k] for k in
+                                                ('width', 'height', 'num_frames', 'num_freqs', 'fps')})
+  config.norm_stats_json = pipeline.load_stats(config.data_dir).to_json()
+  k = int(built['num_freqs'])
+  if config.trainable == 'freq_attn':
+    if not config.stage1_workdir:
+      raise ValueError('config.stage1_workdir is empty: stage 2 needs a trained configs/ldm.py run')
+    if not config.model.freq_attention:
+      raise ValueError('stage 2 (trainable=freq_attn) needs config.model.freq_attention=True')
+    s1 = loop.read_config(config.stage1_workdir)
+    if s1.data_info.num_freqs != k:
+      raise ValueError(f'the stage-1 run has K={s1.data_info.num_freqs}, the dataset K={k}')
+    config.vae.model = ml_collections.ConfigDict(s1.vae.model.to_dict())
+    config.latent_scale = float(s1.latent_scale)
+    for name in ('widths', 'blocks', 'attention', 'heads', 'freq_embedding', 'dropout'):
+      if tuple(np.atleast_1d(s1.model[name])) != tuple(np.atleast_1d(config.model[name])):
+        raise ValueError(f'model.{name} is {config.model[name]} but the stage-1 run used {s1.model[name]}')
+  else:
+    if not config.vae_workdir:
+      raise ValueError('config.vae_workdir is empty: pass a trained configs/vae.py run')
+    vae_cfg, vae = load_vae(config.vae_workdir)
+    config.vae.model = ml_collections.ConfigDict(vae_cfg.model.to_dict())
+    if not config.latent_scale:
+      config.latent_scale = _measure_latent_scale(vae, config.data_dir)
+      log.info('latent scale %.4f', config.latent_scale)
+  latent = int(config.vae.model.latent_channels)
+  config.model.num_freqs = k
+  config.model.in_channels = config.model.out_channels = latent * (k if config.mode == 'volume' else 1)
+
+
+def make_task(config) -> loop.Task:
+  complete_config(config)
+  sched = schedules.make_schedule(config.diffusion.schedule, config.diffusion.num_timesteps)
+  objective = config.diffusion.objective
+  shared_t = config.mode == 'volume' or config.model.freq_attention
+  where = {}
+
+  def make_model(cfg, rngs):
+    return ldm_lib.from_config(cfg, rngs)
+
+  def init_model(model, cfg):
+    if cfg.trainable == 'freq_attn':
+      _, s1 = load_ldm(cfg.stage1_workdir)
+      nnx.update(model, nnx.state(s1, nnx.Param))
+    else:
+      _, vae = load_vae(cfg.vae_workdir)
+      nnx.update(model.vae, nnx.state(vae, nnx.Param))
+
+  def shard_model(model, mesh, cfg):
+    where['volume'] = NamedSharding(mesh, sharding_lib.batch_spec(cfg, freq=True))
+    if cfg.model.freq_attention:
+      model.unet.freq_sharding = where['volume']
+
+  def loss_fn(model, batch, rng):
+    k_t, k_n, k_c, k_d = jax.random.split(rng, 4)
+    z0 = jax.lax.stop_gradient(model.encode(batch['nspec']))  # B x K x h x w x L
+    if 'volume' in where:
+      z0 = jax.lax.with_sharding_constraint(z0, where['volume'])
+    b = z0.shape[0]
+    x0 = model.to_samples(z0)
+    n = x0.shape[0]
+    per = n // b
+    if shared_t:
+      t = jnp.repeat(jax.random.randint(k_t, (b,), 0, sched.num_timesteps), per)
+    else:
+      t = jax.random.randint(k_t, (n,), 0, sched.num_timesteps)
+    noise = jax.random.normal(k_n, x0.shape, x0.dtype)
+    xt = schedules.add_noise(sched, x0, noise, t)
+    cond = model.condition(batch['image'], z0.shape[2:4])
+    keep = jax.random.uniform(k_c, (b,)) >= config.diffusion.cond_dropout
+    cond = cond * keep[:, None, None, None]
+    pred = model.denoise(xt, t, cond, deterministic=False, rngs=nnx.Rngs(dropout=k_d))
+    mse = jnp.mean((pred - schedules.target(sched, x0, noise, t, objective)) ** 2)
+    return mse, {'mse': mse}
+
+  return loop.Task('ldm', make_model, loss_fn, vae_task.motion_dataset, trainable=TRAINABLE[config.trainable],
+                   init_model=init_model, shard_model=shard_model)

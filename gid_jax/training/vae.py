@@ -1,0 +1,38 @@
+"""Spectral VAE training task: every example's K normalised frequency slices are independent samples."""
+
+from __future__ import annotations
+
+import jax
+
+from gid_jax.data import pipeline
+from gid_jax.models import vae as vae_lib
+from gid_jax.training.loop import Task
+
+
+def require_data_dir(config) -> None:
+  if not config.data_dir:
+    raise ValueError('config.data_dir is empty: pass --config.data_dir=<a python -m gid_jax.data.build --out>')
+
+
+def motion_dataset(cfg, split: str = 'train'):
+  """Batches of image_BxHxWx3 / nspec_BxKxHxWx4, the global batch split over processes."""
+  if cfg.batch_size % jax.process_count():
+    raise ValueError(f'batch_size {cfg.batch_size} is not divisible by {jax.process_count()} processes')
+  return pipeline.make_dataset(cfg.data_dir, split, batch_size=cfg.batch_size // jax.process_count(),
+                               seed=cfg.seed)
+
+
+def make_task(config) -> Task:
+  require_data_dir(config)
+
+  def make_model(cfg, rngs):
+    return vae_lib.from_config(cfg.model, rngs)
+
+  def loss_fn(model, batch, rng):
+    nspec = batch['nspec']
+    x = nspec.reshape(-1, *nspec.shape[2:])  # (B*K) x H x W x 4
+    recon, mean, logvar = model(x, rng)
+    return vae_lib.vae_loss(x, recon, mean, logvar, grad_weight=config.loss.grad_weight,
+                            kl_weight=config.loss.kl_weight, num_scales=config.loss.grad_scales)
+
+  return Task('vae', make_model, loss_fn, motion_dataset)
