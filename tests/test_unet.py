@@ -18,6 +18,13 @@ TINY = dict(widths=(16, 32), blocks=1, attention=(False, True), heads=2, num_fre
 FREQ_ATTN = nnx.PathContains('freq_attn')
 
 
+@pytest.fixture(scope='module', autouse=True)
+def _cheap_prng():
+  # Initialisers compile once per parameter shape on CPU; RBG keys compile in half the time of threefry.
+  with jax.default_prng_impl('unsafe_rbg'):
+    yield
+
+
 @nnx.jit
 def _forward(model, z, t, cond, freq):
   return model(z, t, cond, freq)

@@ -7,10 +7,11 @@ SPEC.md section 4. ``UNet(z_Nxhxwxc, t_N, cond_Nxhxwx3, freq_N) -> eps_Nxhxwxc_o
   them as independent samples. The condition is I_0 downsampled to the latent size (3 channels in [-1, 1],
   all zeros for the classifier-free null condition) and is concatenated with the noisy latent.
 * Stage 1: the LDM / ADM U-Net (Rombach et al. 2022; Dhariwal & Nichol 2021): per level ``blocks``
-  residual blocks, each followed by spatial self-attention where ``attention[level]``; stride-2 conv
-  downsampling; a middle (res, attn, res); a decoder with skip concatenations and nearest upsampling to the
-  exact skip size (so 10 x 16 or 40 x 64 latents with odd sizes at depth work). A learned embedding of the
-  frequency index k is added to the timestep embedding.
+  residual blocks (the embedding as scale/shift after their second norm, as in ADM), each followed by
+  spatial self-attention where ``attention[level]``; stride-2 conv downsampling; a middle (res, attn, res);
+  a decoder with skip concatenations and nearest upsampling to the exact skip size (so 10 x 16 or 40 x 64
+  latents, with odd sizes at depth, work). A learned embedding of the frequency index k is added to the
+  timestep embedding.
 * Stage 2 (``freq_attention=True``): a ``FreqAttention`` after every spatial block (residual or attention,
   encoder, middle and decoder), which attends over the K slices of one image at every (h, w). Those layers
   live under ``freq_attn`` and start as the identity, so a stage-2 model is the stage-1 parameter tree plus
@@ -53,12 +54,17 @@ def multi_head_attention(q_BxTxHxD: jax.Array, k_BxTxHxD: jax.Array, v_BxTxHxD: 
 
 
 class ResBlock(nnx.Module):
-  """ADM residual block: GN, SiLU, conv; + projected embedding; GN, SiLU, dropout, zero conv; skip."""
+  """ADM residual block: GN, SiLU, conv; GN with embedding scale/shift, SiLU, dropout, zero conv; skip.
+
+  The embedding enters as ADM's ``use_scale_shift_norm`` (FiLM after the second GroupNorm), not LDM's
+  default of adding it before that norm: with one channel per group (widths <= 32) GroupNorm would subtract
+  an added per-channel constant again and the network could not see t or k at all.
+  """
 
   def __init__(self, in_ch: int, out_ch: int, emb_dim: int, dropout: float = 0.0, *, rngs: nnx.Rngs):
     self.norm1 = group_norm(in_ch, rngs)
     self.conv1 = nnx.Conv(in_ch, out_ch, (3, 3), padding=1, rngs=rngs)
-    self.emb_proj = nnx.Linear(emb_dim, out_ch, rngs=rngs)
+    self.emb_proj = nnx.Linear(emb_dim, 2 * out_ch, rngs=rngs)
     self.norm2 = group_norm(out_ch, rngs)
     self.dropout = nnx.Dropout(dropout)
     # Zero-initialised as in LDM (zero_module): every residual branch starts as the identity, which keeps
@@ -69,8 +75,9 @@ class ResBlock(nnx.Module):
   def __call__(self, x_NxHxWxC: jax.Array, emb_NxE: jax.Array, *, deterministic: bool = True,
                rngs: nnx.Rngs | None = None) -> jax.Array:
     h = self.conv1(jax.nn.silu(self.norm1(x_NxHxWxC)))
-    h = h + self.emb_proj(jax.nn.silu(emb_NxE))[:, None, None, :]
-    h = self.dropout(jax.nn.silu(self.norm2(h)), deterministic=deterministic, rngs=rngs)
+    scale_Nx1x1xC, shift_Nx1x1xC = jnp.split(self.emb_proj(jax.nn.silu(emb_NxE))[:, None, None, :], 2, axis=-1)
+    h = self.norm2(h) * (1 + scale_Nx1x1xC) + shift_Nx1x1xC
+    h = self.dropout(jax.nn.silu(h), deterministic=deterministic, rngs=rngs)
     h = self.conv2(h)
     s = x_NxHxWxC if self.skip is None else self.skip(x_NxHxWxC)
     return s + h

@@ -62,23 +62,36 @@ def make_optimizer(opt_cfg, num_steps: int) -> optax.GradientTransformation:
                      optax.adamw(schedule, b1=0.9, b2=0.99, weight_decay=opt_cfg.weight_decay))
 
 
-def init_state(config, task: Task, mesh=None, pretrained: bool = False):
+def make_model(config, task: Task, abstract: bool = False) -> nnx.Module:
+  """The task's model, initialised in one compiled program (eagerly, XLA:CPU compiles every initialiser on
+  its own: seconds per model); ``abstract`` gives shapes only, for restoring a checkpoint."""
+  create = lambda: task.make_model(config, nnx.Rngs(config.seed))
+  return nnx.eval_shape(create) if abstract else nnx.jit(create)()
+
+
+def init_state(config, task: Task, mesh=None, pretrained: bool = False, abstract: bool = False):
   """(graphdef, rest, state, tx) with state = {step, params, frozen, opt_state, ema}.
 
   ``pretrained`` runs ``task.init_model`` (loading e.g. a stage-1 checkpoint); a resumed or restored run
-  skips it because the checkpoint holds the frozen parameters too.
+  skips it because the checkpoint holds the frozen parameters too. ``abstract``: shapes only.
   """
-  model = task.make_model(config, nnx.Rngs(config.seed))
+  model = make_model(config, task, abstract)
   if pretrained and task.init_model is not None:
     task.init_model(model, config)
   if mesh is not None and task.shard_model is not None:
     task.shard_model(model, mesh, config)
   graphdef, params, frozen, rest = nnx.split(model, nnx.All(nnx.Param, task.trainable), nnx.Param, ...)
+  if abstract and jax.tree.leaves(rest):  # non-parameter state (e.g. RNG streams) must be concrete
+    return init_state(config, task, mesh, pretrained)
   if not jax.tree.leaves(params):
     raise ValueError(f'the {task.name} task has no trainable parameters')
   tx = make_optimizer(config.optimizer, config.num_steps)
-  state = {'step': jnp.zeros((), jnp.int32), 'params': params, 'frozen': frozen,
-           'opt_state': tx.init(params), 'ema': jax.tree.map(jnp.copy, params)}
+
+  def full(params, frozen):
+    return {'step': jnp.zeros((), jnp.int32), 'params': params, 'frozen': frozen,
+            'opt_state': tx.init(params), 'ema': jax.tree.map(jnp.copy, params)}
+
+  state = jax.eval_shape(full, params, frozen) if abstract else jax.jit(full)(params, frozen)
   return graphdef, rest, state, tx
 
 
@@ -115,7 +128,8 @@ def checkpoint_manager(workdir: str, keep: int = 3) -> ocp.CheckpointManager:
 
 def _abstract(state, shardings=None):
   if shardings is None:
-    return jax.tree.map(ocp.utils.to_shape_dtype_struct, state)
+    one = jax.sharding.SingleDeviceSharding(jax.devices()[0])
+    return jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=one), state)
   return jax.tree.map(lambda x, sh: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sh), state, shardings)
 
 
@@ -141,7 +155,7 @@ def _latest(workdir: str, step: int | None):
 def load_model(workdir: str, config, task: Task, ema: bool = True, step: int | None = None) -> nnx.Module:
   """The trained model from a checkpoint in ``workdir`` (the latest, EMA params by default)."""
   mngr, step = _latest(workdir, step)
-  graphdef, rest, state, _ = init_state(config, task)
+  graphdef, rest, state, _ = init_state(config, task, abstract=True)
   try:
     restored = mngr.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore(_abstract(state))))
   except (ValueError, KeyError) as e:
@@ -160,7 +174,7 @@ def train(config, workdir: str, task: Task, progress: bool = True) -> dict:
   mesh = sharding_lib.make_mesh(config)
   mngr = checkpoint_manager(workdir, config.get('keep_checkpoints', 3))
   start = mngr.latest_step()
-  graphdef, rest, state, tx = init_state(config, task, mesh, pretrained=start is None)
+  graphdef, rest, state, tx = init_state(config, task, mesh, pretrained=start is None, abstract=start is not None)
   state_sh = state_shardings(state, mesh, config)
   batch_sh = sharding_lib.batch_sharding(mesh, config)
   data = iter(task.make_dataset(config))

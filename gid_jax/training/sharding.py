@@ -90,7 +90,7 @@ def param_spec(shape, mesh, axes) -> P:
 def tree_shardings(tree, mesh, config):
   """NamedShardings for a pytree of parameters (or optimiser state / EMA): FSDP over ``params`` axes."""
   axes = rules(config)['params']
-  return jax.tree.map(lambda x: NamedSharding(mesh, param_spec(np.shape(x), mesh, axes)), tree)
+  return jax.tree.map(lambda x: NamedSharding(mesh, param_spec(tuple(x.shape), mesh, axes)), tree)
 
 
 def global_batch(batch: dict, sharding: NamedSharding) -> dict:
