@@ -59,22 +59,27 @@ def parse_poke(text: str) -> tuple[float, float, float, float, int]:
 
 def load_image(path: str, width: int, height: int) -> np.ndarray:
   """uint8 RGB (height, width, 3): the photo centre-cropped to the aspect ratio and resized."""
-  from PIL import Image, UnidentifiedImageError  # pylint: disable=g-import-not-at-top
+  from gid_jax import animate  # pylint: disable=g-import-not-at-top
   from gid_jax.data import video  # pylint: disable=g-import-not-at-top
-  if not os.path.isfile(path):
-    raise InputError(f'{path}: no such image file')
-  try:
-    with Image.open(path) as im:
-      image = np.asarray(im.convert('RGB'))
-  except (UnidentifiedImageError, OSError) as e:
-    raise InputError(f'{path}: not a readable image ({type(e).__name__})') from e
+  image = animate.load_photo(path)  # any mode: alpha, greyscale, 16-bit (see gid_jax.animate)
   return video.center_crop_resize(image, width, height)
 
 
 def load_or_sample_spectral(args) -> modal.SpectralFile:
   """The spectral volume to animate. The one place to add sampling from a model when --spectral is absent."""
   if not args.spectral:
-    raise InputError('--spectral is required (sampling a spectral volume from a model is not wired yet)')
+    # Sample one with the motion model (the bundled default unless --checkpoint), at the output size.
+    from gid_jax import animate  # pylint: disable=g-import-not-at-top
+    from gid_jax.diffusion import motion  # pylint: disable=g-import-not-at-top
+    checkpoint = args.checkpoint or animate.DEFAULT_CHECKPOINT
+    if not os.path.isdir(os.path.join(checkpoint, 'checkpoints')):
+      raise InputError(f'no motion model checkpoint in {checkpoint}')
+    photo = animate.load_photo(args.image)
+    sampler = motion.MotionSampler(checkpoint)
+    opts = animate.Options(seed=args.seed, max_side=args.max_side, steps=sampler.config.sampling.num_steps)
+    spec = animate.sample_motion(sampler, photo, opts)
+    ow, oh = animate.output_size(photo.shape[1], photo.shape[0], opts.max_side)
+    return modal.SpectralFile(animate.resize_spectral(spec, ow, oh), sampler.num_frames, sampler.fps)
   try:
     return modal.load_spectral(args.spectral)
   except (ValueError, FileNotFoundError) as e:
@@ -101,7 +106,11 @@ def poke_video(image_HxWx3: np.ndarray, spec: modal.SpectralFile, pokes, num_fra
 def main(argv=None) -> int:
   parser = _Parser(prog='python -m gid_jax.interact', description=__doc__.split('\n')[0])
   parser.add_argument('--image', required=True, help='the photo (any format PIL reads)')
-  parser.add_argument('--spectral', help='.npz with spectral_volume (K x H x W x 4, pixels), num_frames, fps')
+  parser.add_argument('--spectral', help='.npz with spectral_volume (K x H x W x 4, pixels), num_frames, fps '
+                      '(python -m gid_jax.sample --save-spectral writes one); default: sample one')
+  parser.add_argument('--checkpoint', default=None, help='motion model for sampling (default: bundled)')
+  parser.add_argument('--seed', type=int, default=0, help='sampling seed')
+  parser.add_argument('--max-side', type=int, default=512, help='longer side of a sampled volume / output')
   parser.add_argument('--poke', action='append', default=[], metavar='X,Y,DX,DY[,FRAME]',
                       help='X, Y in [0, 1] (fractions of width, height); DX, DY pixels; FRAME default 0')
   defaults = modal.ModalParams()

@@ -266,7 +266,7 @@ def test_cli_end_to_end(cli_inputs, tmp_path, capsys):
 
 
 @pytest.mark.parametrize('change, message', [
-    ({'--image': 'missing.png'}, 'no such image file'),
+    ({'--image': 'missing.png'}, 'photo not found'),
     ({'--image': 'notes.png'}, 'not a readable image'),
     ({'--poke': '0.5,0.5,1'}, 'expected X,Y,DX,DY'),
     ({'--poke': '1.5,0.5,1,0'}, 'must lie in [0, 1]'),

@@ -13,7 +13,7 @@ from gid_jax.configs import parse_size
 
 MODELS = {
     # encoder widths per level (the spatial factor is 2 ** (levels - 1)), residual blocks per level
-    'tiny': ((32, 64, 128), 1),
+    'tiny': ((16, 32, 64), 1),  # minutes on a 2-core CPU
     'small': ((64, 128, 128), 1),
     'paper': ((128, 256, 256), 2),  # the LDM f=4 autoencoder's widths
 }
@@ -28,10 +28,10 @@ def get_config(arg=None):
   c.size = size
   c.data_dir = ''  # required: a gid_jax.data.build --out folder
   c.seed = 0
-  c.batch_size = {'tiny': 8, 'small': 16, 'paper': 64}[size]  # examples (x K slices), global
-  c.num_steps = {'tiny': 1200, 'small': 20_000, 'paper': 200_000}[size]
+  c.batch_size = {'tiny': 4, 'small': 16, 'paper': 64}[size]  # examples (x K slices), global
+  c.num_steps = {'tiny': 600, 'small': 20_000, 'paper': 200_000}[size]  # tiny: ~10 min on 2 cores
   c.log_every = 50
-  c.checkpoint_every = {'tiny': 300, 'small': 2000, 'paper': 5000}[size]
+  c.checkpoint_every = {'tiny': 200, 'small': 2000, 'paper': 5000}[size]
   c.keep_checkpoints = 3
 
   c.model = ml_collections.ConfigDict()

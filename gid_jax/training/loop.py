@@ -156,12 +156,32 @@ def load_model(workdir: str, config, task: Task, ema: bool = True, step: int | N
   """The trained model from a checkpoint in ``workdir`` (the latest, EMA params by default)."""
   mngr, step = _latest(workdir, step)
   graphdef, rest, state, _ = init_state(config, task, abstract=True)
+  exported = os.path.isdir(os.path.join(os.path.abspath(workdir), 'checkpoints', str(step), 'model'))
   try:
+    if exported:  # export_model's slim format: the (EMA) params and the frozen params only
+      abstract = {'params': state['params'], 'frozen': state['frozen']}
+      st = mngr.restore(step, args=ocp.args.Composite(model=ocp.args.StandardRestore(_abstract(abstract))))['model']
+      return nnx.merge(graphdef, st['params'], st['frozen'], rest)
     restored = mngr.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore(_abstract(state))))
   except (ValueError, KeyError) as e:
     raise ValueError(f'checkpoint in {workdir} does not fit the {task.name} config ({e})'.split('\n')[0]) from e
   st = restored['state']
   return nnx.merge(graphdef, st['ema' if ema else 'params'], st['frozen'], rest)
+
+
+def export_model(workdir: str, out_dir: str, task: Task, ema: bool = True) -> str:
+  """Write the trained model of ``workdir`` (EMA params + frozen params + config, no optimiser state) to
+  ``out_dir`` in a form load_model and read_config read: what gets shipped (e.g. the bundled model)."""
+  config = read_config(workdir)
+  model = load_model(workdir, config, task, ema=ema)
+  _, params, frozen, _ = nnx.split(model, nnx.All(nnx.Param, task.trainable), nnx.Param, ...)
+  step = _latest(workdir, None)[1]
+  mngr = checkpoint_manager(out_dir, keep=1)
+  mngr.save(step, args=ocp.args.Composite(
+      model=ocp.args.StandardSave({'params': params, 'frozen': frozen}),
+      config=ocp.args.JsonSave(json.loads(config.to_json_best_effort()))), force=True)
+  mngr.wait_until_finished()
+  return out_dir
 
 
 def train(config, workdir: str, task: Task, progress: bool = True) -> dict:

@@ -12,6 +12,11 @@ from gid_jax.models import renderer as renderer_lib
 from gid_jax.training.loop import Task
 
 
+def model_task(cfg) -> Task:
+  """Enough of the task to rebuild and restore a trained renderer from its stored config."""
+  return Task('renderer', lambda c, rngs: renderer_lib.from_config(c.model, rngs), None, None)
+
+
 def make_task(config) -> Task:
   if not config.data_dir:
     raise ValueError('config.data_dir is empty: pass --config.data_dir=<a python -m gid_jax.data.build --out>')

@@ -1,0 +1,249 @@
+"""Photo -> spectral volume -> video: the library behind ``python -m gid_jax.sample`` and the web app.
+
+Size policy (any photo size, aspect kept):
+
+* the **output** is the photo scaled so that its longer side is at most ``max_side`` (never enlarged),
+  rounded to even sizes (H.264 needs them); frame 0 is exactly that photo;
+* the **motion model** runs on the photo resized (area filter) to the size with the same aspect ratio and
+  about the same number of pixels as the model's training size, rounded to multiples of what the networks
+  divide by; the sampled spectral volume is then resized to the output size with its x and y
+  displacements rescaled, so motion is in output pixels. Motion fields are smooth, so this loses little.
+
+Motion edits: ``motion_scale`` multiplies the oscillating terms (magnify > 1, calm < 1), ``slowdown``
+plays the band-limited trajectories at ``t / slowdown`` (exact slow motion of a Fourier motion texture),
+``mask`` animates a region only (feathered inside its edge).
+
+Seamless loops (``loop=True``): a clip of N frames loops without a seam when the motion at frame N equals
+the motion at frame 0 in position and velocity. Our spectral volumes are T-periodic by construction, so
+N = T * slowdown loops already; any other N uses motion self-guidance (SPEC section 6, universal guidance
+with self-recurrence): at every DDIM step the gradient of
+
+    L = mean |F(N) - F(0)| + mean |(F(N) - F(N - 1)) - (F(1) - F(0))|
+
+(px; F decoded by the VAE from the predicted clean latent, de-normalised and evaluated by the inverse
+DFT) is added to the noise prediction, eps + u * sqrt(1 - abar) * grad L, and each step is repeated
+``recurrence`` times.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from typing import Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from gid_jax.motion import edit
+from gid_jax.motion import normalize as norm_lib
+
+MAX_PIXELS = 50_000_000  # larger photos are refused (decompression bombs, memory)
+ASSETS = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'assets')
+DEFAULT_CHECKPOINT = os.path.join(ASSETS, 'default', 'ldm')
+DEFAULT_RENDERER = os.path.join(ASSETS, 'default', 'renderer')
+EXAMPLE_PHOTO = os.path.join(ASSETS, 'example.png')
+
+
+class InputError(ValueError):
+  """Bad user input (photo, mask, checkpoint, option): the message is one line naming the problem."""
+
+
+@dataclasses.dataclass
+class Options:
+  num_frames: int = 150
+  fps: float = 30.0
+  steps: int = 250
+  eta: float = 0.0
+  guidance: float = 0.0
+  seed: int = 0
+  loop: bool = False
+  loop_weight: float = 1.75  # w of classifier-free guidance while looping (SPEC)
+  loop_scale: float = 200.0  # u (SPEC)
+  loop_recurrence: int = 2  # SPEC
+  motion_scale: float = 1.0
+  slowdown: float = 1.0
+  max_side: int = 512
+
+  def check(self) -> None:
+    if self.num_frames < 2:
+      raise InputError(f'--num-frames must be at least 2, got {self.num_frames}')
+    if not 0 < self.fps <= 240:
+      raise InputError(f'--fps must be in (0, 240], got {self.fps}')
+    if self.steps < 1:
+      raise InputError(f'--steps must be at least 1, got {self.steps}')
+    if self.eta < 0:
+      raise InputError(f'--eta must be >= 0, got {self.eta}')
+    if self.motion_scale < 0:
+      raise InputError(f'--motion-scale must be >= 0, got {self.motion_scale}')
+    if self.slowdown <= 0:
+      raise InputError(f'--slowdown must be > 0, got {self.slowdown}')
+    if self.max_side < 16:
+      raise InputError(f'--max-side must be at least 16, got {self.max_side}')
+
+
+def load_photo(path: str, max_pixels: int = MAX_PIXELS) -> np.ndarray:
+  """Any PIL-readable photo as uint8 RGB: EXIF rotation applied, alpha composited on white, greyscale
+  replicated, 16-bit and float images scaled from their full range."""
+  from PIL import Image, ImageOps, UnidentifiedImageError  # pylint: disable=g-import-not-at-top
+  if not os.path.isfile(path):
+    raise InputError(f'photo not found: {path}')
+  try:
+    with Image.open(path) as im:
+      w, h = im.size
+      if w * h > max_pixels:
+        raise InputError(f'{path} is {w}x{h} = {w * h / 1e6:.1f} MP, over the {max_pixels / 1e6:.0f} MP limit')
+      im = ImageOps.exif_transpose(im)
+      im.load()
+  except (UnidentifiedImageError, OSError, Image.DecompressionBombError) as e:
+    raise InputError(f'{path} is not a readable image ({str(e).splitlines()[0]})') from e
+  if im.mode in ('I;16', 'I;16B', 'I;16L', 'I', 'F'):
+    a = np.asarray(im, np.float64)
+    top = 65535.0 if im.mode.startswith('I;16') or a.max() > 255 else 255.0
+    if im.mode == 'F':
+      top = 1.0 if a.max() <= 1.0 else max(float(a.max()), 1.0)
+    a = np.clip(a / top * 255.0, 0, 255).round().astype(np.uint8)
+    return np.repeat(a[..., None], 3, axis=-1)
+  if im.mode in ('RGBA', 'LA', 'PA') or (im.mode == 'P' and 'transparency' in im.info):
+    im = im.convert('RGBA')
+    background = Image.new('RGBA', im.size, (255, 255, 255, 255))
+    im = Image.alpha_composite(background, im)
+  return np.asarray(im.convert('RGB'), np.uint8)
+
+
+def output_size(width: int, height: int, max_side: int) -> tuple[int, int]:
+  """(W, H) of the output: aspect kept, longer side <= max_side, even sizes."""
+  scale = min(1.0, max_side / max(width, height))
+  even = lambda v: max(2, int(round(v * scale / 2)) * 2)
+  return even(width), even(height)
+
+
+def model_size(width: int, height: int, train_wh: tuple[int, int], multiple: int) -> tuple[int, int]:
+  """(W, H) for the motion model: the photo's aspect, about the training pixel count, multiples."""
+  area = train_wh[0] * train_wh[1]
+  aspect = width / height
+  snap = lambda v: max(multiple, int(round(v / multiple)) * multiple)
+  return snap(np.sqrt(area * aspect)), snap(np.sqrt(area / aspect))
+
+
+def resize(image_HxWxC: np.ndarray, width: int, height: int) -> np.ndarray:
+  import cv2  # pylint: disable=g-import-not-at-top
+  h, w = image_HxWxC.shape[:2]
+  interp = cv2.INTER_AREA if width * height < w * h else cv2.INTER_LINEAR
+  out = cv2.resize(image_HxWxC, (width, height), interpolation=interp)
+  return out.reshape(height, width, *image_HxWxC.shape[2:])
+
+
+def resize_spectral(spec_KxHxWx4: np.ndarray, width: int, height: int) -> np.ndarray:
+  """Resize a spectral volume to (height, width), rescaling x and y displacements to the new pixels."""
+  k, h, w, _ = spec_KxHxWx4.shape
+  flat = np.asarray(spec_KxHxWx4, np.float32).transpose(1, 2, 0, 3).reshape(h, w, k * 4)
+  import cv2  # pylint: disable=g-import-not-at-top
+  chunks = [cv2.resize(flat[..., i:i + 256], (width, height), interpolation=cv2.INTER_LINEAR)
+            .reshape(height, width, -1) for i in range(0, k * 4, 256)]
+  out = np.concatenate(chunks, axis=-1).reshape(height, width, k, 4).transpose(2, 0, 1, 3)
+  return out * np.asarray([width / w, width / w, height / h, height / h], np.float32)
+
+
+def load_mask(path: str, width: int, height: int) -> np.ndarray:
+  """A mask image of the photo's size -> float (H, W) in [0, 1] (white = animate)."""
+  from PIL import Image, UnidentifiedImageError  # pylint: disable=g-import-not-at-top
+  if not os.path.isfile(path):
+    raise InputError(f'mask not found: {path}')
+  try:
+    with Image.open(path) as im:
+      im.load()
+      if im.size != (width, height):
+        raise InputError(f'mask {path} is {im.size[0]}x{im.size[1]} but the photo is {width}x{height}')
+      if im.mode in ('RGBA', 'LA'):
+        a = np.asarray(im.getchannel('A'), np.float32) / 255.0
+      else:
+        a = np.asarray(im.convert('L'), np.float32) / 255.0
+  except (UnidentifiedImageError, OSError) as e:
+    raise InputError(f'mask {path} is not a readable image') from e
+  return a
+
+
+def loop_loss_fn(stats: norm_lib.NormStats, num_frames_t: int, length: float, num_frames_out: int) -> Callable:
+  """L(nspec_BxKxHxWx4) of the module docstring; ``length`` = N / slowdown in frames of the T-frame clip."""
+  k = stats.num_freqs
+  step = length / num_frames_out  # one output frame, in frames of the T-frame clip (1 / slowdown)
+  times = np.array([0.0, step, length - step, length])
+  angle = 2.0 * np.pi * np.mod(np.arange(k)[:, None] * times[None, :], num_frames_t) / num_frames_t
+  weight = np.where(np.arange(k) == 0, 1.0, 2.0)[:, None]
+  cos = jnp.asarray(np.cos(angle) * weight, jnp.float32)
+  sin = jnp.asarray(np.sin(angle) * weight, jnp.float32)
+
+  def loss(nspec):
+    spec = norm_lib.denormalize(nspec, stats)
+    re, im = spec[..., 0::2], spec[..., 1::2]
+    f = jnp.einsum('kn,...khwc->...nhwc', cos, re) - jnp.einsum('kn,...khwc->...nhwc', sin, im)
+    f0, f1, fn1, fn = (f[..., i, :, :, :] for i in range(4))
+    return jnp.mean(jnp.abs(fn - f0)) + jnp.mean(jnp.abs((fn - fn1) - (f1 - f0)))
+
+  return loss
+
+
+def sample_motion(sampler, photo_HxWx3: np.ndarray, opts: Options, progress: Callable | None = None
+                  ) -> np.ndarray:
+  """S_KxHxWx4 (pixel units of the model-size image) for a uint8 photo; loop guidance if opts.loop."""
+  h, w = photo_HxWx3.shape[:2]
+  mw, mh = model_size(w, h, (sampler.size[1], sampler.size[0]), sampler.multiple)
+  small = resize(photo_HxWx3, mw, mh)
+  x = jnp.asarray(small, jnp.float32)[None] / 127.5 - 1.0
+  length = opts.num_frames / opts.slowdown
+  periodic = abs(length / sampler.num_frames - round(length / sampler.num_frames)) < 1e-9
+  kw = dict(num_steps=opts.steps, eta=opts.eta, guidance=opts.guidance, progress=progress)
+  if opts.loop and not periodic:
+    kw.update(guidance=opts.loop_weight, guidance_fn=loop_loss_fn(sampler.stats, sampler.num_frames, length, opts.num_frames),
+              guidance_scale=opts.loop_scale, recurrence=opts.loop_recurrence)
+  nspec = sampler.sample_normalized(x, jax.random.PRNGKey(opts.seed), **kw)
+  return np.asarray(norm_lib.denormalize(nspec[0], sampler.stats), np.float32)
+
+
+def trajectories(spec_KxHxWx4: np.ndarray, num_frames_t: int, opts: Options) -> np.ndarray:
+  """disp_NxHxWx2 for the output frames (times n / slowdown), with disp[0] = 0."""
+  times = np.arange(opts.num_frames) / opts.slowdown
+  disp = np.asarray(edit.displacements_at(spec_KxHxWx4, times, num_frames_t))
+  return disp - disp[:1]
+
+
+def animate(photo_HxWx3: np.ndarray, opts: Options, sampler=None, renderer=None, mask_HxW=None,
+            spectral=None, progress: Callable | None = None):
+  """(frames_NxHxWx3 uint8, spec_KxHxWx4 at the output size, num_frames T of the volume).
+
+  ``spectral``: a given (spec, T) instead of sampling one. ``mask_HxW`` at the photo's size.
+  """
+  from gid_jax.render import video as render_video  # pylint: disable=g-import-not-at-top
+  opts.check()
+  h, w = photo_HxWx3.shape[:2]
+  ow, oh = output_size(w, h, opts.max_side)
+  out_photo = resize(photo_HxWx3, ow, oh)
+  if spectral is None:
+    spec = sample_motion(sampler, photo_HxWx3, opts, progress)
+    t = sampler.num_frames
+  else:
+    spec, t = spectral
+  spec = resize_spectral(spec, ow, oh)
+  if opts.motion_scale != 1.0:
+    spec = np.asarray(edit.magnify(spec, opts.motion_scale))
+  if mask_HxW is not None:
+    if mask_HxW.shape != (h, w):
+      raise InputError(f'mask is {mask_HxW.shape[1]}x{mask_HxW.shape[0]} but the photo is {w}x{h}')
+    spec = np.asarray(edit.mask_motion(spec, resize(mask_HxW.astype(np.float32), ow, oh), feather_px=4.0))
+  disp = trajectories(spec, t, opts)
+  frames = render_video.render_frames(out_photo, disp, renderer=renderer)
+  frames[0] = out_photo  # frame 0 is the photo, bit for bit
+  return frames, spec, t
+
+
+def load_renderer(workdir: str):
+  """A trained renderer (configs/renderer.py run or exported model) or None when ``workdir`` is empty."""
+  if not workdir:
+    return None
+  from gid_jax.training import loop  # pylint: disable=g-import-not-at-top
+  from gid_jax.training import renderer as renderer_task  # pylint: disable=g-import-not-at-top
+  cfg = loop.read_config(workdir)
+  if cfg.get('trainer') != 'renderer':
+    raise InputError(f'{workdir} is not a renderer run (its trainer is {cfg.get("trainer")!r})')
+  return loop.load_model(workdir, cfg, renderer_task.model_task(cfg))

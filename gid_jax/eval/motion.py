@@ -1,0 +1,111 @@
+"""Motion metrics: how close predicted motion is to the true one, in pixels, NumPy float64.
+
+Inputs follow the house conventions (ARCHITECTURE.md): displacements ``disp_TxHxWx2`` (pixels, x then y,
+``disp[t]`` = where each pixel of frame 0 is at time t minus its position) and spectral volumes
+``spec_KxHxWx4`` in pixel units (channels re x, im x, re y, im y; forward-normalised DFT of
+``gid_jax.motion.spectral``: a cosine of amplitude A at bin k has ``|S_k| = A / 2``). Any leading batch axes
+are allowed and pooled (each function says how). NumPy or JAX arrays are accepted; results are Python
+floats or float64 NumPy arrays.
+
+* ``trajectory_epe``: mean end-point error ``|pred - true|_2`` over all frames, pixels (and batch).
+* ``power_spectrum_error``: per frequency, the mean motion power ``P_k = mean_pixels sum_c S_k,c^2``
+  (``gid_jax.motion.spectral.power_spectrum`` in float64) of both volumes, the relative error
+  ``(P_pred - P_true) / P_true`` and the log error ``log(P_pred / P_true)``, plus their mean absolute values.
+* ``moving_region_iou``: IoU of the "moving" masks. A pixel moves when the RMS of its displacement about its
+  mean position, ``sqrt(2 sum_{k>=1} sum_c S_k,c^2)`` (Parseval: the root-mean-square over one period of
+  the trajectory the volume describes, DC term excluded because a constant offset is not motion), exceeds
+  ``threshold_px``. For one cosine of amplitude A this RMS is A / sqrt(2).
+* ``loop_closure_error``: the looping criterion of SPEC.md section 6 (motion self-guidance,
+  ``||F_T - F_1|| + ||grad F_T - grad F_1||`` 1-indexed): a T-frame loop plays frames 0..T-1 and starts
+  again, and is seamless when the last frame returns to the first one with the same velocity. Position
+  error ``mean |F_{T-1} - F_0|_2``; velocity error ``mean |(F_{T-1} - F_{T-2}) - (F_1 - F_0)|_2`` (the
+  one-sided velocities at the two ends, px / frame). Note: a trajectory that is exactly periodic with
+  period T-1 has zero position error but a velocity error of the order of its acceleration
+  (``~ A (2 pi / (T-1))^2`` for amplitude A), the resolution of one-sided differences.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+_TINY = 1e-12  # px^2: keeps the relative / log power errors finite for motionless frequencies
+
+
+def _arr(name: str, x, last: int) -> np.ndarray:
+  x = np.asarray(x, dtype=np.float64)
+  if x.ndim < 4 or x.shape[-1] != last:
+    kind = 'displacements (..., T, H, W, 2)' if last == 2 else 'a spectral volume (..., K, H, W, 4)'
+    raise ValueError(f'{name}: expected {kind}, got shape {x.shape}')
+  return x
+
+
+def _same(a_name, a, b_name, b):
+  if a.shape != b.shape:
+    raise ValueError(f'{a_name} {a.shape} and {b_name} {b.shape} must have the same shape')
+
+
+def trajectory_epe(pred_disp_TxHxWx2, true_disp_TxHxWx2) -> float:
+  """Mean end-point error in pixels over every frame, pixel (and batch item)."""
+  pred = _arr('pred_disp', pred_disp_TxHxWx2, 2)
+  true = _arr('true_disp', true_disp_TxHxWx2, 2)
+  _same('pred_disp', pred, 'true_disp', true)
+  return float(np.mean(np.sqrt(np.sum((pred - true) ** 2, axis=-1))))
+
+
+def mean_power(spec_KxHxWx4) -> np.ndarray:
+  """(K,) mean over pixels (and batch items) of ``sum_c S_k,c^2``, px^2."""
+  spec = _arr('spec', spec_KxHxWx4, 4)
+  power = np.sum(spec ** 2, axis=-1)  # (..., K, H, W)
+  power = np.moveaxis(power, -3, 0).reshape(power.shape[-3], -1)
+  return power.mean(axis=1)
+
+
+def power_spectrum_error(pred_spec_KxHxWx4, true_spec_KxHxWx4) -> dict:
+  """Per-frequency power of both volumes and its relative / log error (see the module docstring).
+
+  Returns ``pred_power``, ``true_power``, ``relative``, ``log`` (each (K,)) and ``mean_abs_relative``,
+  ``mean_abs_log`` (floats, over k).
+  """
+  pred = _arr('pred_spec', pred_spec_KxHxWx4, 4)
+  true = _arr('true_spec', true_spec_KxHxWx4, 4)
+  _same('pred_spec', pred, 'true_spec', true)
+  p, q = mean_power(pred), mean_power(true)
+  relative = (p - q) / np.maximum(q, _TINY)
+  log = np.log(np.maximum(p, _TINY)) - np.log(np.maximum(q, _TINY))
+  return dict(pred_power=p, true_power=q, relative=relative, log=log,
+              mean_abs_relative=float(np.mean(np.abs(relative))), mean_abs_log=float(np.mean(np.abs(log))))
+
+
+def motion_rms(spec_KxHxWx4) -> np.ndarray:
+  """(..., H, W) RMS displacement about the mean position over one period: sqrt(2 sum_{k>=1} |S_k|^2)."""
+  spec = _arr('spec', spec_KxHxWx4, 4)
+  return np.sqrt(2.0 * np.sum(spec[..., 1:, :, :, :] ** 2, axis=(-4, -1)))
+
+
+def moving_region_iou(pred_spec_KxHxWx4, true_spec_KxHxWx4, threshold_px: float = 0.5) -> float:
+  """IoU of the pixels whose motion RMS exceeds ``threshold_px`` (pooled over batch items).
+
+  Both masks empty counts as perfect agreement (1.0).
+  """
+  pred = _arr('pred_spec', pred_spec_KxHxWx4, 4)
+  true = _arr('true_spec', true_spec_KxHxWx4, 4)
+  _same('pred_spec', pred, 'true_spec', true)
+  a = motion_rms(pred) > threshold_px
+  b = motion_rms(true) > threshold_px
+  union = np.count_nonzero(a | b)
+  return 1.0 if union == 0 else float(np.count_nonzero(a & b) / union)
+
+
+def loop_closure_error(disp_TxHxWx2) -> dict:
+  """``{'position': px, 'velocity': px / frame}``: how far a loop of these T frames is from seamless.
+
+  Means over pixels (and batch items) of the Euclidean norms defined in the module docstring.
+  """
+  disp = _arr('disp', disp_TxHxWx2, 2)
+  if disp.shape[-4] < 3:
+    raise ValueError(f'disp: need at least 3 frames for velocities, got shape {disp.shape}')
+  first, last = disp[..., 0, :, :, :], disp[..., -1, :, :, :]
+  v_first = disp[..., 1, :, :, :] - first
+  v_last = last - disp[..., -2, :, :, :]
+  norm = lambda x: np.sqrt(np.sum(x ** 2, axis=-1))
+  return dict(position=float(np.mean(norm(last - first))), velocity=float(np.mean(norm(v_last - v_first))))

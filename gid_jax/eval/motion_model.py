@@ -1,0 +1,168 @@
+"""Does the motion model learn? Held-out scenes, sampled spectral volumes against the exact ground truth.
+
+    python -m gid_jax.eval.motion_model --data HELDOUT_DS --train_data TRAIN_DS \
+        --run stage1=RUN_LDM --run stage2=RUN_LDM_FREQ --samples 2 --steps 50 --out results.json
+
+For every held-out clip that starts at frame 0 (one per held-out video: the scene's first frame and its
+exact spectral volume), each run samples ``--samples`` volumes; the "mean spectral volume" baseline is the
+mean of the training set's volumes (pixel units). Reported, per method (see ``motion_metrics``):
+
+* ``iou``: moving-region IoU: pixels whose RMS motion over a period exceeds ``--moving_px``;
+* ``power_log_err``: mean over k >= 1 of |log(mean power_k) - log(true mean power_k)|, and the powers;
+* ``pixel_fd``: **pixel-spectrum Fréchet distance**, our distribution-level metric. Every pixel of every
+  image gives a (K-1)-vector of log amplitudes log(eps + |S_k(p)|), k = 1..K-1; we fit a Gaussian to the
+  true and to the predicted sets and take the Fréchet distance. Why this: the motion given an image is
+  random (phases, directions, amplitudes vary between clips of the same scene), so per-sample errors punish
+  correct-but-different samples; amplitudes are phase-free; the pooled per-pixel spectra capture what the
+  renderer turns into motion: how much moves, how strongly, and which frequencies go together at a pixel.
+  The mean spectral volume has near-zero non-DC amplitudes (random phases cancel), so it scores badly;
+* ``coherence_err``: cross-frequency structure: the Frobenius distance between the (K-1) x (K-1)
+  correlation matrices of per-pixel log amplitudes on moving pixels, predicted vs true; a model that
+  predicts frequency slices independently gets wrong which frequencies move together;
+* ``amp_log_err``: per-image mean |log amplitude error| on truly moving pixels (conditional accuracy).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+
+import numpy as np
+
+EPS = 1e-2  # px: amplitudes below this are "no motion" for the log features
+
+
+def log_amplitudes(spec_NxKxHxWx4: np.ndarray) -> np.ndarray:
+  """N x (K-1) x H x W log(EPS + |S_k|) for k >= 1."""
+  amp = np.sqrt(np.sum(np.asarray(spec_NxKxHxWx4, np.float64)[:, 1:] ** 2, axis=-1))
+  return np.log(EPS + amp)
+
+
+def frechet(a_NxD: np.ndarray, b_NxD: np.ndarray) -> float:
+  from gid_jax.eval import frechet as frechet_lib  # pylint: disable=g-import-not-at-top
+  return float(frechet_lib.frechet_distance(a_NxD.mean(0), np.cov(a_NxD, rowvar=False),
+                                            b_NxD.mean(0), np.cov(b_NxD, rowvar=False)))
+
+
+def motion_metrics(pred_NxKxHxWx4: np.ndarray, true_NxKxHxWx4: np.ndarray, moving_px: float) -> dict:
+  """The metrics of the module docstring; ``pred`` may hold several samples per true volume (tiled)."""
+  from gid_jax.eval import motion as mm  # pylint: disable=g-import-not-at-top
+  reps = pred_NxKxHxWx4.shape[0] // true_NxKxHxWx4.shape[0]
+  true = np.concatenate([true_NxKxHxWx4] * reps)
+  pred = pred_NxKxHxWx4
+  pw = mm.power_spectrum_error(pred, true)
+  la_p, la_t = log_amplitudes(pred), log_amplitudes(true)
+  k1 = la_p.shape[1]
+  feat_p = la_p.transpose(0, 2, 3, 1).reshape(-1, k1)
+  feat_t = la_t.transpose(0, 2, 3, 1).reshape(-1, k1)
+  moving = (mm.motion_rms(true) > moving_px).reshape(-1)
+  moving_p = (mm.motion_rms(pred) > moving_px).reshape(-1)
+  corr = lambda f: np.corrcoef(f, rowvar=False) if len(f) > k1 else np.full((k1, k1), np.nan)
+  c_t, c_p = corr(feat_t[moving]), corr(feat_p[moving_p])
+  return {
+      'iou': mm.moving_region_iou(pred, true, moving_px),
+      'power_log_err': float(np.mean(np.abs(pw['log'][1:]))),
+      'pred_power': pw['pred_power'].tolist(),
+      'true_power': pw['true_power'].tolist(),
+      'pixel_fd': frechet(feat_t, feat_p),
+      'coherence_err': float(np.linalg.norm(np.nan_to_num(c_p - c_t, nan=2.0))),
+      'amp_log_err': float(np.mean(np.abs(feat_p[moving] - feat_t[moving]))),
+      'moving_fraction': float(moving_p.mean()),
+  }
+
+
+def load_clips(data_dir: str, split: str, start_frame: int | None = 0, limit: int | None = None):
+  """(images N x H x W x 3 uint8, true volumes N x K x H x W x 4 px) of the clips starting at start_frame."""
+  from gid_jax.data import pipeline  # pylint: disable=g-import-not-at-top
+  src = pipeline.data_source(data_dir, split)
+  found = {}
+  for i in range(len(src)):
+    ex = src[i]
+    if start_frame is not None and int(ex['start_frame']) != start_frame:
+      continue
+    vid = ex['video_id'].decode() if isinstance(ex['video_id'], bytes) else str(ex['video_id'])
+    found[vid] = (np.asarray(ex['image'], np.uint8), np.asarray(ex['spectral_volume'], np.float32))
+  if not found:
+    raise ValueError(f'{data_dir} split {split!r} has no clips starting at frame {start_frame}')
+  vids = sorted(found)[:limit] if limit else sorted(found)
+  return vids, np.stack([found[v][0] for v in vids]), np.stack([found[v][1] for v in vids])
+
+
+def mean_volume(data_dir: str, split: str = 'train', limit: int = 2000) -> np.ndarray:
+  from gid_jax.data import pipeline  # pylint: disable=g-import-not-at-top
+  src = pipeline.data_source(data_dir, split)
+  n = min(len(src), limit)
+  total = None
+  for i in range(n):
+    s = np.asarray(src[i]['spectral_volume'], np.float64)
+    total = s if total is None else total + s
+  return (total / n).astype(np.float32)
+
+
+def sample_run(run: str, images: np.ndarray, samples: int, steps: int, eta: float, guidance: float,
+               seed: int) -> tuple[np.ndarray, float]:
+  """samples x N volumes (sample-major) and seconds per volume."""
+  from gid_jax.diffusion import motion  # pylint: disable=g-import-not-at-top
+  sampler = motion.MotionSampler(run)
+  out = []
+  t0 = None
+  for s in range(samples):
+    for i, image in enumerate(images):
+      if s == 0 and i == 1:
+        t0 = time.perf_counter()  # after compilation
+      out.append(sampler.sample(image, num_steps=steps, eta=eta, guidance=guidance, seed=seed + 1000 * s + i))
+  secs = (time.perf_counter() - t0) / max(1, len(out) - 1) if t0 else float('nan')
+  return np.stack(out), secs
+
+
+def main(argv=None) -> int:
+  p = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+  p.add_argument('--data', required=True, help='held-out dataset (a gid_jax.data.build --out folder)')
+  p.add_argument('--split', default='test')
+  p.add_argument('--train_data', required=True, help='training dataset, for the mean-volume baseline')
+  p.add_argument('--run', action='append', default=[], help='NAME=WORKDIR of an LDM run (repeatable)')
+  p.add_argument('--samples', type=int, default=2)
+  p.add_argument('--steps', type=int, default=50)
+  p.add_argument('--eta', type=float, default=0.0)
+  p.add_argument('--guidance', type=float, default=0.0)
+  p.add_argument('--seed', type=int, default=0)
+  p.add_argument('--moving_px', type=float, default=0.1)
+  p.add_argument('--limit', type=int, default=None, help='at most this many held-out clips')
+  p.add_argument('--out', default=None, help='write the results as JSON here')
+  args = p.parse_args(argv)
+  try:
+    runs = dict(r.split('=', 1) for r in args.run)
+  except ValueError:
+    print(f'error: --run must be NAME=WORKDIR, got {args.run}', file=sys.stderr)
+    return 2
+  vids, images, true = load_clips(args.data, args.split, 0, args.limit)
+  results = {'held_out_clips': len(images), 'settings': vars(args), 'methods': {}}
+  # Reference: the truth of a later clip (frame 10) of the same scenes: same modes, other phases. What a
+  # perfect sampler of the true motion distribution would score.
+  other = dict(zip(*load_clips(args.data, args.split, 10)[:3:2]))
+  if all(v in other for v in vids):
+    results['methods']['truth, other clip (reference)'] = motion_metrics(np.stack([other[v] for v in vids]),
+                                                                        true, args.moving_px)
+  mean = mean_volume(args.train_data)
+  results['methods']['mean spectral volume'] = motion_metrics(np.stack([mean] * len(images)), true,
+                                                              args.moving_px)
+  for name, run in runs.items():
+    pred, secs = sample_run(run, images, args.samples, args.steps, args.eta, args.guidance, args.seed)
+    results['methods'][name] = dict(motion_metrics(pred, true, args.moving_px), sec_per_volume=secs)
+  keys = ('iou', 'power_log_err', 'pixel_fd', 'coherence_err', 'amp_log_err', 'moving_fraction')
+  from gid_jax.eval import motion as mm  # pylint: disable=g-import-not-at-top
+  print(f'{len(images)} held-out clips; true moving fraction {float((mm.motion_rms(true) > args.moving_px).mean()):.3f}')
+  print('| method | ' + ' | '.join(keys) + ' |')
+  print('|---|' + '---:|' * len(keys))
+  for name, m in results['methods'].items():
+    print(f'| {name} | ' + ' | '.join(f'{m[k]:.4g}' for k in keys) + ' |')
+  if args.out:
+    from gid_jax.fileio import atomic_write_text  # pylint: disable=g-import-not-at-top
+    atomic_write_text(args.out, json.dumps(results, indent=1))
+  return 0
+
+
+if __name__ == '__main__':
+  sys.exit(main())

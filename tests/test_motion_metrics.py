@@ -1,0 +1,110 @@
+"""Motion metrics against float64 NumPy references on fresh random inputs."""
+
+import numpy as np
+import pytest
+
+from gid_jax.eval import motion
+from gid_jax.motion import spectral
+
+
+def _spec(rng, k=6, h=5, w=7, scale=1.0):
+  return rng.normal(0, scale, (k, h, w, 4))
+
+
+def test_trajectory_epe(rng):
+  pred = rng.normal(0, 2, (9, 5, 6, 2))
+  true = rng.normal(0, 2, (9, 5, 6, 2))
+  ref = np.mean([np.hypot(*(pred[t, y, x] - true[t, y, x]))
+                 for t in range(9) for y in range(5) for x in range(6)])
+  np.testing.assert_allclose(motion.trajectory_epe(pred, true), ref, rtol=1e-12)
+  assert motion.trajectory_epe(pred, pred) == 0.0
+  with pytest.raises(ValueError, match='same shape'):
+    motion.trajectory_epe(pred, true[:-1])
+
+
+def test_power_spectrum_error(rng):
+  pred, true = _spec(rng), _spec(rng, scale=2.0)
+  k = pred.shape[0]
+  p = np.array([np.mean([[np.sum(pred[i, y, x] ** 2) for x in range(7)] for y in range(5)]) for i in range(k)])
+  q = np.array([np.mean([[np.sum(true[i, y, x] ** 2) for x in range(7)] for y in range(5)]) for i in range(k)])
+  out = motion.power_spectrum_error(pred, true)
+  np.testing.assert_allclose(out['pred_power'], p, rtol=1e-12)
+  np.testing.assert_allclose(out['true_power'], q, rtol=1e-12)
+  np.testing.assert_allclose(out['relative'], (p - q) / q, rtol=1e-10)
+  np.testing.assert_allclose(out['log'], np.log(p / q), rtol=1e-10, atol=1e-12)
+  np.testing.assert_allclose(out['mean_abs_log'], np.mean(np.abs(np.log(p / q))), rtol=1e-10)
+  # Same definition as the float32 helper of gid_jax.motion.spectral.
+  np.testing.assert_allclose(out['pred_power'], np.asarray(spectral.power_spectrum(pred.astype(np.float32))),
+                             rtol=1e-5)
+  same = motion.power_spectrum_error(pred, pred)
+  assert same['mean_abs_relative'] == 0.0 and same['mean_abs_log'] == 0.0
+  # Batch axes are pooled.
+  batched = motion.power_spectrum_error(np.stack([pred, pred]), np.stack([true, true]))
+  np.testing.assert_allclose(batched['relative'], out['relative'], rtol=1e-12)
+
+
+def test_motion_rms_is_rms_of_the_trajectory(rng):
+  spec = _spec(rng, k=5, h=4, w=3)
+  num_frames = 64
+  # Trajectories by spectral.py's inverse DFT, in float64: F_t = Re S_0 + 2 sum_k Re[S_k e^{2 pi i k t / T}].
+  t = np.arange(num_frames)
+  disp = np.zeros((num_frames, 4, 3, 2))
+  for c in range(2):
+    s = spec[..., 2 * c] + 1j * spec[..., 2 * c + 1]
+    disp[..., c] = s[0].real
+    for k in range(1, 5):
+      disp[..., c] += 2 * np.real(s[k][None] * np.exp(2j * np.pi * k * t / num_frames)[:, None, None])
+  rms = np.sqrt(np.mean(np.sum((disp - disp.mean(axis=0)) ** 2, axis=-1), axis=0))
+  np.testing.assert_allclose(motion.motion_rms(spec), rms, rtol=1e-10)
+
+
+def test_moving_region_iou(rng):
+  pred, true = _spec(rng, h=16, w=16), _spec(rng, h=16, w=16)
+  thr = float(np.median(motion.motion_rms(true)))
+  a = np.sqrt(2 * np.sum(pred[1:] ** 2, axis=(0, 3))) > thr
+  b = np.sqrt(2 * np.sum(true[1:] ** 2, axis=(0, 3))) > thr
+  ref = np.sum(a & b) / np.sum(a | b)
+  np.testing.assert_allclose(motion.moving_region_iou(pred, true, thr), ref, rtol=1e-12)
+  assert motion.moving_region_iou(pred, pred, thr) == 1.0
+  # The DC term (a constant offset) is not motion.
+  static = np.zeros_like(pred)
+  static[0] = 50.0
+  assert motion.moving_region_iou(static, static, 0.1) == 1.0  # both empty
+  assert motion.moving_region_iou(static, true, thr) == 0.0
+
+
+def test_loop_closure_error(rng):
+  disp = rng.normal(0, 1, (2, 10, 4, 5, 2))  # a batch of two
+  pos = np.mean([np.linalg.norm(disp[b, -1, y, x] - disp[b, 0, y, x])
+                 for b in range(2) for y in range(4) for x in range(5)])
+  vel = np.mean([np.linalg.norm((disp[b, 9, y, x] - disp[b, 8, y, x]) - (disp[b, 1, y, x] - disp[b, 0, y, x]))
+                 for b in range(2) for y in range(4) for x in range(5)])
+  out = motion.loop_closure_error(disp)
+  np.testing.assert_allclose(out['position'], pos, rtol=1e-12)
+  np.testing.assert_allclose(out['velocity'], vel, rtol=1e-12)
+  still = np.repeat(disp[0, :1], 10, axis=0)
+  assert motion.loop_closure_error(still) == {'position': 0.0, 'velocity': 0.0}
+
+
+def test_loop_closure_periodic_trajectory():
+  # A cosine whose period is T - 1 frames returns exactly to its start: zero position error, and a velocity
+  # error of the order of its acceleration (the resolution of one-sided differences).
+  num_frames, amplitude = 61, 3.0
+  t = np.arange(num_frames)
+  x = amplitude * (np.cos(2 * np.pi * t / (num_frames - 1)) - 1)
+  disp = np.zeros((num_frames, 2, 2, 2))
+  disp[..., 0] = x[:, None, None]
+  out = motion.loop_closure_error(disp)
+  assert out['position'] < 1e-12
+  omega = 2 * np.pi / (num_frames - 1)
+  assert out['velocity'] < 1.1 * amplitude * omega ** 2
+  # A clip that stops half-way round does not loop.
+  half = motion.loop_closure_error(disp[:num_frames // 2])
+  assert half['position'] > 5.0
+
+
+def test_shape_errors():
+  with pytest.raises(ValueError, match='spectral volume'):
+    motion.moving_region_iou(np.zeros((4, 4, 4, 2)), np.zeros((4, 4, 4, 2)))
+  with pytest.raises(ValueError, match='at least 3 frames'):
+    motion.loop_closure_error(np.zeros((2, 4, 4, 2)))
