@@ -18,7 +18,7 @@ the motion at frame 0 in position and velocity. Our spectral volumes are T-perio
 N = T * slowdown loops already; any other N uses motion self-guidance (SPEC section 6, universal guidance
 with self-recurrence): at every DDIM step the gradient of
 
-    L = mean |F(N) - F(0)| + mean |(F(N) - F(N - 1)) - (F(1) - F(0))|
+    L = ||F(N) - F(0)||_1 + ||(F(N) - F(N - 1)) - (F(1) - F(0))||_1
 
 (px; F decoded by the VAE from the predicted clean latent, de-normalised and evaluated by the inverse
 DFT) is added to the noise prediction, eps + u * sqrt(1 - abar) * grad L, and each step is repeated
@@ -179,7 +179,8 @@ def loop_loss_fn(stats: norm_lib.NormStats, num_frames_t: int, length: float, nu
     re, im = spec[..., 0::2], spec[..., 1::2]
     f = jnp.einsum('kn,...khwc->...nhwc', cos, re) - jnp.einsum('kn,...khwc->...nhwc', sin, im)
     f0, f1, fn1, fn = (f[..., i, :, :, :] for i in range(4))
-    return jnp.mean(jnp.abs(fn - f0)) + jnp.mean(jnp.abs((fn - fn1) - (f1 - f0)))
+    # L1 norms (sums over pixels and x/y), as SPEC writes them: the guidance scale u = 200 refers to these.
+    return jnp.sum(jnp.abs(fn - f0)) + jnp.sum(jnp.abs((fn - fn1) - (f1 - f0)))
 
   return loss
 

@@ -29,3 +29,18 @@ def rng():
   seed = int.from_bytes(os.urandom(4), 'little')
   print(f'numpy seed {seed}')
   return np.random.default_rng(seed)
+
+
+@pytest.fixture(scope='session')
+def ldm_runs(synthetic_dir, tmp_path_factory):
+  """Tiny trained runs: a ground-truth-flow dataset, a VAE and a stage-1 LDM (a few steps each)."""
+  import sys  # pylint: disable=g-import-not-at-top
+  sys.path.insert(0, os.path.dirname(__file__))
+  import ldm_runs as runs_lib  # pylint: disable=g-import-not-at-top
+  root = tmp_path_factory.mktemp('ldm')
+  data = runs_lib.build_data(synthetic_dir, str(root / 'data'))
+  vae = str(root / 'vae')
+  runs_lib.train_vae(data, vae)
+  s1 = str(root / 's1')
+  runs_lib.train_ldm(data, s1, 1, vae_workdir=vae)
+  return {'data': data, 'vae': vae, 's1': s1, 'root': root}

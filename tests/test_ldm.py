@@ -17,18 +17,12 @@ from gid_jax.training import ldm as ldm_task
 from gid_jax.training import loop, metrics
 
 sys.path.insert(0, os.path.dirname(__file__))
-import ldm_runs  # noqa: E402  pylint: disable=g-import-not-at-top,wrong-import-position
+import ldm_runs as runs_lib  # noqa: E402  pylint: disable=g-import-not-at-top,wrong-import-position
 
 
 @pytest.fixture(scope='module')
-def runs(synthetic_dir, tmp_path_factory):
-  root = tmp_path_factory.mktemp('ldm')
-  data = ldm_runs.build_data(synthetic_dir, str(root / 'data'))
-  vae = str(root / 'vae')
-  ldm_runs.train_vae(data, vae)
-  s1 = str(root / 's1')
-  ldm_runs.train_ldm(data, s1, 1, vae_workdir=vae)
-  return {'data': data, 'vae': vae, 's1': s1, 'root': root}
+def runs(ldm_runs):  # pylint: disable=redefined-outer-name
+  return ldm_runs
 
 
 def _batch(data, n=2):
@@ -52,7 +46,7 @@ def test_stage1_config_is_self_contained(runs):
 
 def test_stage2_starts_as_stage1_and_trains_only_frequency_attention(runs):
   s2 = str(runs['root'] / 's2')
-  c2 = ldm_runs.ldm_cfg(runs['data'], 2, stage1_workdir=runs['s1'], num_steps=3)
+  c2 = runs_lib.ldm_cfg(runs['data'], 2, stage1_workdir=runs['s1'], num_steps=3)
   task = ldm_task.make_task(c2)
   graphdef, rest, state, _ = loop.init_state(c2, task, pretrained=True)
   fresh = nnx.merge(graphdef, state['params'], state['frozen'], rest)
@@ -79,10 +73,10 @@ def test_stage2_starts_as_stage1_and_trains_only_frequency_attention(runs):
 
 def test_stage2_resume_gives_the_identical_next_loss(runs, tmp_path):
   straight, resumed = str(tmp_path / 'a'), str(tmp_path / 'b')
-  ldm_runs.train_ldm(runs['data'], straight, 2, stage1_workdir=runs['s1'], num_steps=4)
-  ldm_runs.train_ldm(runs['data'], resumed, 2, stage1_workdir=runs['s1'], num_steps=2,
+  runs_lib.train_ldm(runs['data'], straight, 2, stage1_workdir=runs['s1'], num_steps=4)
+  runs_lib.train_ldm(runs['data'], resumed, 2, stage1_workdir=runs['s1'], num_steps=2,
                      **{'optimizer.decay_steps': 4})
-  ldm_runs.train_ldm(runs['data'], resumed, 2, stage1_workdir=runs['s1'], num_steps=4)
+  runs_lib.train_ldm(runs['data'], resumed, 2, stage1_workdir=runs['s1'], num_steps=4)
   a = {m['step']: m['loss'] for m in metrics.read_metrics(straight)}
   b = {m['step']: m['loss'] for m in metrics.read_metrics(resumed)}
   assert a[3] == pytest.approx(b[3], rel=1e-6) and a[4] == pytest.approx(b[4], rel=1e-6)
@@ -90,7 +84,7 @@ def test_stage2_resume_gives_the_identical_next_loss(runs, tmp_path):
 
 def test_volume_ablation_trains_and_samples(runs, tmp_path):
   w = str(tmp_path / 'vol')
-  ldm_runs.train_ldm(runs['data'], w, 'volume', vae_workdir=runs['vae'], num_steps=2)
+  runs_lib.train_ldm(runs['data'], w, 'volume', vae_workdir=runs['vae'], num_steps=2)
   cfg = loop.read_config(w)
   assert cfg.model.in_channels == 4 * 8 and not cfg.model.freq_embedding
   spec = motion.MotionSampler(w).sample(np.zeros((40, 64, 3), np.uint8), num_steps=3, seed=0)

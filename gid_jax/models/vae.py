@@ -64,7 +64,7 @@ class ResBlockSiLU(nnx.Module):
     self.conv1 = nnx.Conv(in_ch, out_ch, (3, 3), padding=1, rngs=rngs)
     self.norm2 = nnx.data(make_norm(norm, out_ch, rngs))
     # Zero-initialised (guided-diffusion's zero_module): each block starts as the identity, so the untrained
-    # autoencoder is a near-linear resampler. On the tiny CPU test it lowers the L1 reached in 200 steps by 30%.
+    # autoencoder is a near-linear resampler; on the tiny CPU test it lowers the L1 after 200 steps by 30%.
     self.conv2 = nnx.Conv(out_ch, out_ch, (3, 3), padding=1, kernel_init=nnx.initializers.zeros, rngs=rngs)
     self.skip = nnx.data(nnx.Conv(in_ch, out_ch, (1, 1), rngs=rngs) if in_ch != out_ch else None)
 
@@ -218,7 +218,10 @@ class VAE(nnx.Module):
 
   def __call__(self, x_NxHxWxC: jax.Array,
                rng: jax.Array | None = None) -> tuple[jax.Array, jax.Array, jax.Array]:
-    """(recon, mean, logvar); z = mean + exp(logvar / 2) * eps, eps ~ N(0, I) from ``rng`` (None: z = mean)."""
+    """(recon, mean, logvar); z = mean + exp(logvar / 2) * eps, eps ~ N(0, I) drawn with ``rng``.
+
+    ``rng=None`` decodes the posterior mean (deterministic, for evaluation).
+    """
     mean, logvar = self.encode(x_NxHxWxC)
     z = mean
     if rng is not None:

@@ -1,0 +1,116 @@
+"""python -m gid_jax.sample end to end on a tiny trained model: sizes, modes, edits, loops, bad input."""
+
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from gid_jax import animate
+from gid_jax.diffusion import motion
+from gid_jax.motion import modal
+
+ROOT = os.path.dirname(os.path.dirname(__file__))
+
+
+def _sample(*args):
+  return subprocess.run([sys.executable, '-m', 'gid_jax.sample', '--no-progress', *args], capture_output=True,
+                        text=True, cwd=ROOT)
+
+
+@pytest.fixture(scope='module')
+def photo(tmp_path_factory):
+  """An RGBA photo with an odd aspect ratio (real pixels from scikit-image's bundled coffee photo)."""
+  import skimage.data  # pylint: disable=g-import-not-at-top
+  rgb = skimage.data.coffee()[::6, ::6][:60, :90]
+  rgba = np.concatenate([rgb, np.full(rgb.shape[:2] + (1,), 255, np.uint8)], axis=-1)
+  path = str(tmp_path_factory.mktemp('photo') / 'coffee.png')
+  Image.fromarray(rgba).save(path)
+  return path
+
+
+def test_photo_to_png_frames(ldm_runs, photo, tmp_path):
+  out = str(tmp_path / 'frames')
+  spec_path = str(tmp_path / 's.npz')
+  r = _sample('--image', photo, '--out', out, '--checkpoint', ldm_runs['s1'], '--renderer', 'none',
+              '--num-frames', '6', '--steps', '3', '--motion-scale', '20', '--save-spectral', spec_path)
+  assert r.returncode == 0, r.stderr[-2000:]
+  files = sorted(os.listdir(out))
+  assert len(files) == 6
+  frames = [np.asarray(Image.open(os.path.join(out, f))) for f in files]
+  assert frames[0].shape == (60, 90, 3)  # the photo's size and aspect (under --max-side)
+  first = animate.resize(animate.load_photo(photo), 90, 60)
+  np.testing.assert_array_equal(frames[0], first)  # frame 0 is the photo
+  assert any(np.abs(f.astype(int) - first).max() > 0 for f in frames[1:])  # and it moves
+  spec = modal.load_spectral(spec_path)
+  assert spec.spectral_volume.shape == (8, 60, 90, 4) and spec.num_frames == 40
+
+
+def test_motion_scale_zero_and_empty_mask_keep_the_photo_still(ldm_runs, photo, tmp_path):
+  mask = str(tmp_path / 'mask.png')
+  Image.fromarray(np.zeros((60, 90), np.uint8)).save(mask)
+  sampler = motion.load(ldm_runs['s1'])
+  photo_px = animate.load_photo(photo)
+  for kw in ({'mask_HxW': animate.load_mask(mask, 90, 60)}, {}):
+    opts = animate.Options(num_frames=4, steps=2, motion_scale=0.0 if not kw else 1.0)
+    frames, _, _ = animate.animate(photo_px, opts, sampler=sampler, **kw)
+    assert all(np.array_equal(f, frames[0]) for f in frames)
+
+
+def test_same_seed_same_video(ldm_runs, photo):
+  sampler = motion.load(ldm_runs['s1'])
+  photo_px = animate.load_photo(photo)
+  opts = animate.Options(num_frames=4, steps=3, seed=5, motion_scale=10)
+  a, _, _ = animate.animate(photo_px, opts, sampler=sampler)
+  b, _, _ = animate.animate(photo_px, opts, sampler=sampler)
+  np.testing.assert_array_equal(a, b)
+
+
+def test_loop_guidance_closes_the_loop(ldm_runs):
+  """Seamless loop of N = 30 frames from a T = 40 model: not periodic by construction, so guided."""
+  sampler = motion.load(ldm_runs['s1'])
+  photo_px = (np.random.default_rng(0).random((40, 64, 3)) * 255).astype(np.uint8)
+  errors = {}
+  for loop in (False, True):
+    opts = animate.Options(num_frames=30, steps=10, seed=3, loop=loop)
+    spec = animate.sample_motion(sampler, photo_px, opts)
+    t = np.arange(opts.num_frames + 1)
+    from gid_jax.motion import edit  # pylint: disable=g-import-not-at-top
+    f = np.asarray(edit.displacements_at(spec, t, sampler.num_frames))
+    pos = np.abs(f[-1] - f[0]).mean()
+    vel = np.abs((f[-1] - f[-2]) - (f[1] - f[0])).mean()
+    errors[loop] = pos + vel
+  print('loop closure error (px): unguided %.4g, guided %.4g' % (errors[False], errors[True]))
+  assert errors[True] < errors[False] / 5
+
+
+def test_photo_modes(tmp_path):
+  grey16 = (np.linspace(0, 65535, 40 * 30).reshape(30, 40)).astype(np.uint16)
+  p = str(tmp_path / 'g16.png')
+  Image.fromarray(grey16).save(p)
+  img = animate.load_photo(p)
+  assert img.shape == (30, 40, 3) and img.dtype == np.uint8 and img.max() == 255 and img[0, 0, 0] == 0
+  assert animate.output_size(1000, 3000, 512) == (170, 512)
+  assert animate.model_size(3000, 1000, (64, 40), 4) == (88, 28)
+
+
+@pytest.mark.parametrize('extra,message', [
+    (['--image', 'missing.png'], 'photo not found'),
+    (['--image', __file__], 'not a readable image'),
+    (['--mask', 'MASK_WRONG'], 'but the photo is 90x60'),
+    (['--checkpoint', '/nonexistent'], 'no motion model checkpoint'),
+    (['--num-frames', '1'], '--num-frames must be at least 2'),
+])
+def test_bad_input_is_one_line_exit_2_and_writes_nothing(ldm_runs, photo, tmp_path, extra, message):
+  wrong = str(tmp_path / 'wrong.png')
+  Image.fromarray(np.zeros((10, 10), np.uint8)).save(wrong)
+  extra = [wrong if e == 'MASK_WRONG' else e for e in extra]
+  out = str(tmp_path / 'out.mp4')
+  args = ['--image', photo, '--out', out, '--checkpoint', ldm_runs['s1'], '--steps', '2', '--num-frames', '4']
+  r = _sample(*args, *extra)
+  assert r.returncode == 2, r.stderr[-2000:]
+  lines = r.stderr.strip().splitlines()
+  assert len(lines) == 1 and message in lines[0], r.stderr
+  assert not os.path.exists(out)
