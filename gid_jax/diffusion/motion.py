@@ -32,11 +32,13 @@ from gid_jax.motion import normalize as norm_lib
 class MotionSampler:
   """A loaded motion LDM, ready to sample (compiled once per image size and sampler settings)."""
 
-  def __init__(self, checkpoint: str, ema: bool = True, mesh: jax.sharding.Mesh | None = None):
-    """``mesh``: sample on a device mesh (axes as in gid_jax.training.sharding); batch and K are split."""
+  def __init__(self, checkpoint: str | None, ema: bool = True, mesh: jax.sharding.Mesh | None = None,
+               loaded=None):
+    """``mesh``: sample on a device mesh (axes as in gid_jax.training.sharding); batch and K are split.
+    ``loaded``: an in-memory (config, MotionLDM) instead of a checkpoint (e.g. for benchmarks)."""
     from gid_jax.training import ldm as ldm_task  # pylint: disable=g-import-not-at-top
     from gid_jax.training import sharding as sharding_lib  # pylint: disable=g-import-not-at-top
-    self.config, model = ldm_task.load_ldm(checkpoint, ema=ema)
+    self.config, model = loaded if loaded is not None else ldm_task.load_ldm(checkpoint, ema=ema)
     self.mesh = mesh
     if mesh is not None:
       self.batch_sharding = jax.sharding.NamedSharding(mesh, sharding_lib.batch_spec(self.config))

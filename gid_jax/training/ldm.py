@@ -117,6 +117,11 @@ def complete_config(config) -> None:
 
 def make_task(config) -> loop.Task:
   complete_config(config)
+  return build_task(config)
+
+
+def build_task(config) -> loop.Task:
+  """The task of a completed config (make_task completes it from the data and the VAE run first)."""
   sched = schedules.make_schedule(config.diffusion.schedule, config.diffusion.num_timesteps)
   objective = config.diffusion.objective
   shared_t = config.mode == 'volume' or config.model.freq_attention
