@@ -164,8 +164,21 @@ def load_mask(path: str, width: int, height: int) -> np.ndarray:
   return a
 
 
+_LOOP_LOSSES = {}
+
+
 def loop_loss_fn(stats: norm_lib.NormStats, num_frames_t: int, length: float, num_frames_out: int) -> Callable:
-  """L(nspec_BxKxHxWx4) of the module docstring; ``length`` = N / slowdown in frames of the T-frame clip."""
+  """L(nspec_BxKxHxWx4) of the module docstring; ``length`` = N / slowdown in frames of the T-frame clip.
+
+  Cached per settings: the sampler compiles once per loss function object, so reuse spares a recompile.
+  """
+  key = (stats.to_json(), num_frames_t, float(length), num_frames_out)
+  if key not in _LOOP_LOSSES:
+    _LOOP_LOSSES[key] = _make_loop_loss(stats, num_frames_t, length, num_frames_out)
+  return _LOOP_LOSSES[key]
+
+
+def _make_loop_loss(stats, num_frames_t, length, num_frames_out):
   k = stats.num_freqs
   step = length / num_frames_out  # one output frame, in frames of the T-frame clip (1 / slowdown)
   times = np.array([0.0, step, length - step, length])

@@ -145,6 +145,17 @@ def main(argv=None) -> int:
   if all(v in other for v in vids):
     results['methods']['truth, other clip (reference)'] = motion_metrics(np.stack([other[v] for v in vids]),
                                                                         true, args.moving_px)
+  if runs:  # what the VAE alone keeps: encode and decode the true volumes (an upper bound for the LDM)
+    from gid_jax.diffusion import motion  # pylint: disable=g-import-not-at-top
+    from gid_jax.motion import normalize as norm_lib  # pylint: disable=g-import-not-at-top
+    sampler = motion.MotionSampler(next(iter(runs.values())))
+    recon = []
+    for spec in true:
+      nspec = norm_lib.normalize(spec, sampler.stats)[None]
+      out = sampler.model.decode(sampler.model.encode(nspec), spec.shape[1:3])[0]
+      recon.append(np.asarray(norm_lib.denormalize(np.asarray(out), sampler.stats)))
+    results['methods']['VAE reconstruction of the truth (reference)'] = motion_metrics(np.stack(recon), true,
+                                                                                      args.moving_px)
   mean = mean_volume(args.train_data)
   results['methods']['mean spectral volume'] = motion_metrics(np.stack([mean] * len(images)), true,
                                                               args.moving_px)

@@ -1,0 +1,282 @@
+"""The web app (python -m gid_jax.app): the live scene, the HTTP API, and the page end to end in a browser.
+
+The browser test drives Debian's chromium through the playwright package (``executable_path``; playwright's
+own browser downloads are not used) and is skipped, with the reason, where either is missing. It serves a
+tiny trained motion model (the ``ldm_runs`` fixture) on a free port in a thread.
+"""
+
+import io
+import json
+import os
+import shutil
+import threading
+import urllib.error
+import urllib.request
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from gid_jax.app import live
+from gid_jax.app import server
+from gid_jax.motion import modal
+
+CHROMIUM = shutil.which('chromium') or '/usr/bin/chromium'
+CHROMIUM_ARGS = ['--headless', '--no-sandbox', '--disable-gpu', '--no-first-run', '--disable-background-networking',
+                 '--disable-component-update', '--disable-sync']
+W, H = 256, 160  # the live scene's size in the browser test: the size the frame rate is measured at
+
+
+def _smooth_volume(rng, k=8, h=40, w=64, amp=3.0):
+  """A smooth random spectral volume (pixels): every bin moves every pixel a little."""
+  import cv2  # pylint: disable=g-import-not-at-top
+  noise = rng.normal(size=(h, w, k * 4)).astype(np.float32)
+  return cv2.GaussianBlur(noise, (0, 0), 6).reshape(h, w, k, 4).transpose(2, 0, 1, 3) * amp * 10
+
+
+class _Clock:
+  def __init__(self):
+    self.t = 0.0
+
+  def __call__(self):
+    return self.t
+
+
+# -- the live scene (no model, no server) ------------------------------------------------------------------
+
+
+def test_live_scene_rests_leans_and_follows_the_clock():
+  import skimage.data  # pylint: disable=g-import-not-at-top
+  rng = np.random.default_rng(0)
+  photo = np.asarray(Image.fromarray(skimage.data.coffee()).resize((64, 40), Image.LANCZOS))
+  clock = _Clock()
+  # Strong damping (0.3: a 0.75 Hz mode decays in ~0.7 s) so that it settles within a few simulated seconds.
+  scene = live.LiveScene(photo, _smooth_volume(rng), 40, 30.0, params=modal.ModalParams(damping=0.3), clock=clock)
+  jpeg, info = scene.frame()
+  rest = np.asarray(Image.open(io.BytesIO(jpeg)))
+  assert rest.shape == (40, 64, 3) and info['at_rest']
+  assert np.abs(rest.astype(int) - photo).mean() < 8  # the photo itself, up to JPEG loss
+  clock.t = 1.0  # a second passes at rest: nothing is rendered again
+  assert scene.frame()[1]['version'] == info['version'] and scene.stats()['rendered'] == 1
+
+  scene.hold(32, 20, 15.0, 0.0)
+  clock.t = 2.0  # the clock, not the number of calls, sets the simulation time: 30 frames later
+  jpeg2, info2 = scene.frame()
+  assert info2['frame'] == 60  # caught up with the clock (skipping what is over MAX_CATCH_UP behind)
+  assert not info2['at_rest'] and info2['version'] != info['version']
+  leaned = np.asarray(Image.open(io.BytesIO(jpeg2)))
+  assert np.abs(leaned.astype(int) - rest).mean() > 1.0
+  assert scene.frame()[1]['version'] == info2['version']  # same instant: the cached frame, not a new render
+
+  scene.release()
+  for i in range(1, 300):
+    clock.t = 2.0 + i / 30
+    if scene.frame()[1]['at_rest']:
+      break
+  assert scene.at_rest() and i < 250, i
+  scene.reset()
+  stats = scene.stats()
+  assert stats['rendered'] >= 3 and stats['render_ms_median'] > 0
+
+
+def test_period_importance_is_the_splat_weight_of_one_period():
+  from gid_jax.motion import edit  # pylint: disable=g-import-not-at-top
+  from gid_jax.render import splat  # pylint: disable=g-import-not-at-top
+  spec = np.random.default_rng(0).normal(size=(8, 20, 30, 4)).astype(np.float32)
+  disp = edit.displacements_at(spec, np.arange(40), 40)
+  np.testing.assert_allclose(live.period_importance(spec, 40, chunk=16), splat.splat_weight(disp - disp[:1]),
+                             rtol=1e-5, atol=1e-5)
+
+
+def test_live_scene_checks_sizes():
+  rng = np.random.default_rng(0)
+  with pytest.raises(ValueError, match='64x40 but the photo is 32x20'):
+    live.LiveScene(np.zeros((20, 32, 3), np.uint8), _smooth_volume(rng), 40, 30.0)
+
+
+# -- the HTTP API ------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope='module')
+def app_server(ldm_runs):
+  srv = server.make_server(ldm_runs['s1'], 'none', port=0, max_upload_mb=1)
+  thread = threading.Thread(target=srv.serve_forever, daemon=True)
+  thread.start()
+  yield srv
+  srv.shutdown()
+  srv.server_close()
+  thread.join(10)
+
+
+@pytest.fixture(scope='module')
+def photo_png():
+  """A real photo (scikit-image's coffee) at 256 x 160, as PNG bytes."""
+  import skimage.data  # pylint: disable=g-import-not-at-top
+  buf = io.BytesIO()
+  Image.fromarray(skimage.data.coffee()).resize((W, H), Image.LANCZOS).save(buf, 'PNG')
+  return buf.getvalue()
+
+
+def _request(srv, path, body=None, headers=None, method=None):
+  """(status, headers, body bytes) of one request, errors included."""
+  h = {'X-Requested-With': 'test'} if body is not None else {}
+  h.update(headers or {})
+  data = json.dumps(body).encode() if isinstance(body, dict) else body
+  if isinstance(body, dict):
+    h['Content-Type'] = 'application/json'
+  req = urllib.request.Request(srv.url.rstrip('/') + path, data=data, headers=h, method=method)
+  try:
+    with urllib.request.urlopen(req, timeout=60) as r:
+      return r.status, r.headers, r.read()
+  except urllib.error.HTTPError as e:
+    return e.code, e.headers, e.read()
+
+
+def _error(srv, path, body=None, headers=None):
+  status, _, data = _request(srv, path, body, headers)
+  return status, json.loads(data)['error']
+
+
+def test_api_refuses_bad_uploads_and_requests(app_server, photo_png):
+  srv = app_server
+  status, message = _error(srv, '/api/upload', os.urandom(int(1.5 * 2**20)), {'X-Filename': 'big%20one.png'})
+  assert status == 413 and message == 'big one.png is 1.5 MB, over the 1 MB upload limit'
+  status, message = _error(srv, '/api/upload', b'not an image at all', {'X-Filename': 'notes.png'})
+  assert status == 400 and message.startswith('notes.png is not a readable image'), message
+  srv.app.max_pixels = 40_000
+  try:
+    status, message = _error(srv, '/api/upload', photo_png, {'X-Filename': 'wide.png'})
+  finally:
+    srv.app.max_pixels = server.animate.MAX_PIXELS
+  assert status == 400 and message == 'wide.png is 256x160 = 0.0 MP, over the 0 MP limit'
+  assert _error(srv, '/api/upload', photo_png, {'X-Requested-With': ''})[0] == 403  # no cross-site POSTs
+  assert _error(srv, '/api/info', headers={'Host': 'evil.example:80'})[0] == 403  # DNS rebinding
+  assert _error(srv, '/api/progress?session=nope') == (404, 'unknown or expired session: open the photo again')
+  assert _error(srv, '/../setup.cfg')[0] == 404
+
+  status, _, data = _request(srv, '/api/upload', photo_png, {'X-Filename': 'coffee.png'})
+  assert status == 200
+  sid = json.loads(data)['session']
+  assert _error(srv, '/api/generate', {'session': sid, 'steps': 0})[0] == 400
+  assert _error(srv, '/api/generate', {'session': sid, 'num_frames': 'many'}) == (
+      400, "num_frames must be a number, got 'many'")
+  assert _error(srv, '/api/poke', {'session': sid, 'x': 0.5, 'y': 0.5, 'dx': 1, 'dy': 0})[0] == 409
+  assert _error(srv, f'/api/live?session={sid}')[0] == 409
+  status, headers, body = _request(srv, f'/api/photo?session={sid}')
+  assert status == 200 and headers['Content-Type'] == 'image/jpeg'
+  assert Image.open(io.BytesIO(body)).size == (W, H)
+
+
+def test_cli_bad_options_are_one_line_exit_2(tmp_path, capsys):
+  from gid_jax.app import __main__ as cli  # pylint: disable=g-import-not-at-top
+  assert cli.main(['--checkpoint', str(tmp_path)]) == 2
+  assert capsys.readouterr().err == f'error: no motion model checkpoint in {tmp_path}\n'
+  assert cli.main(['--max-upload-mb', '0']) == 2
+  assert capsys.readouterr().err == 'error: --max-upload-mb must be positive, got 0.0\n'
+  with pytest.raises(SystemExit) as e:
+    cli.main(['--port', 'eighty'])
+  assert e.value.code == 2 and capsys.readouterr().err.startswith('error: argument --port')
+
+
+# -- the page, in a browser --------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope='module')
+def browser():
+  if not os.path.exists(CHROMIUM):
+    pytest.skip(f'no chromium at {CHROMIUM} (Debian: apt-get install -y chromium)')
+  try:
+    from playwright.sync_api import sync_playwright  # pylint: disable=g-import-not-at-top
+  except ImportError:
+    pytest.skip('the playwright package is not installed (pip install playwright; no browser download needed)')
+  with sync_playwright() as p:
+    b = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+    yield b
+    b.close()
+
+
+def _canvas_pixels(page) -> np.ndarray:
+  return np.asarray(Image.open(io.BytesIO(page.locator('#live').screenshot())).convert('RGB')).astype(int)
+
+
+def test_page_end_to_end(app_server, browser, photo_png):
+  srv = app_server
+  page = browser.new_page(viewport={'width': 1200, 'height': 1000})
+  console_errors = []
+  expected = ('status of 413', 'status of 400')  # the browser logs the refused uploads below
+  page.on('console', lambda m: console_errors.append(m.text)
+          if m.type == 'error' and not any(e in m.text for e in expected) else None)
+  page.goto(srv.url)
+  page.wait_for_function('window.gidApp.info !== null')
+
+  # Bad uploads: the server's messages appear on the page.
+  page.set_input_files('#file', {'name': 'huge.png', 'mimeType': 'image/png', 'buffer': os.urandom(int(1.2 * 2**20))})
+  page.wait_for_selector('#error:not([hidden])')
+  assert 'huge.png is 1.2 MB, over the 1 MB upload limit' in page.inner_text('#error')
+  # A dropped file takes the same road as an opened one.
+  page.evaluate("""() => {
+    const dt = new DataTransfer();
+    dt.items.add(new File(['plain text, not pixels'], 'notes.png', {type: 'image/png'}));
+    document.getElementById('drop').dispatchEvent(new DragEvent('drop', {dataTransfer: dt, cancelable: true}));
+  }""")
+  page.wait_for_function("document.getElementById('error').textContent.includes('notes.png is not a readable')")
+  assert page.is_disabled('#generate')
+  if page.evaluate('window.gidApp.info.example'):  # once the example photo is bundled
+    page.click('#example')
+    page.wait_for_function("document.getElementById('photo-name').textContent.startsWith('example')")
+
+  # A real photo, then a tiny generation.
+  page.set_input_files('#file', {'name': 'coffee.png', 'mimeType': 'image/png', 'buffer': photo_png})
+  page.wait_for_function("document.getElementById('photo-name').textContent.startsWith('coffee')")
+  assert page.is_enabled('#generate')
+  assert page.is_hidden('#error')
+  assert page.inner_text('#photo-name') == f'coffee.png ({W} x {H})'
+  page.fill('#steps', '3')
+  page.fill('#num-frames', '8')
+  page.fill('#max-side', str(W))
+  page.fill('#motion-scale', '3')
+  page.click('#generate')
+  page.wait_for_selector('#progress-box:not([hidden])')
+  page.wait_for_function("document.getElementById('progress-box').dataset.state === 'done'", timeout=180_000)
+  assert page.is_hidden('#error'), page.inner_text('#error')
+
+  # The video plays in the page (H.264 in Debian's chromium) and downloads as an attachment.
+  page.wait_for_function("document.getElementById('video').readyState >= 2", timeout=30_000)
+  video = page.evaluate("(() => { const v = document.getElementById('video');"
+                        " return [v.videoWidth, v.videoHeight, v.duration, v.loop, v.error]; })()")
+  assert video[:2] == [W, H] and video[2] > 0 and video[3] and video[4] is None, video
+  href = page.get_attribute('#download', 'href')
+  resp = page.request.get(srv.url.rstrip('/') + href)
+  assert resp.ok and resp.headers['content-type'] == 'video/mp4'
+  assert resp.headers['content-disposition'].startswith('attachment; filename="coffee-gid.mp4"')
+  status, headers, part = _request(srv, href.replace('&download=1', ''), headers={'Range': 'bytes=4-11'})
+  assert status == 206 and part == b'ftypisom' and headers['Content-Range'].endswith(f'/{len(resp.body())}')
+
+  # The live scene: one frame at rest, then it follows a drag and springs back after letting go.
+  page.wait_for_function('window.gidLive.frames >= 1')
+  page.wait_for_timeout(300)
+  before = _canvas_pixels(page)
+  frames_at_rest = page.evaluate('window.gidLive.frames')
+  box = page.locator('#live').bounding_box()
+  x, y = box['x'] + box['width'] * 0.5, box['y'] + box['height'] * 0.5
+  page.mouse.move(x, y)
+  page.mouse.down()
+  page.mouse.move(x + box['width'] * 0.25, y + box['height'] * 0.1, steps=5)
+  page.wait_for_timeout(600)
+  leaning = _canvas_pixels(page)
+  assert np.abs(leaning - before).mean() > 0.5, np.abs(leaning - before).mean()
+  page.mouse.up()
+  # Measure while it rings: frames received per second in the page, and the server's cost per frame.
+  start = page.evaluate('[window.gidLive.frames, performance.now()]')
+  page.wait_for_timeout(2000)
+  end = page.evaluate('[window.gidLive.frames, performance.now()]')
+  fps = (end[0] - start[0]) / (end[1] - start[1]) * 1e3
+  server_ms = float(np.median(page.evaluate('window.gidLive.serverMs')))
+  status, _, stats = _request(srv, f'/api/stats?session={page.evaluate("window.gidApp.session")}')
+  stats = json.loads(stats)
+  print(f'live {W}x{H}: {fps:.1f} frames/s received in the browser; server {server_ms:.1f} ms/frame '
+        f'(median over the scene {stats["render_ms_median"]:.1f} ms, {stats["rendered"]} frames rendered)')
+  assert end[0] - start[0] >= 10 and page.evaluate('window.gidLive.distinct.size') > frames_at_rest + 10
+  assert stats['width'] == W and stats['height'] == H
+  assert not console_errors, console_errors
+  page.close()
