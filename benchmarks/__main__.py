@@ -13,6 +13,7 @@ BENCHMARKS = (
     ('extraction', {'size': 'paper', 'scenes': 2, 'frames': 180}, {'size': 'tiny', 'scenes': 1, 'frames': 60}),
     ('splat', {}, {'sizes': ((1, 160, 256, 16),), 'repeats': 3}),
     ('render', {}, {'frames': 20, 'width': 64, 'height': 40, 'sizes': ('tiny',)}),
+    ('diffusion', {}, {'steps': 1, 'sample_steps': 5, 'paper': False}),
 )
 
 

@@ -52,6 +52,10 @@ def get_config(arg=None):
   c.model.freq_embedding = True
   c.model.freq_attention = False
   c.model.dropout = 0.0 if size == 'tiny' else 0.1
+  # How I_0 meets the latent: 'space_to_depth' (our default: lossless, 3 f^2 channels) or 'resize'
+  # (the paper's downsampled I_0). See gid_jax/models/ldm.py.
+  c.model.cond_mode = 'space_to_depth'
+  c.model.cond_channels = 0  # filled in: 3 f^2 or 3
   c.model.in_channels = 4  # filled in from the VAE (x K in volume mode)
   c.model.out_channels = 4
   c.model.num_freqs = 0  # filled in from the dataset

@@ -9,8 +9,11 @@ latent is ``z_BxKxhxwxL`` (L = 4 channels, h x w = H x W / the VAE factor). The 
   example;
 * ``mode='volume'`` (the "volume prediction" ablation): N = B samples of K * L channels.
 
-The first frame conditions every sample: resized to h x w and concatenated with the noisy latent inside
-the U-Net; a zero image is the null condition of classifier-free guidance.
+The first frame conditions every sample, concatenated with the noisy latent inside the U-Net; a zero image
+is the null condition of classifier-free guidance. ``cond_mode='space_to_depth'`` (our default) brings it
+to h x w losslessly, each f x f block of pixels becoming 3 f^2 channels; ``'resize'`` is the paper's
+downsampled I_0 (3 channels). Which things move depends on fine texture, which a 4x downsampling averages
+away: on the synthetic world's held-out scenes space-to-depth gave a much better moving-region IoU.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ from gid_jax.models import unet as unet_lib
 from gid_jax.models import vae as vae_lib
 
 MODES = ('slice', 'volume')
+COND_MODES = ('space_to_depth', 'resize')
 
 
 class MotionLDM(nnx.Module):
@@ -34,6 +38,9 @@ class MotionLDM(nnx.Module):
     self.vae = vae_lib.from_config(vae_cfg, rngs)
     self.unet = unet_lib.from_config(unet_cfg, rngs)
     self.mode = mode
+    self.cond_mode = unet_cfg.get('cond_mode', 'resize')
+    if self.cond_mode not in COND_MODES:
+      raise ValueError(f'model.cond_mode must be one of {COND_MODES}, got {self.cond_mode!r}')
     self.num_freqs = num_freqs
     self.latent_scale = float(latent_scale) or 1.0
 
@@ -83,9 +90,17 @@ class MotionLDM(nnx.Module):
 
   # --- denoising ---------------------------------------------------------------------------------------
   def condition(self, image_BxHxWx3: jax.Array, latent_hw: tuple[int, int]) -> jax.Array:
-    """The first frame at the latent resolution (area-like antialiased resize)."""
-    b = image_BxHxWx3.shape[0]
-    return jax.image.resize(image_BxHxWx3, (b, *latent_hw, 3), method='linear', antialias=True)
+    """The first frame at the latent resolution: B x h x w x 3 f^2 (space_to_depth) or x 3 (resize)."""
+    b, hh, ww, c = image_BxHxWx3.shape
+    if self.cond_mode == 'resize':
+      return jax.image.resize(image_BxHxWx3, (b, *latent_hw, c), method='linear', antialias=True)
+    h, w = latent_hw
+    if hh % h or ww % w or hh // h != ww // w:
+      raise ValueError(f'space-to-depth conditioning needs the image ({hh}x{ww}) to be a multiple of the '
+                       f'latent ({h}x{w})')
+    f = hh // h
+    x = image_BxHxWx3.reshape(b, h, f, w, f, c).transpose(0, 1, 3, 2, 4, 5)
+    return x.reshape(b, h, w, f * f * c)
 
   def denoise(self, x_NxhxwxC: jax.Array, t_N: jax.Array, cond_Bxhxwx3: jax.Array, *,
               deterministic: bool = True, rngs: nnx.Rngs | None = None) -> jax.Array:

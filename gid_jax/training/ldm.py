@@ -99,8 +99,8 @@ def complete_config(config) -> None:
       raise ValueError(f'the stage-1 run has K={s1.data_info.num_freqs}, the dataset K={k}')
     config.vae.model = ml_collections.ConfigDict(s1.vae.model.to_dict())
     config.latent_scale = float(s1.latent_scale)
-    for name in ('widths', 'blocks', 'attention', 'heads', 'freq_embedding', 'dropout'):
-      if tuple(np.atleast_1d(s1.model[name])) != tuple(np.atleast_1d(config.model[name])):
+    for name in ('widths', 'blocks', 'attention', 'heads', 'freq_embedding', 'dropout', 'cond_mode'):
+      if tuple(np.atleast_1d(s1.model.get(name, 'resize'))) != tuple(np.atleast_1d(config.model[name])):
         raise ValueError(f'model.{name} is {config.model[name]} but the stage-1 run used {s1.model[name]}')
   else:
     if not config.vae_workdir:
@@ -111,6 +111,8 @@ def complete_config(config) -> None:
       config.latent_scale = _measure_latent_scale(vae, config.data_dir)
       log.info('latent scale %.4f', config.latent_scale)
   latent = int(config.vae.model.latent_channels)
+  f = 2 ** (len(config.vae.model.widths) - 1)
+  config.model.cond_channels = 3 * f * f if config.model.get('cond_mode', 'resize') == 'space_to_depth' else 3
   config.model.num_freqs = k
   config.model.in_channels = config.model.out_channels = latent * (k if config.mode == 'volume' else 1)
 

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 import os
 import time
 from typing import Any, Callable
@@ -128,9 +129,29 @@ def checkpoint_manager(workdir: str, keep: int = 3) -> ocp.CheckpointManager:
 
 def _abstract(state, shardings=None):
   if shardings is None:
-    one = jax.sharding.SingleDeviceSharding(jax.devices()[0])
+    # A local device: in a multi-process run jax.devices()[0] belongs to process 0, and every other process
+    # would restore arrays with no shard it can read.
+    one = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
     return jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=one), state)
   return jax.tree.map(lambda x, sh: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sh), state, shardings)
+
+
+def _place(tree, shardings):
+  """Full values held alike by every process (same seed, same pretrained checkpoint) -> global arrays.
+
+  jax.device_put cannot send a committed array to other processes' devices, so in a multi-process run each
+  process cuts the shards of its own devices out of its copy.
+  """
+  if jax.process_count() == 1:
+    return jax.device_put(tree, shardings)
+  return jax.tree.map(lambda x, sh: jax.make_array_from_callback(x.shape, sh, lambda idx: x[idx]), tree, shardings)
+
+
+def _has_data_state(mngr, step: int) -> bool:
+  """Whether grain saved an iterator state for this process layout: it writes one file per process, named
+  for the process count, so a run resumed on a different number of processes finds none for itself."""
+  name = f'process_{jax.process_index()}-of-{jax.process_count()}.json'
+  return os.path.exists(os.path.join(os.fspath(mngr.directory), str(step), 'data', name))
 
 
 def read_config(workdir: str, step: int | None = None):
@@ -199,12 +220,18 @@ def train(config, workdir: str, task: Task, progress: bool = True) -> dict:
   batch_sh = sharding_lib.batch_sharding(mesh, config)
   data = iter(task.make_dataset(config))
   if start is None:
-    state = jax.device_put(state, state_sh)
+    state = _place(state, state_sh)
   else:
+    items = {'state': ocp.args.StandardRestore(_abstract(state, state_sh))}
+    if _has_data_state(mngr, start):
+      items['data'] = grain.checkpoint.CheckpointRestore(data)
+    else:
+      logging.getLogger('gid_jax.train').warning(
+          'checkpoint %d in %s has no data iterator state for process %d of %d (saved with another number of '
+          'processes): the model state is restored, the data order starts afresh', start, workdir,
+          jax.process_index(), jax.process_count())
     try:
-      restored = mngr.restore(start, args=ocp.args.Composite(
-          state=ocp.args.StandardRestore(_abstract(state, state_sh)),
-          data=grain.checkpoint.CheckpointRestore(data)))
+      restored = mngr.restore(start, args=ocp.args.Composite(**items))
     except (ValueError, KeyError) as e:
       raise ValueError(f'checkpoint in {workdir} does not fit the {task.name} config ({e})'.split('\n')[0]) from e
     state = restored['state']

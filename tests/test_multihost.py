@@ -1,0 +1,189 @@
+"""Multi-process training on localhost: 2 JAX processes x 4 fake CPU devices through ``python -m gid_jax.train``.
+
+What multi-host adds over one process with 8 devices, and what is checked here:
+
+* jax.distributed starts from the ``--coordinator_address/--num_processes/--process_id`` flags;
+* each process reads its own half of the examples (pipeline.make_dataset shards by process index: a
+  contiguous half each, shuffled on its own) and hands its half of every global batch to
+  ``jax.make_array_from_process_local_data``. The global batch is therefore [process 0's 2 examples;
+  process 1's 2 examples], not what one process reading the whole split would draw, so the reference run is
+  one process x 8 devices that reads the two halves the same way and concatenates them (``emulate`` below):
+  same examples, same order, same mesh, so the same losses up to reduction order;
+* only process 0 writes metrics and prints; every process writes its own data-iterator state;
+* a checkpoint written by 2 processes restores in 1 process on another mesh and training goes on.
+
+Run as a script (``python tests/test_multihost.py DATA STAGE1_RUN WORKDIR``) it is the reference run.
+"""
+
+import dataclasses
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+pytestmark = [pytest.mark.multihost, pytest.mark.slow]
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+# Per launch. Compiling the tiny model takes 1-2 minutes of CPU per process, several times that on a busy
+# 2-core machine; a hung coordinator or collective still fails here instead of hanging the session.
+TIMEOUT_S = 480
+
+# Stage 2 (frequency attention, K split over the freq axis) on tests/ldm_runs.py's tiny sizes, with the
+# global batch of 4 split over data x fsdp = 2 x 2: each process holds one data row of the 2 x 2 x 2 mesh.
+CONFIG = 'configs/ldm_freq.py:size=tiny'
+OVERRIDES = {
+    'model.widths': (8, 16), 'model.heads': 2, 'batch_size': 4, 'num_steps': 4, 'log_every': 1,
+    'checkpoint_every': 2, 'optimizer.warmup_steps': 1, 'diffusion.num_timesteps': 100,
+    'mesh.data': 2, 'mesh.fsdp': 2, 'mesh.freq': 2,
+}
+
+
+def _free_port() -> int:
+  # The port is released before the coordinator binds it: a small race, fine on a test machine.
+  with socket.socket() as s:
+    s.bind(('127.0.0.1', 0))
+    return s.getsockname()[1]
+
+
+def _train_args(data: str, stage1: str, workdir: str, **extra) -> list[str]:
+  values = dict(OVERRIDES, data_dir=data, stage1_workdir=stage1, **extra)
+  return ([sys.executable, '-m', 'gid_jax.train', f'--config={CONFIG}', f'--workdir={workdir}', '--noprogress']
+          + [f'--config.{k}={v}' for k, v in values.items()])
+
+
+def _launch(runs: list[tuple[list[str], int]], logs: str, what: str) -> list[tuple[str, str]]:
+  """Start every (argv, fake CPU devices) process at once and wait; (stdout, stderr) of each.
+
+  Kills the others as soon as one fails (its peers would wait for it in a collective until JAX's heartbeat
+  gives up) or the time is up.
+  """
+  os.makedirs(logs, exist_ok=True)
+  procs, paths = [], []
+  for i, (args, devices) in enumerate(runs):
+    env = dict(os.environ, XLA_FLAGS=f'--xla_force_host_platform_device_count={devices}', JAX_PLATFORMS='cpu',
+               PYTHONPATH=ROOT)
+    out, err = os.path.join(logs, f'{i}.out'), os.path.join(logs, f'{i}.err')
+    with open(out, 'w', encoding='utf-8') as fo, open(err, 'w', encoding='utf-8') as fe:
+      procs.append(subprocess.Popen(args, cwd=ROOT, env=env, stdout=fo, stderr=fe))
+    paths.append((out, err))
+  deadline = time.monotonic() + TIMEOUT_S
+  while time.monotonic() < deadline and not all(p.poll() == 0 for p in procs):
+    if any(p.poll() for p in procs):  # one failed (a non-zero code)
+      break
+    time.sleep(0.5)
+  for p in procs:
+    if p.poll() is None:
+      p.kill()
+      p.wait()
+  texts = []
+  for out, err in paths:
+    with open(out, encoding='utf-8') as fo, open(err, encoding='utf-8') as fe:
+      texts.append((fo.read(), fe.read()))
+  for i, (p, (_, err)) in enumerate(zip(procs, texts)):
+    assert p.returncode == 0, f'{what}: process {i} exited with {p.returncode} (-9: killed)\n{err[-3000:]}'
+  return texts
+
+
+def _losses(workdir: str) -> dict[int, float]:
+  from gid_jax.training import metrics  # pylint: disable=g-import-not-at-top
+  return {m['step']: m['loss'] for m in metrics.read_metrics(workdir)}
+
+
+def _steps(workdir: str) -> list[int]:
+  from gid_jax.training import metrics  # pylint: disable=g-import-not-at-top
+  return [m['step'] for m in metrics.read_metrics(workdir)]
+
+
+@pytest.fixture(scope='module')
+def runs(ldm_runs, tmp_path_factory):
+  """Stage 2 trained by 2 processes x 4 fake devices and, at the same time, the 1 x 8 reference.
+
+  Concurrent because each process spends most of its time compiling on one core.
+  """
+  root = tmp_path_factory.mktemp('multihost')
+  two, ref = str(root / 'two'), str(root / 'ref')
+  coordinator = f'127.0.0.1:{_free_port()}'
+  multi = [(_train_args(ldm_runs['data'], ldm_runs['s1'], two) +
+            [f'--coordinator_address={coordinator}', '--num_processes=2', f'--process_id={i}'], 4) for i in range(2)]
+  reference = ([sys.executable, os.path.abspath(__file__), ldm_runs['data'], ldm_runs['s1'], ref], 8)
+  outs = _launch(multi + [reference], str(root / 'logs'), '2 processes + reference')
+  return {'two': two, 'ref': ref, 'outs': outs[:2]}
+
+
+def test_two_processes_match_one_process_reading_the_same_global_batches(runs):
+  assert _steps(runs['two']) == [1, 2, 3, 4]  # one writer: each step logged once
+  two, one = _losses(runs['two']), _losses(runs['ref'])
+  assert sorted(one) == [1, 2, 3, 4]
+  np.testing.assert_allclose([two[s] for s in range(1, 5)], [one[s] for s in range(1, 5)], rtol=1e-4)
+  (out0, _), (out1, _) = runs['outs']
+  assert 'final metrics' in out0 and 'final metrics' not in out1
+  # Each process saved its own data-iterator position beside the shared model state.
+  data_dir = os.path.join(runs['two'], 'checkpoints', '4', 'data')
+  assert sorted(f for f in os.listdir(data_dir) if f.startswith('process_')) == [
+      'process_0-of-2.json', 'process_1-of-2.json']
+
+
+def test_two_process_checkpoint_resumes_in_one_process_on_another_mesh(ldm_runs, runs, tmp_path):
+  w = str(tmp_path / 'resumed')
+  shutil.copytree(runs['two'], w)
+  # 1 process x 4 devices, mesh 1 x 2 x 2: the FSDP-split state is resharded on restore. The data iterator
+  # was saved per process for 2 processes, so this run starts the data order afresh (the loop warns).
+  args = _train_args(ldm_runs['data'], ldm_runs['s1'], w, num_steps=6, **{'mesh.data': 1})
+  (out, err), = _launch([(args, 4)], str(tmp_path / 'logs'), 'resume in 1 process')
+  assert 'final metrics' in out and 'no data iterator state' in err
+  assert _steps(w) == [1, 2, 3, 4, 5, 6]  # steps 1-4 by the 2 processes, 5-6 after the restore
+  assert all(np.isfinite(v) for v in _losses(w).values())
+  from gid_jax.training import loop  # pylint: disable=g-import-not-at-top
+  assert loop.checkpoint_manager(w).latest_step() == 6
+
+
+def test_initialize_decides_from_flags_and_environment():
+  from gid_jax.training import distributed  # pylint: disable=g-import-not-at-top
+  slurm = {'SLURM_JOB_ID': '7', 'SLURM_STEP_NODELIST': 'n[1-2]', 'SLURM_PROCID': '0', 'SLURM_LOCALID': '0'}
+  assert distributed.cluster_env(dict(slurm, SLURM_NTASKS='16')) == 'slurm'
+  assert distributed.cluster_env(dict(slurm, SLURM_NTASKS='1')) is None  # keep all GPUs of a 1-task job
+  assert distributed.cluster_env({'SLURM_JOB_ID': '7', 'SLURM_NTASKS': '4'}) is None  # the sbatch body
+  assert distributed.cluster_env({'OMPI_MCA_orte_hnp_uri': 'x', 'OMPI_COMM_WORLD_SIZE': '2'}) == 'openmpi'
+  assert distributed.cluster_env({'TPU_WORKER_HOSTNAMES': 'a,b'}) == 'tpu'
+  assert distributed.cluster_env({'TPU_WORKER_HOSTNAMES': 'a'}) is None
+  assert distributed.cluster_env({'JAX_COORDINATOR_ADDRESS': 'h:1'}) == 'jax'
+  assert distributed.parse_device_ids(['0', '2']) == [0, 2] and distributed.parse_device_ids('') is None
+  with pytest.raises(ValueError, match='contradicts'):
+    distributed.maybe_initialize(process_id=0, mode='off')
+  with pytest.raises(ValueError, match='integers'):
+    distributed.maybe_initialize(local_device_ids='0,a')
+  info = distributed.maybe_initialize(num_processes=1)  # a single process starts no coordinator
+  assert (info.process_count, info.process_index) == (1, 0)
+
+
+def emulate(data: str, stage1: str, workdir: str) -> None:
+  """The reference: one process on all devices, the global batch built as 2 processes build it."""
+  import grain  # pylint: disable=g-import-not-at-top
+  from gid_jax.configs import ldm_freq, override  # pylint: disable=g-import-not-at-top
+  from gid_jax.data import pipeline  # pylint: disable=g-import-not-at-top
+  from gid_jax.training import ldm, loop  # pylint: disable=g-import-not-at-top
+
+  c = override(ldm_freq.get_config(CONFIG.split(':')[1]), **dict(OVERRIDES, data_dir=data, stage1_workdir=stage1))
+  processes = 2
+
+  def make_dataset(cfg):
+    halves = [pipeline.make_dataset(cfg.data_dir, 'train', batch_size=cfg.batch_size // processes,
+                                    seed=cfg.seed, shard_index=i, shard_count=processes)
+              for i in range(processes)]
+    # Process order = global batch order: process i's devices hold the i-th block of the batch axis.
+    return grain.experimental.ZipIterDataset(halves).map(
+        lambda parts: {k: np.concatenate([p[k] for p in parts]) for k in parts[0]})
+
+  task = dataclasses.replace(ldm.make_task(c), make_dataset=make_dataset)
+  loop.train(c, workdir, task, progress=False)
+  print(json.dumps(_losses(workdir)))
+
+
+if __name__ == '__main__':
+  emulate(*sys.argv[1:4])
