@@ -29,6 +29,11 @@ def atomic_path(path: str, *, is_dir: bool = False) -> Iterator[str]:
     yield tmp
     if is_dir and os.path.isdir(path):
       shutil.rmtree(path)
+    # mkstemp/mkdtemp create owner-only files; give the result the usual permissions (umask applied).
+    umask = os.umask(0)
+    os.umask(umask)
+    if os.path.exists(tmp):
+      os.chmod(tmp, (0o777 if os.path.isdir(tmp) else 0o666) & ~umask)
     os.replace(tmp, path)
   except BaseException:
     if os.path.isdir(tmp):

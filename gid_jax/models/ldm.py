@@ -10,10 +10,9 @@ latent is ``z_BxKxhxwxL`` (L = 4 channels, h x w = H x W / the VAE factor). The 
 * ``mode='volume'`` (the "volume prediction" ablation): N = B samples of K * L channels.
 
 The first frame conditions every sample, concatenated with the noisy latent inside the U-Net; a zero image
-is the null condition of classifier-free guidance. ``cond_mode='space_to_depth'`` (our default) brings it
-to h x w losslessly, each f x f block of pixels becoming 3 f^2 channels; ``'resize'`` is the paper's
-downsampled I_0 (3 channels). Which things move depends on fine texture, which a 4x downsampling averages
-away: on the synthetic world's held-out scenes space-to-depth gave a much better moving-region IoU.
+is the null condition of classifier-free guidance. ``cond_mode='resize'`` (default) is the paper's
+downsampled I_0 (3 channels); ``'space_to_depth'`` brings it to h x w losslessly, each f x f block of
+pixels becoming 3 f^2 channels (fine texture, which decides what moves, survives).
 """
 
 from __future__ import annotations
