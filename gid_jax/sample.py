@@ -38,6 +38,7 @@ def parse_args(argv):
   p.add_argument('--eta', type=float, default=None)
   p.add_argument('--guidance', type=float, default=None, help='classifier-free guidance weight w')
   p.add_argument('--loop', action='store_true', help='seamless loop (motion self-guidance)')
+  p.add_argument('--loop-scale', type=float, default=d.loop_scale, help='u of the loop self-guidance')
   p.add_argument('--motion-scale', type=float, default=d.motion_scale, help='>1 magnifies, <1 calms')
   p.add_argument('--slowdown', type=float, default=d.slowdown, help='slow motion factor (>1 slower)')
   p.add_argument('--mask', default=None, help='PNG of the photo\'s size: white = animate, black = still')
@@ -80,7 +81,7 @@ def run(args) -> str:
                          steps=s.num_steps if args.steps is None else args.steps,
                          eta=s.eta if args.eta is None else args.eta,
                          guidance=s.guidance if args.guidance is None else args.guidance, seed=args.seed,
-                         loop=args.loop, motion_scale=args.motion_scale, slowdown=args.slowdown,
+                         loop=args.loop, loop_scale=args.loop_scale, motion_scale=args.motion_scale, slowdown=args.slowdown,
                          max_side=args.max_side)
   opts.check()
   progress = None

@@ -69,12 +69,17 @@ def test_same_seed_same_video(ldm_runs, photo):
 
 
 def test_loop_guidance_closes_the_loop(ldm_runs):
-  """Seamless loop of N = 30 frames from a T = 40 model: not periodic by construction, so guided."""
+  """Seamless loop of N = 30 frames from a T = 40 model: not periodic by construction, so guided.
+
+  The fixture's model is trained for 4 steps, so its latents decode to much smaller motion than a trained
+  model's and the guidance scale that suits it is larger (u = 200, SPEC's value) than the default tuned on
+  the bundled model (docs/RESULTS.md measures that one).
+  """
   sampler = motion.load(ldm_runs['s1'])
   photo_px = (np.random.default_rng(0).random((40, 64, 3)) * 255).astype(np.uint8)
   errors = {}
   for loop in (False, True):
-    opts = animate.Options(num_frames=30, steps=10, seed=3, loop=loop)
+    opts = animate.Options(num_frames=30, steps=10, seed=3, loop=loop, loop_scale=200.0)
     spec = animate.sample_motion(sampler, photo_px, opts)
     t = np.arange(opts.num_frames + 1)
     from gid_jax.motion import edit  # pylint: disable=g-import-not-at-top
