@@ -19,6 +19,9 @@ from gid_jax.training import loop, metrics
 sys.path.insert(0, os.path.dirname(__file__))
 import ldm_runs as runs_lib  # noqa: E402  pylint: disable=g-import-not-at-top,wrong-import-position
 
+# Tests sharing the tiny trained runs (conftest.ldm_runs) run on one xdist worker, built once there.
+pytestmark = pytest.mark.xdist_group('ldm')
+
 
 @pytest.fixture(scope='module')
 def runs(ldm_runs):  # pylint: disable=redefined-outer-name

@@ -27,7 +27,8 @@ import time
 import numpy as np
 import pytest
 
-pytestmark = [pytest.mark.multihost, pytest.mark.slow]
+# Tests sharing the tiny trained runs (conftest.ldm_runs) run on one xdist worker, built once there.
+pytestmark = [pytest.mark.multihost, pytest.mark.slow, pytest.mark.xdist_group('ldm2')]
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # Per launch. Compiling the tiny model takes 1-2 minutes of CPU per process, several times that on a busy
