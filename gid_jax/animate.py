@@ -265,3 +265,26 @@ def load_renderer(workdir: str):
   if cfg.get('trainer') != 'renderer':
     raise InputError(f'{workdir} is not a renderer run (its trainer is {cfg.get("trainer")!r})')
   return loop.load_model(workdir, cfg, renderer_task.model_task(cfg))
+
+
+def load_models(checkpoint: str | None, renderer: str | None):
+  """(MotionSampler, renderer model or None) for the CLI and the app; defaults to the bundled model.
+
+  ``renderer``: a run/export folder, None for the bundled renderer (if shipped), 'none' or '' for RGB
+  softmax splatting. Failures are InputErrors naming the folder.
+  """
+  from gid_jax.diffusion import motion  # pylint: disable=g-import-not-at-top
+  checkpoint = checkpoint or DEFAULT_CHECKPOINT
+  if not os.path.isdir(os.path.join(checkpoint, 'checkpoints')):
+    raise InputError(f'no motion model checkpoint in {checkpoint}')
+  try:
+    sampler = motion.MotionSampler(checkpoint)
+  except (ValueError, FileNotFoundError, KeyError) as e:
+    raise InputError(f'cannot load the motion model from {checkpoint}: {str(e).splitlines()[0]}') from e
+  if renderer is None:
+    renderer = DEFAULT_RENDERER if os.path.isdir(DEFAULT_RENDERER) else ''
+  renderer = '' if renderer == 'none' else renderer
+  try:
+    return sampler, load_renderer(renderer)
+  except (ValueError, FileNotFoundError, KeyError) as e:
+    raise InputError(f'cannot load the renderer from {renderer}: {str(e).splitlines()[0]}') from e

@@ -13,7 +13,6 @@ import argparse
 import os
 import sys
 
-import numpy as np
 
 
 class _Parser(argparse.ArgumentParser):
@@ -51,7 +50,6 @@ def parse_args(argv):
 def run(args) -> str:
   from gid_jax import animate  # pylint: disable=g-import-not-at-top
   from gid_jax.data import video as video_lib  # pylint: disable=g-import-not-at-top
-  from gid_jax.diffusion import motion  # pylint: disable=g-import-not-at-top
   from gid_jax.motion import modal  # pylint: disable=g-import-not-at-top
 
   out_ext = os.path.splitext(args.out)[1].lower()
@@ -60,22 +58,7 @@ def run(args) -> str:
   image_path = args.image or animate.EXAMPLE_PHOTO
   photo = animate.load_photo(image_path)
   mask = animate.load_mask(args.mask, photo.shape[1], photo.shape[0]) if args.mask else None
-  checkpoint = args.checkpoint or animate.DEFAULT_CHECKPOINT
-  if not os.path.isdir(os.path.join(checkpoint, 'checkpoints')):
-    raise animate.InputError(f'no motion model checkpoint in {checkpoint}')
-  try:
-    sampler = motion.MotionSampler(checkpoint)
-  except (ValueError, FileNotFoundError, KeyError) as e:
-    raise animate.InputError(f'cannot load the motion model from {checkpoint}: {str(e).splitlines()[0]}') from e
-  renderer_dir = args.renderer
-  if renderer_dir is None:
-    renderer_dir = animate.DEFAULT_RENDERER if os.path.isdir(animate.DEFAULT_RENDERER) else ''
-  if renderer_dir == 'none':
-    renderer_dir = ''
-  try:
-    renderer = animate.load_renderer(renderer_dir)
-  except (ValueError, FileNotFoundError, KeyError) as e:
-    raise animate.InputError(f'cannot load the renderer from {renderer_dir}: {str(e).splitlines()[0]}') from e
+  sampler, renderer = animate.load_models(args.checkpoint, args.renderer)
   s = sampler.config.sampling
   opts = animate.Options(num_frames=args.num_frames, fps=args.fps,
                          steps=s.num_steps if args.steps is None else args.steps,

@@ -669,23 +669,9 @@ def make_server(checkpoint: str | None = None, renderer: str | None = None, host
     live_renderer: render the live scene with the trained renderer too (else softmax splatting: the
       renderer is ~10-20x slower, too slow for a live scene on a CPU).
   """
-  from gid_jax.diffusion import motion  # pylint: disable=g-import-not-at-top
   if not max_upload_mb > 0:
     raise animate.InputError(f'--max-upload-mb must be positive, got {max_upload_mb}')
-  checkpoint = checkpoint or animate.DEFAULT_CHECKPOINT
-  if not os.path.isdir(os.path.join(checkpoint, 'checkpoints')):
-    raise animate.InputError(f'no motion model checkpoint in {checkpoint}')
-  try:
-    sampler = motion.MotionSampler(checkpoint)
-  except (ValueError, FileNotFoundError, KeyError) as e:
-    raise animate.InputError(f'cannot load the motion model from {checkpoint}: {str(e).splitlines()[0]}') from e
-  if renderer is None:
-    renderer = animate.DEFAULT_RENDERER if os.path.isdir(animate.DEFAULT_RENDERER) else ''
-  renderer = '' if renderer == 'none' else renderer
-  try:
-    model = animate.load_renderer(renderer)
-  except (ValueError, FileNotFoundError, KeyError) as e:
-    raise animate.InputError(f'cannot load the renderer from {renderer}: {str(e).splitlines()[0]}') from e
+  sampler, model = animate.load_models(checkpoint, renderer)
   app = App(sampler, model, max_upload_mb=max_upload_mb, max_pixels=max_pixels, live_fps=live_fps,
             live_renderer=live_renderer)
   try:

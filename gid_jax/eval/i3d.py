@@ -208,12 +208,7 @@ def _fill(model: I3D, pure: dict, source: str) -> I3D:
   return nnx.merge(graphdef, state)
 
 
-def _walk(tree, prefix=()):
-  for k, v in tree.items():
-    if isinstance(v, dict):
-      yield from _walk(v, prefix + (k,))
-    else:
-      yield prefix + (k,), v
+_walk = inception.walk_dict
 
 
 def _set(tree: dict, path, value) -> None:

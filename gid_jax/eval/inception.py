@@ -248,13 +248,14 @@ class InceptionV3(nnx.Module):
 def _flat_shapes() -> dict[str, tuple[int, ...]]:
   abstract = nnx.eval_shape(InceptionV3)
   pure = nnx.to_pure_dict(nnx.state(abstract))
-  return {'/'.join(map(str, path)): tuple(leaf.shape) for path, leaf in _walk(pure)}
+  return {'/'.join(map(str, path)): tuple(leaf.shape) for path, leaf in walk_dict(pure)}
 
 
-def _walk(tree, prefix=()):
+def walk_dict(tree, prefix=()):
+  """(path tuple, leaf) of every leaf of a nested dict (weight trees of converted networks)."""
   for k, v in tree.items():
     if isinstance(v, dict):
-      yield from _walk(v, prefix + (k,))
+      yield from walk_dict(v, prefix + (k,))
     else:
       yield prefix + (k,), v
 
