@@ -14,6 +14,7 @@ BENCHMARKS = (
     ('splat', {}, {'sizes': ((1, 160, 256, 16),), 'repeats': 3}),
     ('render', {}, {'frames': 20, 'width': 64, 'height': 40, 'sizes': ('tiny',)}),
     ('diffusion', {}, {'steps': 1, 'sample_steps': 5, 'paper': False}),
+    ('loops', {}, {'num_frames': 30, 'steps': 2}),
 )
 
 
