@@ -43,6 +43,7 @@ def parse_args(argv):
   p.add_argument('--mask', default=None, help='PNG of the photo\'s size: white = animate, black = still')
   p.add_argument('--save-spectral', default=None, help='also save the spectral volume (.npz)')
   p.add_argument('--max-side', type=int, default=d.max_side, help='longer side of the output video')
+  p.add_argument('--max-pixels', type=int, default=animate.MAX_PIXELS, help='larger photos are refused')
   p.add_argument('--no-progress', action='store_true')
   return p.parse_args(argv)
 
@@ -56,7 +57,7 @@ def run(args) -> str:
   if out_ext not in ('', '.mp4', '.gif', '.webm'):
     raise animate.InputError(f'--out must end in .mp4, .gif or .webm (or have no extension for PNGs), got {args.out}')
   image_path = args.image or animate.EXAMPLE_PHOTO
-  photo = animate.load_photo(image_path)
+  photo = animate.load_photo(image_path, args.max_pixels)
   mask = animate.load_mask(args.mask, photo.shape[1], photo.shape[0]) if args.mask else None
   sampler, renderer = animate.load_models(args.checkpoint, args.renderer)
   s = sampler.config.sampling

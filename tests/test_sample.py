@@ -110,6 +110,8 @@ def test_photo_modes(tmp_path):
     (['--mask', 'MASK_WRONG'], 'but the photo is 90x60'),
     (['--checkpoint', '/nonexistent'], 'no motion model checkpoint'),
     (['--num-frames', '1'], '--num-frames must be at least 2'),
+    (['--max-pixels', '1000'], 'over the limit of 1,000'),
+    (['--checkpoint', 'gid_jax/assets/default/renderer'], 'is not a motion LDM run'),
 ])
 def test_bad_input_is_one_line_exit_2_and_writes_nothing(ldm_runs, photo, tmp_path, extra, message):
   wrong = str(tmp_path / 'wrong.png')
