@@ -96,7 +96,7 @@ def load_photo(path: str, max_pixels: int = MAX_PIXELS) -> np.ndarray:
     with Image.open(path) as im:
       w, h = im.size
       if w * h > max_pixels:
-        raise InputError(f'{path} is {w}x{h} = {w * h:,} pixels, over the limit of {max_pixels:,} (--max-pixels)')
+        raise InputError(f'{path} is {w}x{h} = {w * h:,} pixels, over the limit of {max_pixels:,} pixels')
       im = ImageOps.exif_transpose(im)
       im.load()
   except (UnidentifiedImageError, OSError, Image.DecompressionBombError) as e:

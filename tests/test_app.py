@@ -151,7 +151,7 @@ def test_api_refuses_bad_uploads_and_requests(app_server, photo_png):
     status, message = _error(srv, '/api/upload', photo_png, {'X-Filename': 'wide.png'})
   finally:
     srv.app.max_pixels = server.animate.MAX_PIXELS
-  assert status == 400 and message == 'wide.png is 256x160 = 0.0 MP, over the 0 MP limit'
+  assert status == 400 and message == 'wide.png is 256x160 = 40,960 pixels, over the limit of 40,000 pixels'
   assert _error(srv, '/api/upload', photo_png, {'X-Requested-With': ''})[0] == 403  # no cross-site POSTs
   assert _error(srv, '/api/info', headers={'Host': 'evil.example:80'})[0] == 403  # DNS rebinding
   assert _error(srv, '/api/progress?session=nope') == (404, 'unknown or expired session: open the photo again')
