@@ -160,11 +160,12 @@ def paper_cost(out=print, devices: int = 16, time_steps: int = 0) -> list[dict]:
   return rows
 
 
-def run(steps: int = 5, sample_steps: int = 250, paper: bool = True, time_paper: int = 0, out=print):
-  train_throughput(steps, out)
-  sampling_time(sample_steps, out)
+def run(steps: int = 5, sample_steps: int = 250, paper: bool = True, time_paper: int = 0, out=print) -> dict:
+  rows = {'train': train_throughput(steps, out), 'sampling': sampling_time(sample_steps, out),
+          'sample_steps': sample_steps}
   if paper:
-    paper_cost(out, time_steps=time_paper)
+    rows['paper'] = paper_cost(out, time_steps=time_paper)
+  return rows
 
 
 def main():

@@ -16,3 +16,18 @@ def test_render_benchmark_runs():
   lines = []
   rows = render.run(frames=6, width=32, height=24, sizes=('tiny',), out=lines.append)
   assert [r['renderer'] for r in rows] == ['fallback', 'tiny'] and all(r['fps'] > 0 for r in rows)
+
+
+def test_one_command_runs_benchmarks_in_processes_and_prints_one_table(capsys, tmp_path):
+  import json
+
+  from benchmarks import __main__ as bench
+  assert bench.main(['--quick', '--only', 'representation,render', '--json', str(tmp_path / 'b.json')]) == 0
+  out = capsys.readouterr().out
+  table = out[out.index('## All benchmarks'):]
+  rows = [l for l in table.splitlines() if l.startswith('| representation') or l.startswith('| render')]
+  assert any('NumPy float64 rFFT' in l for l in rows) and any('RGB splat fallback' in l for l in rows)
+  peaks = {float(l.rstrip(' |').rsplit('|', 1)[1]) for l in rows}
+  assert all(p > 50 for p in peaks)  # MiB: each benchmark's own process, JAX loaded
+  assert set(json.loads((tmp_path / 'b.json').read_text())['rows']) == {'representation', 'render'}
+  assert bench.main(['--only', 'nope']) == 2

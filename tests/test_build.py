@@ -99,6 +99,21 @@ def test_cache_reuse_and_config_change(synthetic_dir, tmp_path):
   assert changed.reused == 0  # clips made with another config are redone
 
 
+def test_splits_over_the_shuffle_buffer_build_without_tensorflow(synthetic_dir, tmp_path, monkeypatch):
+  # TFDS spills a split larger than its in-memory shuffle buffer (1 GB) to bucket files through
+  # tf.io.gfile; a 1 kB buffer forces that path here. Same examples as the in-memory build.
+  from tensorflow_datasets.core import shuffle
+  plain = str(tmp_path / 'plain')
+  build.build(synthetic_dir, plain, tiny(), keep_cache=True, progress=False)
+  monkeypatch.setattr(shuffle, 'MAX_MEM_BUFFER_SIZE', 1000)
+  spilled = str(tmp_path / 'spilled')
+  build.build(synthetic_dir, spilled, tiny(), progress=False)
+  a, b = _examples(plain, 'train'), _examples(spilled, 'train')
+  assert a.keys() == b.keys() and len(a) > 1
+  for k, v in a.items():
+    np.testing.assert_array_equal(v, b[k])
+
+
 def test_ground_truth_motion_and_image_size_norm(synthetic_dir, tmp_path):
   out = str(tmp_path / 'ds')
   cfg = tiny(**{'flow.method': 'ground_truth', 'normalize.mode': 'image_size'})

@@ -73,6 +73,19 @@ def test_moving_region_iou(rng):
   assert motion.moving_region_iou(static, true, thr) == 0.0
 
 
+def test_moving_region_auc_matches_pairwise_counting(rng):
+  pred, true = _spec(rng, h=8, w=8), _spec(rng, h=8, w=8)
+  thr = float(np.median(motion.motion_rms(true)))
+  pred[1:, 0, :5] = pred[1:, 0, 5:6]  # six tied scores: ties count one half
+  score = np.sqrt(2 * np.sum(pred[1:].astype(np.float64) ** 2, axis=(0, 3))).ravel()
+  label = (np.sqrt(2 * np.sum(true[1:].astype(np.float64) ** 2, axis=(0, 3))) > thr).ravel()
+  pos, neg = score[label], score[~label]
+  ref = np.mean((pos[:, None] > neg[None]) + 0.5 * (pos[:, None] == neg[None]))
+  np.testing.assert_allclose(motion.moving_region_auc(pred, true, thr), ref, rtol=1e-12)
+  assert motion.moving_region_auc(true, true, thr) == 1.0
+  assert np.isnan(motion.moving_region_auc(pred, np.zeros_like(true), thr))
+
+
 def test_loop_closure_error(rng):
   disp = rng.normal(0, 1, (2, 10, 4, 5, 2))  # a batch of two
   pos = np.mean([np.linalg.norm(disp[b, -1, y, x] - disp[b, 0, y, x])

@@ -34,6 +34,11 @@ def get_config(arg=None):
   c.data_dir = ''  # required: a gid_jax.data.build --out folder
   c.vae_workdir = ''  # required for a fresh run: a trained configs/vae.py run
   c.stage1_workdir = ''  # stage 2 only: the stage-1 run whose U-Net is frozen
+  # Which data the run sees: the first num_freqs frequencies of the dataset (0 = all: the K ablations
+  # use 4 of a K=8 tiny dataset) and its normalisation ('' = the dataset's own adaptive statistics,
+  # 'image_size' = the "w/o adaptive norm" ablation). Stage 2 inherits both from its stage-1 run.
+  c.num_freqs = 0
+  c.normalize = ''
   c.mode = 'slice'  # 'slice': B*K slices of 4 channels (paper); 'volume': all 4K channels at once (ablation)
   c.trainable = 'unet'  # parameters optimised: 'unet' (stage 1) or 'freq_attn' (stage 2)
   c.seed = 0

@@ -28,6 +28,8 @@ def get_config(arg=None):
   c.size = size
   c.data_dir = ''  # required: a gid_jax.data.build --out folder
   c.seed = 0
+  c.num_freqs = 0  # train on the first num_freqs frequency slices only (0 = all)
+  c.normalize = ''  # '' = the dataset's normalisation statistics; 'image_size' = the w/o-adaptive-norm ablation
   c.batch_size = {'tiny': 4, 'small': 16, 'paper': 64}[size]  # examples (x K slices), global
   c.num_steps = {'tiny': 600, 'small': 20_000, 'paper': 200_000}[size]  # tiny: ~10 min on 2 cores
   c.log_every = 50

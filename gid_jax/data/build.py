@@ -132,7 +132,7 @@ def _cache_name(vid: str) -> str:
 
 # ------------------------------------------------------------------------------------------- per video
 
-class _Motion:
+class ClipMotion:
   """Trajectories of a clip: estimated flow, or the synthetic world's exact ground truth."""
 
   def __init__(self, config):
@@ -185,7 +185,7 @@ def _pair_times(vid: str, start: int, config) -> np.ndarray:
       np.arange(1, config.num_frames), n, replace=False)).astype(np.int32)
 
 
-def process_video(path: str, vid: str, split: str, config, motion: _Motion, dest: str) -> dict:
+def process_video(path: str, vid: str, split: str, config, motion: ClipMotion, dest: str) -> dict:
   """Extract every clip of one video into the folder ``dest`` (made atomically); returns its record."""
   record = {'video_id': vid, 'path': os.path.abspath(path), 'split': split,
             'fingerprint': _fingerprint(config), 'status': 'ok', 'reason': '', 'clips': 0,
@@ -292,6 +292,39 @@ DATASETS = {DATASET_NAME: (_motion_features, _motion_examples),
             FRAMES_DATASET_NAME: (_frames_features, _frames_examples)}
 
 
+class _NoSuchError(Exception):
+  """Stands in for tf.errors.ResourceExhaustedError (never raised by local files)."""
+  message = ''
+
+
+class _GfileShim:
+  """The four tf.io.gfile / tf.errors names TFDS's shuffler uses, on local files (see _allow_spill)."""
+
+  class io:  # pylint: disable=invalid-name
+    class gfile:  # pylint: disable=invalid-name
+      GFile = staticmethod(lambda path, mode='r': open(os.fspath(path), mode))  # noqa: SIM115
+      exists = staticmethod(lambda path: os.path.exists(os.fspath(path)))
+      remove = staticmethod(lambda path: os.remove(os.fspath(path)))
+
+  class errors:  # pylint: disable=invalid-name
+    ResourceExhaustedError = _NoSuchError
+
+
+def _allow_spill() -> None:
+  """Let TFDS write splits larger than its 1 GB shuffle buffer without TensorFlow.
+
+  Past ``shuffle.MAX_MEM_BUFFER_SIZE`` TFDS's writer spills the split to temporary bucket files through
+  ``tf.io.gfile``, which needs TensorFlow (``ModuleNotFoundError`` after all the extraction work). Any real
+  dataset is past 1 GB (a paper-size example is 10 MB), so without TensorFlow we give that module the few
+  local-file calls it makes. With TensorFlow installed nothing changes.
+  """
+  from tensorflow_datasets.core import shuffle  # pylint: disable=g-import-not-at-top
+  try:
+    import tensorflow  # noqa: F401  pylint: disable=g-import-not-at-top,unused-import
+  except ImportError:
+    shuffle.tf = _GfileShim
+
+
 @functools.lru_cache(maxsize=None)
 def _tfds_builder_classes() -> dict:
   import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
@@ -375,7 +408,7 @@ def build(videos_dir: str, out_dir: str, config, keep_cache: bool = False, progr
   for stale in glob.glob(os.path.join(cache_dir, '.tmp-*')):  # left by a killed run
     shutil.rmtree(stale, ignore_errors=True)
 
-  motion = _Motion(config)
+  motion = ClipMotion(config)
   records, reused = [], 0
   bar = tqdm(list(zip(paths, ids)), desc='videos', unit='video', disable=not progress)
   for path, vid in bar:
@@ -416,6 +449,7 @@ def build(videos_dir: str, out_dir: str, config, keep_cache: bool = False, progr
   # The TFDS dataset: always rewritten from the cache (cheap next to flow extraction).
   import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
   tfds.disable_progress_bar()  # ours is enough
+  _allow_spill()
   meta = {'build_config': config.to_dict(), 'norm_stats': json.loads(stats.to_json()),
           'num_videos': {s: sum(1 for r in records if r['split'] == s and r['status'] == 'ok')
                          for s in ('train', 'test')}}

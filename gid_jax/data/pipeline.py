@@ -15,6 +15,7 @@ with exactly the next batch.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 
 import grain
@@ -39,6 +40,27 @@ def load_stats(data_dir: str) -> norm_lib.NormStats:
   return norm_lib.NormStats.load(os.path.join(_resolve(data_dir)[1], norm_lib.STATS_FILENAME))
 
 
+def training_stats(data_dir: str, normalize: str = '', num_freqs: int = 0) -> norm_lib.NormStats:
+  """The normalisation a run trains with, and through it the K it uses.
+
+  ``normalize``: '' keeps the dataset's own statistics (``norm_stats.json``, the paper's adaptive ones by
+  default); 'image_size' is the "w/o adaptive norm" ablation (x by width, y by height) without rebuilding.
+  ``num_freqs``: use the first ``num_freqs`` frequencies only (the K ablations); 0 keeps the dataset's K.
+  """
+  stats = load_stats(data_dir)
+  k = stats.num_freqs
+  if num_freqs:
+    if not 1 <= int(num_freqs) <= k:
+      raise ValueError(f'num_freqs must be in [1, {k}] (the dataset has K={k}), got {num_freqs}')
+    k = int(num_freqs)
+  if normalize == '':
+    return dataclasses.replace(stats, scales=tuple(stats.scales[:k]))
+  if normalize == 'image_size':
+    built = load_build_config(data_dir)
+    return norm_lib.image_size_stats(k, int(built['width']), int(built['height']), stats.power)
+  raise ValueError(f"normalize must be '' (the dataset's statistics) or 'image_size', got {normalize!r}")
+
+
 def data_source(data_dir: str, split: str, name: str = build_lib.DATASET_NAME):
   """Random-access source of raw examples of the dataset ``name`` ('gid_motion' or 'gid_frames')."""
   import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
@@ -61,6 +83,8 @@ class Preprocess(grain.transforms.Map):
 
   def map(self, ex):
     spec = np.asarray(ex['spectral_volume'], np.float32)
+    if self.stats is not None:
+      spec = spec[:self.stats.num_freqs]  # a run may use the first K' < K frequencies
     out = {'image': _to_float(ex['image']), 'start_frame': np.int32(ex['start_frame'])}
     if self.stats is None:
       out['spec'] = spec  # pixel units, for evaluation
@@ -81,8 +105,11 @@ class PreprocessFrames(grain.transforms.Map):
 def make_dataset(data_dir: str, split: str = 'train', *, batch_size: int, seed: int = 0,
                  shuffle: bool = True, num_epochs: int | None = None, drop_remainder: bool = True,
                  shard_index: int | None = None, shard_count: int | None = None, normalize: bool = True,
-                 worker_count: int = 0, name: str = build_lib.DATASET_NAME) -> grain.IterDataset:
+                 worker_count: int = 0, name: str = build_lib.DATASET_NAME,
+                 stats: norm_lib.NormStats | None = None) -> grain.IterDataset:
   """Batched, shuffled, sharded, normalised dataset (see module docstring); ``num_epochs=None`` repeats.
+
+  ``stats`` (default: the dataset's own) normalises, and its K cuts the volume (:func:`training_stats`).
 
   ``name='gid_frames'`` reads the renderer's (I_0, I_t, F_t) triples instead (see PreprocessFrames).
   """
@@ -101,7 +128,7 @@ def make_dataset(data_dir: str, split: str = 'train', *, batch_size: int, seed: 
   if name == build_lib.FRAMES_DATASET_NAME:
     prep = PreprocessFrames()
   else:
-    prep = Preprocess(load_stats(data_dir) if normalize else None)
+    prep = Preprocess((stats or load_stats(data_dir)) if normalize else None)
   ds = grain.MapDataset.source(src)
   # Equal shards (the remainder is dropped) so that every process runs the same number of steps.
   per = n // shard_count

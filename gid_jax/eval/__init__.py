@@ -15,6 +15,7 @@ _EXPORTS = {
     'sliding_dtfvd': 'metrics', 'inception_features': 'metrics', 'fvd_features': 'metrics',
     'dtfvd_features': 'metrics',
     'trajectory_epe': 'motion', 'power_spectrum_error': 'motion', 'moving_region_iou': 'motion',
+    'moving_region_auc': 'motion',
     'loop_closure_error': 'motion',
 }
 

@@ -96,6 +96,25 @@ def moving_region_iou(pred_spec_KxHxWx4, true_spec_KxHxWx4, threshold_px: float 
   return 1.0 if union == 0 else float(np.count_nonzero(a & b) / union)
 
 
+def moving_region_auc(pred_spec_KxHxWx4, true_spec_KxHxWx4, threshold_px: float = 0.5) -> float:
+  """Threshold-free localisation: ROC AUC of the predicted motion RMS as a detector of the truly moving
+  pixels (RMS above ``threshold_px``), pooled over batch items; 0.5 = no better than chance, 1 = every
+  moving pixel is predicted to move more than every still one. Ties count one half (Mann-Whitney U).
+  NaN when the truth is all moving or all still."""
+  pred = _arr('pred_spec', pred_spec_KxHxWx4, 4)
+  true = _arr('true_spec', true_spec_KxHxWx4, 4)
+  _same('pred_spec', pred, 'true_spec', true)
+  score = motion_rms(pred).reshape(-1)
+  label = (motion_rms(true) > threshold_px).reshape(-1)
+  n1 = int(np.count_nonzero(label))
+  n0 = label.size - n1
+  if n1 == 0 or n0 == 0:
+    return float('nan')
+  from scipy.stats import rankdata  # pylint: disable=g-import-not-at-top
+  ranks = rankdata(score)  # average ranks for ties
+  return float((ranks[label].sum() - n1 * (n1 + 1) / 2.0) / (n1 * n0))
+
+
 def loop_closure_error(disp_TxHxWx2) -> dict:
   """``{'position': px, 'velocity': px / frame}``: how far a loop of these T frames is from seamless.
 

@@ -8,6 +8,8 @@ exact spectral volume), each run samples ``--samples`` volumes; the "mean spectr
 mean of the training set's volumes (pixel units). Reported, per method (see ``motion_metrics``):
 
 * ``iou``: moving-region IoU: pixels whose RMS motion over a period exceeds ``--moving_px``;
+* ``auc``: threshold-free localisation: ROC AUC of the predicted RMS motion as a detector of the truly
+  moving pixels (0.5 = chance); it separates *where* from *how much* (IoU mixes both);
 * ``power_log_err``: mean over k >= 1 of |log(mean power_k) - log(true mean power_k)|, and the powers;
 * ``pixel_fd``: **pixel-spectrum Fréchet distance**, our distribution-level metric. Every pixel of every
   image gives a (K-1)-vector of log amplitudes log(eps + |S_k(p)|), k = 1..K-1; we fit a Gaussian to the
@@ -63,6 +65,7 @@ def motion_metrics(pred_NxKxHxWx4: np.ndarray, true_NxKxHxWx4: np.ndarray, movin
   c_t, c_p = corr(feat_t[moving]), corr(feat_p[moving_p])
   return {
       'iou': mm.moving_region_iou(pred, true, moving_px),
+      'auc': mm.moving_region_auc(pred, true, moving_px),
       'power_log_err': float(np.mean(np.abs(pw['log'][1:]))),
       'pred_power': pw['pred_power'].tolist(),
       'true_power': pw['true_power'].tolist(),
@@ -162,7 +165,7 @@ def main(argv=None) -> int:
   for name, run in runs.items():
     pred, secs = sample_run(run, images, args.samples, args.steps, args.eta, args.guidance, args.seed)
     results['methods'][name] = dict(motion_metrics(pred, true, args.moving_px), sec_per_volume=secs)
-  keys = ('iou', 'power_log_err', 'pixel_fd', 'coherence_err', 'amp_log_err', 'moving_fraction')
+  keys = ('iou', 'auc', 'power_log_err', 'pixel_fd', 'coherence_err', 'amp_log_err', 'moving_fraction')
   from gid_jax.eval import motion as mm  # pylint: disable=g-import-not-at-top
   print(f'{len(images)} held-out clips; true moving fraction {float((mm.motion_rms(true) > args.moving_px).mean()):.3f}')
   print('| method | ' + ' | '.join(keys) + ' |')

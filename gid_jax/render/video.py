@@ -37,14 +37,15 @@ def fill_holes(x_BxHxWxC: jax.Array, mask_BxHxWx1: jax.Array) -> jax.Array:
   return x_BxHxWxC * mask_BxHxWx1 + up * (1.0 - mask_BxHxWx1)
 
 
-@jax.jit
-def splat_frames(image_1xHxWx3: jax.Array, flow_BxHxWx2: jax.Array, importance_1xHxWx1: jax.Array
-                 ) -> jax.Array:
-  """The renderer-free path: RGB softmax splatting + push-pull hole filling, images in [-1, 1]."""
+@functools.partial(jax.jit, static_argnames='mode')
+def splat_frames(image_1xHxWx3: jax.Array, flow_BxHxWx2: jax.Array, importance_1xHxWx1: jax.Array,
+                 mode: str = 'softmax') -> jax.Array:
+  """The renderer-free path: RGB splatting (softmax by default; 'average' is the paper's "baseline splat"
+  ablation) + push-pull hole filling, images in [-1, 1]."""
   b = flow_BxHxWx2.shape[0]
   image = jnp.broadcast_to(image_1xHxWx3, (b,) + image_1xHxWx3.shape[1:])
   imp = jnp.broadcast_to(importance_1xHxWx1, (b,) + importance_1xHxWx1.shape[1:])
-  out, mask = splat.softmax_splat(image, flow_BxHxWx2, imp, mode='softmax', return_mask=True)
+  out, mask = splat.softmax_splat(image, flow_BxHxWx2, imp, mode=mode, return_mask=True)
   return fill_holes(out, mask)
 
 
@@ -70,8 +71,10 @@ def to_uint8(x: jax.Array) -> np.ndarray:
 
 
 def render_frames(image_HxWx3: np.ndarray, disp_TxHxWx2, renderer=None, chunk: int = 16,
-                  importance_HxWx1=None) -> np.ndarray:
-  """Frames (T, H, W, 3) uint8 of the photo moved by ``disp`` (pixels of frame 0 -> their positions)."""
+                  importance_HxWx1=None, splat_mode: str = 'softmax') -> np.ndarray:
+  """Frames (T, H, W, 3) uint8 of the photo moved by ``disp`` (pixels of frame 0 -> their positions).
+
+  ``splat_mode`` picks the RGB splat of the renderer-free path (used when ``renderer`` is None)."""
   img = to_float(image_HxWx3)
   disp = jnp.asarray(disp_TxHxWx2, jnp.float32)
   if disp.ndim != 4 or disp.shape[1:] != img.shape[:2] + (2,):
@@ -83,7 +86,7 @@ def render_frames(image_HxWx3: np.ndarray, disp_TxHxWx2, renderer=None, chunk: i
     graphdef, state = nnx.split(renderer)
     fn = lambda f: _renderer_frames(graphdef, state, img[None], f, imp[None])
   else:
-    fn = lambda f: splat_frames(img[None], f, imp[None])
+    fn = lambda f: splat_frames(img[None], f, imp[None], mode=splat_mode)
   frames = []
   for i in range(0, disp.shape[0], chunk):
     f = disp[i:i + chunk]
@@ -95,8 +98,8 @@ def render_frames(image_HxWx3: np.ndarray, disp_TxHxWx2, renderer=None, chunk: i
 
 
 def render_video(image_HxWx3: np.ndarray, spectral_volume_KxHxWx4, num_frames: int = 150,
-                 renderer=None, chunk: int = 16) -> np.ndarray:
+                 renderer=None, chunk: int = 16, splat_mode: str = 'softmax') -> np.ndarray:
   """Photo + spectral volume (pixels) -> frames (num_frames, H, W, 3) uint8; frame 0 is the photo."""
   disp = spectral.to_displacements(jnp.asarray(spectral_volume_KxHxWx4, jnp.float32), num_frames)
   disp = disp - disp[:1]
-  return render_frames(image_HxWx3, disp, renderer, chunk)
+  return render_frames(image_HxWx3, disp, renderer, chunk, splat_mode=splat_mode)

@@ -60,10 +60,10 @@ def load_ldm(workdir: str, ema: bool = True):
   return cfg, loop.load_model(workdir, cfg, model_task(cfg), ema=ema)
 
 
-def _measure_latent_scale(vae, data_dir: str, num_examples: int = 32) -> float:
+def _measure_latent_scale(vae, data_dir: str, stats, num_examples: int = 32) -> float:
   """1 / std of the VAE's latent means over the first training examples (LDM's scale factor)."""
   ds = pipeline.make_dataset(data_dir, 'train', batch_size=1, shuffle=False, num_epochs=1,
-                             shard_index=0, shard_count=1)
+                             shard_index=0, shard_count=1, stats=stats)
   encode = nnx.jit(lambda m, x: m.encode(x)[0])
   zs = []
   for i, batch in enumerate(ds):
@@ -77,6 +77,11 @@ def _measure_latent_scale(vae, data_dir: str, num_examples: int = 32) -> float:
   return 1.0 / std
 
 
+def get_default(name: str):
+  from gid_jax.configs import ldm as ldm_config  # pylint: disable=g-import-not-at-top
+  return ldm_config.get_config('size=tiny')[name]
+
+
 def complete_config(config) -> None:
   """Fill in data_info, norm stats, VAE config and latent scale (see module docstring); in place."""
   vae_task.require_data_dir(config)
@@ -84,17 +89,25 @@ def complete_config(config) -> None:
     raise ValueError(f'config.mode must be one of {ldm_lib.MODES}, got {config.mode!r}')
   if config.trainable not in TRAINABLE:
     raise ValueError(f'config.trainable must be one of {tuple(TRAINABLE)}, got {config.trainable!r}')
-  built = pipeline.load_build_config(config.data_dir)
-  config.data_info = ml_collections.ConfigDict({k: built[k] for k in
-                                                ('width', 'height', 'num_frames', 'num_freqs', 'fps')})
-  config.norm_stats_json = pipeline.load_stats(config.data_dir).to_json()
-  k = int(built['num_freqs'])
+  s1 = None
   if config.trainable == 'freq_attn':
     if not config.stage1_workdir:
       raise ValueError('config.stage1_workdir is empty: stage 2 needs a trained configs/ldm.py run')
     if not config.model.freq_attention:
       raise ValueError('stage 2 (trainable=freq_attn) needs config.model.freq_attention=True')
     s1 = loop.read_config(config.stage1_workdir)
+    for name in ('num_freqs', 'normalize'):  # stage 2 sees the data exactly as stage 1 did
+      ours, theirs = config.get(name), s1.get(name, config.get(name))
+      if ours != theirs and ours != get_default(name):
+        raise ValueError(f'{name} is {ours!r} but the stage-1 run used {theirs!r}')
+      config[name] = theirs
+  built = pipeline.load_build_config(config.data_dir)
+  stats = pipeline.training_stats(config.data_dir, config.normalize, config.num_freqs)
+  k = stats.num_freqs
+  config.data_info = ml_collections.ConfigDict({k: built[k] for k in ('width', 'height', 'num_frames', 'fps')})
+  config.data_info.num_freqs = k
+  config.norm_stats_json = stats.to_json()
+  if s1 is not None:
     if s1.data_info.num_freqs != k:
       raise ValueError(f'the stage-1 run has K={s1.data_info.num_freqs}, the dataset K={k}')
     config.vae.model = ml_collections.ConfigDict(s1.vae.model.to_dict())
@@ -108,7 +121,7 @@ def complete_config(config) -> None:
     vae_cfg, vae = load_vae(config.vae_workdir)
     config.vae.model = ml_collections.ConfigDict(vae_cfg.model.to_dict())
     if not config.latent_scale:
-      config.latent_scale = _measure_latent_scale(vae, config.data_dir)
+      config.latent_scale = _measure_latent_scale(vae, config.data_dir, stats)
       log.info('latent scale %.4f', config.latent_scale)
   latent = int(config.vae.model.latent_channels)
   f = 2 ** (len(config.vae.model.widths) - 1)

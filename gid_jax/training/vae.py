@@ -18,8 +18,9 @@ def motion_dataset(cfg, split: str = 'train'):
   """Batches of image_BxHxWx3 / nspec_BxKxHxWx4, the global batch split over processes."""
   if cfg.batch_size % jax.process_count():
     raise ValueError(f'batch_size {cfg.batch_size} is not divisible by {jax.process_count()} processes')
+  stats = pipeline.training_stats(cfg.data_dir, cfg.get('normalize', ''), cfg.get('num_freqs', 0))
   return pipeline.make_dataset(cfg.data_dir, split, batch_size=cfg.batch_size // jax.process_count(),
-                               seed=cfg.seed)
+                               seed=cfg.seed, stats=stats)
 
 
 def make_task(config) -> Task:

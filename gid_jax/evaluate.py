@@ -1,0 +1,408 @@
+"""Table-1 style evaluation: every method's videos against the real held-out videos.
+
+    python -m gid_jax.evaluate --config=configs/eval.py[:size=tiny] [--config.out_dir=out/eval_table]
+
+For every evaluation set (``config.sets``: the synthetic held-out videos and a folder of real held-out
+videos) the clips are cut as the dataset builder cuts them (``configs/data.py`` at ``config.size``: same
+size, fps, T and K), their true motion taken from the synthetic world's exact trajectories or estimated
+with optical flow (real videos). Each method then makes one video per clip from the clip's first frame:
+
+* ``ldm``: a trained motion LDM run samples a spectral volume (``config.sampling``), the renderer renders
+  it. Our model, the ablations (K = 4 / 8 / 24, w/o adaptive norm, independent and volume prediction)
+  are all runs of this kind; the "baseline splat" ablation is our model rendered with RGB average
+  splatting (``splat: 'average'``) instead of the learned renderer.
+* ``repeat``: the first frame repeated ("repeat I_0").
+* ``mean``: the mean spectral volume of the training set (pixel units) for every clip, rendered.
+* ``truth``: the clip's true motion rendered: an upper bound for motion prediction with this renderer.
+
+Metrics (``gid_jax.eval.metrics``, frames centre-cropped to ``config.crop``; the paper's 256 x 128,
+scaled with the frame size): FID and KID x 100 per frame (every ``fid_frame_stride``-th frame),
+FVD and FVD32 (Kinetics I3D), DT-FVD and DT-FVD32 when a DTDB I3D weight file is given (else "n/a"),
+sliding-window FID (``sliding_fid_window`` frames), and for methods with a spectral volume the motion
+metrics of ``gid_jax.eval.motion_model`` against the true volumes (moving-region IoU, pixel-spectrum FD).
+
+Written to ``config.out_dir``: ``results.json`` (everything) and ``results.md`` (one table per set, with the
+command). Features of every (set, method) are cached in ``out_dir/cache`` as they are computed, so an
+interrupted evaluation resumes where it stopped (``--config.overwrite`` recomputes).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import io
+import json
+import logging
+import os
+import sys
+import time
+
+import numpy as np
+
+from gid_jax.fileio import atomic_path, atomic_write_text
+
+log = logging.getLogger('gid_jax.evaluate')
+KINDS = ('ldm', 'repeat', 'mean', 'truth')
+COLUMNS = (('fid', 'FID'), ('kid100', 'KID x100'), ('fvd', 'FVD'), ('fvd32', 'FVD32'), ('dtfvd', 'DT-FVD'),
+           ('dtfvd32', 'DT-FVD32'), ('iou', 'moving IoU'), ('auc', 'moving AUC'), ('pixel_fd', 'pixel-spectrum FD'),
+           ('train_steps', 'train steps'))
+
+
+class EvalError(ValueError):
+  """Bad evaluation input (missing folder or checkpoint, bad config value): one line for the user."""
+
+
+@dataclasses.dataclass
+class EvalSet:
+  """Clips of one held-out folder: frames N x T x H x W x 3 uint8, true volumes N x K x H x W x 4 (px)."""
+  name: str
+  clip_ids: list[str]
+  frames: np.ndarray
+  spec: np.ndarray
+
+  @property
+  def images(self) -> np.ndarray:
+    return self.frames[:, 0]
+
+
+def data_config(config, flow_method: str):
+  from gid_jax.configs import data as data_configs  # pylint: disable=g-import-not-at-top
+  c = data_configs.get_config(f'size={config.size}')
+  c.flow.method = flow_method
+  return c
+
+
+def load_set(name: str, set_cfg, config) -> EvalSet:
+  """Cut the clips of every video of ``set_cfg.videos`` (at most ``clips_per_video`` evenly spaced ones)."""
+  from gid_jax.data import build as build_lib  # pylint: disable=g-import-not-at-top
+  from gid_jax.data import video as video_lib  # pylint: disable=g-import-not-at-top
+  from gid_jax.motion import spectral  # pylint: disable=g-import-not-at-top
+  if not os.path.isdir(set_cfg.videos):
+    raise EvalError(f'sets.{name}.videos: no folder {set_cfg.videos!r}')
+  paths = video_lib.list_videos(set_cfg.videos)
+  if set_cfg.get('max_videos', 0):
+    paths = paths[:set_cfg.max_videos]
+  if not paths:
+    raise EvalError(f'sets.{name}.videos: no videos in {set_cfg.videos}')
+  dcfg = data_config(config, set_cfg.flow)
+  motion = build_lib.ClipMotion(dcfg)
+  ids, frames, specs = [], [], []
+  for path in paths:
+    vid = build_lib.video_id(set_cfg.videos, path)
+    try:
+      scene = motion.scene_for(path)
+      clips = list(build_lib.iter_clips(path, dcfg))
+    except video_lib.VideoError as e:
+      raise EvalError(str(e)) from e
+    keep = np.unique(np.linspace(0, len(clips) - 1, min(len(clips), set_cfg.clips_per_video)).round().astype(int))
+    for i in keep:
+      start, clip = clips[i]
+      disp = motion(clip, scene, start)
+      ids.append(f'{vid}@{start}')
+      frames.append(clip)
+      specs.append(np.asarray(spectral.to_spectral_volume(disp, dcfg.num_freqs), np.float32))
+  log.info('%s: %d clips from %d videos', name, len(ids), len(paths))
+  return EvalSet(name, ids, np.stack(frames), np.stack(specs))
+
+
+def _checkpoint_steps(run: str) -> int:
+  ckpt = os.path.join(run, 'checkpoints')
+  steps = [int(d) for d in os.listdir(ckpt) if d.isdigit()] if os.path.isdir(ckpt) else []
+  return max(steps) if steps else 0
+
+
+def _fit_k(spec_NxKxHxWx4: np.ndarray, k: int) -> np.ndarray:
+  """Cut or zero-pad the frequency axis to K (a K = 4 model predicts no motion above its band)."""
+  n, k0 = spec_NxKxHxWx4.shape[:2]
+  if k0 >= k:
+    return spec_NxKxHxWx4[:, :k]
+  pad = np.zeros((n, k - k0) + spec_NxKxHxWx4.shape[2:], spec_NxKxHxWx4.dtype)
+  return np.concatenate([spec_NxKxHxWx4, pad], axis=1)
+
+
+def sample_ldm(run: str, images_NxHxWx3: np.ndarray, sampling, batch: int = 8) -> np.ndarray:
+  """Spectral volumes (pixels) from a motion LDM run, ``batch`` images per call, seeded per batch."""
+  import jax  # pylint: disable=g-import-not-at-top
+  from gid_jax.diffusion import motion  # pylint: disable=g-import-not-at-top
+  from gid_jax.motion import normalize as norm_lib  # pylint: disable=g-import-not-at-top
+  sampler = motion.MotionSampler(run)
+  if tuple(images_NxHxWx3.shape[1:3]) != sampler.size:
+    raise EvalError(f'{run} was trained at {sampler.size[1]}x{sampler.size[0]} but the clips are '
+                    f'{images_NxHxWx3.shape[2]}x{images_NxHxWx3.shape[1]}: set config.size to match')
+  out = []
+  for i in range(0, len(images_NxHxWx3), batch):
+    x = images_NxHxWx3[i:i + batch].astype(np.float32) / 127.5 - 1.0
+    n = len(x)
+    if n < batch:  # one compiled shape
+      x = np.concatenate([x, np.repeat(x[-1:], batch - n, axis=0)])
+    nspec = sampler.sample_normalized(x, jax.random.PRNGKey(sampling.seed + i), num_steps=sampling.num_steps,
+                                      eta=sampling.eta, guidance=sampling.guidance)
+    out.append(np.asarray(norm_lib.denormalize(np.asarray(nspec[:n]), sampler.stats), np.float32))
+  return np.concatenate(out)
+
+
+def method_volumes(method, evalset: EvalSet, config, mean_volume) -> np.ndarray | None:
+  """The spectral volumes a method renders (None for repeat I_0)."""
+  if method.kind == 'repeat':
+    return None
+  if method.kind == 'truth':
+    return evalset.spec
+  if method.kind == 'mean':
+    return np.broadcast_to(mean_volume(), evalset.spec.shape[:1] + mean_volume().shape).copy()
+  return sample_ldm(method.run, evalset.images, config.sampling)
+
+
+def render_videos(evalset: EvalSet, spec, renderer, splat_mode: str) -> np.ndarray:
+  from gid_jax.render import video as render_video  # pylint: disable=g-import-not-at-top
+  n, t = evalset.frames.shape[:2]
+  if spec is None:
+    return np.repeat(evalset.images[:, None], t, axis=1)
+  return np.stack([render_video.render_video(evalset.images[i], spec[i], t, renderer=renderer,
+                                             splat_mode=splat_mode) for i in range(n)])
+
+
+def video_features(videos_NxTxHxWx3: np.ndarray, config) -> dict:
+  """Inception features of every ``fid_frame_stride``-th frame, I3D features of the first 16 / 32 frames."""
+  from gid_jax.eval import metrics  # pylint: disable=g-import-not-at-top
+  crop = tuple(config.crop)
+  t = videos_NxTxHxWx3.shape[1]
+  sel = videos_NxTxHxWx3[:, ::config.fid_frame_stride]
+  feats = {'inception': metrics.inception_features(sel.reshape((-1,) + sel.shape[2:]), crop=crop)
+           .reshape(sel.shape[0], sel.shape[1], -1)}
+  for n in (16, 32):
+    if t >= n:
+      feats[f'i3d{n}'] = metrics.fvd_features(videos_NxTxHxWx3, num_frames=n, crop=crop)
+      if config.dtfvd_weights:
+        feats[f'dt{n}'] = metrics.dtfvd_features(videos_NxTxHxWx3, num_frames=n, weights=_dt_path(config, n),
+                                                 crop=crop)
+  return feats
+
+
+def _dt_path(config, n: int) -> str:
+  return config.dtfvd_weights.replace('{n}', str(n))
+
+
+def distances(real: dict, fake: dict, config) -> dict:
+  """Table-1 numbers (plus sliding-window FID) from two feature dicts of ``video_features``."""
+  from gid_jax.eval import frechet  # pylint: disable=g-import-not-at-top
+  fr, ff = real['inception'], fake['inception']
+  flat = lambda f: f.reshape(-1, f.shape[-1])
+  out = {'fid': frechet.frechet_distance_from_features(flat(fr), flat(ff)),
+         'kid100': 100.0 * frechet.kid_from_features(flat(fr), flat(ff))}
+  for n in (16, 32):
+    sfx = '' if n == 16 else '32'
+    out['fvd' + sfx] = (frechet.frechet_distance_from_features(real[f'i3d{n}'], fake[f'i3d{n}'])
+                        if f'i3d{n}' in real else None)
+    out['dtfvd' + sfx] = (frechet.frechet_distance_from_features(real[f'dt{n}'], fake[f'dt{n}'])
+                          if f'dt{n}' in real else None)
+  w = max(1, config.sliding_fid_window // config.fid_frame_stride)  # window in sampled frames
+  t = fr.shape[1]
+  out['sliding_fid'] = [frechet.frechet_distance_from_features(flat(fr[:, s:s + w]), flat(ff[:, s:s + w]))
+                        for s in range(0, t - w + 1, w)]
+  return out
+
+
+class _Cache:
+  """Features per (set, method) in ``out_dir/cache``, keyed by what produced them; written atomically."""
+
+  def __init__(self, out_dir: str, enabled: bool):
+    self.dir = os.path.join(out_dir, 'cache')
+    self.enabled = enabled
+    os.makedirs(self.dir, exist_ok=True)
+
+  def _path(self, key: str) -> str:
+    return os.path.join(self.dir, hashlib.sha1(key.encode()).hexdigest()[:16] + '.npz')
+
+  def get(self, key: str):
+    path = self._path(key)
+    if not self.enabled or not os.path.exists(path):
+      return None
+    with np.load(path, allow_pickle=False) as z:
+      if str(z['_key']) != key:
+        return None
+      return {k: z[k] for k in z.files if k != '_key'}
+
+  def put(self, key: str, arrays: dict) -> None:
+    buf = io.BytesIO()
+    np.savez(buf, _key=np.asarray(key), **arrays)
+    with atomic_path(self._path(key)) as tmp:
+      with open(tmp, 'wb') as f:
+        f.write(buf.getvalue())
+
+
+def _method_key(name: str, method, evalset: EvalSet, config) -> str:
+  run_id = ''
+  if method.kind == 'ldm':
+    run_id = f'{os.path.abspath(method.run)}:{_checkpoint_steps(method.run)}:{config.sampling.to_json()}'
+  parts = [evalset.name, str(len(evalset.clip_ids)), hashlib.sha1(''.join(evalset.clip_ids).encode()).hexdigest(),
+           name, method.kind, run_id, method.get('splat', ''), config.renderer, str(tuple(config.crop)),
+           str(config.fid_frame_stride), config.dtfvd_weights]
+  return '|'.join(parts)
+
+
+def method_order(config) -> list[str]:
+  """``config.order`` as a list (``--config.order=a,b`` arrives as one comma-separated string)."""
+  order = [config.order] if isinstance(config.order, str) else list(config.order)
+  return [k.strip() for item in order for k in str(item).split(',') if k.strip()] or sorted(config.methods)
+
+
+def check_config(config) -> None:
+  """Fail early, naming the value, before hours of work."""
+  for key in method_order(config):
+    if key not in config.methods:
+      raise EvalError(f'config.order names {key!r}, which is not in config.methods')
+  for name in method_order(config):
+    m = config.methods[name]
+    if m.kind not in KINDS:
+      raise EvalError(f'methods.{name}.kind must be one of {KINDS}, got {m.kind!r}')
+    if m.kind == 'ldm' and not os.path.isdir(os.path.join(m.run, 'checkpoints')):
+      raise EvalError(f'methods.{name}.run: no LDM checkpoint in {m.run!r} (train it, or drop the method '
+                      f'with --config.order)')
+    if m.get('splat', '') not in ('', 'softmax', 'average', 'linear'):
+      raise EvalError(f"methods.{name}.splat must be '', softmax, average or linear, got {m.splat!r}")
+  if config.fid_frame_stride < 1 or config.sliding_fid_window < 1:
+    raise EvalError('fid_frame_stride and sliding_fid_window must be >= 1')
+  if config.dtfvd_weights:
+    for n in (16, 32):
+      if not os.path.exists(_dt_path(config, n)):
+        raise EvalError(f'dtfvd_weights: no file {_dt_path(config, n)!r} ("" reports DT-FVD as n/a)')
+  if not config.sets:
+    raise EvalError('config.sets is empty')
+  for name, s in config.sets.items():
+    if s.flow not in ('ground_truth', 'dis', 'farneback'):
+      raise EvalError(f'sets.{name}.flow must be ground_truth, dis or farneback, got {s.flow!r}')
+
+
+def evaluate(config) -> dict:
+  """Run every method on every set (see module docstring); returns the results dict also written to JSON."""
+  from gid_jax import animate  # pylint: disable=g-import-not-at-top
+  from gid_jax.eval import motion_model  # pylint: disable=g-import-not-at-top
+  check_config(config)
+  os.makedirs(config.out_dir, exist_ok=True)
+  cache = _Cache(config.out_dir, not config.overwrite)
+  renderer_dir = config.renderer or (animate.DEFAULT_RENDERER if os.path.isdir(animate.DEFAULT_RENDERER) else '')
+  renderer = animate.load_renderer(renderer_dir) if renderer_dir != 'none' else None
+  mean_cache = {}
+
+  def mean_volume():
+    if 'v' not in mean_cache:
+      mean_cache['v'] = motion_model.mean_volume(config.train_data)
+    return mean_cache['v']
+
+  order = method_order(config)
+  results = {'config': json.loads(config.to_json()), 'renderer': renderer_dir or 'RGB softmax splat',
+             'sets': {}}
+  for set_name, set_cfg in config.sets.items():
+    if not set_cfg.videos:
+      continue
+    evalset = load_set(set_name, set_cfg, config)
+    real_key = f'{set_name}|real|{len(evalset.clip_ids)}|{"".join(evalset.clip_ids)}|{tuple(config.crop)}|' \
+               f'{config.fid_frame_stride}|{config.dtfvd_weights}'
+    real = cache.get(real_key)
+    if real is None:
+      real = video_features(evalset.frames, config)
+      cache.put(real_key, real)
+    rows = {}
+    for name in order:
+      method = config.methods[name]
+      key = _method_key(name, method, evalset, config)
+      t0 = time.time()
+      feats = cache.get(key)
+      if feats is None:
+        spec = method_volumes(method, evalset, config, mean_volume)
+        splat_mode = method.get('splat', '')
+        videos = render_videos(evalset, spec, None if splat_mode else renderer, splat_mode or 'softmax')
+        feats = video_features(videos, config)
+        if spec is not None:
+          mm = motion_model.motion_metrics(_fit_k(spec, evalset.spec.shape[1]), evalset.spec, config.moving_px)
+          feats['motion'] = np.asarray(json.dumps({k: mm[k] for k in ('iou', 'auc', 'pixel_fd', 'power_log_err',
+                                                                      'moving_fraction')}))
+        cache.put(key, feats)
+      row = distances(real, feats, config)
+      motion = json.loads(str(feats['motion'])) if 'motion' in feats else {}
+      row.update(motion)
+      row.setdefault('iou', None)
+      row.setdefault('auc', None)
+      row.setdefault('pixel_fd', None)
+      row['train_steps'] = _train_steps(method)
+      row['label'] = method.label
+      rows[name] = row
+      log.info('%s / %s: %s (%.0f s)', set_name, name, {k: row[k] for k in ('fid', 'fvd')}, time.time() - t0)
+    results['sets'][set_name] = {'label': set_cfg.label, 'clips': len(evalset.clip_ids),
+                                 'videos': set_cfg.videos, 'methods': rows}
+  atomic_write_text(os.path.join(config.out_dir, 'results.json'), json.dumps(results, indent=1))
+  atomic_write_text(os.path.join(config.out_dir, 'results.md'), markdown(results))
+  return results
+
+
+def _train_steps(method) -> str:
+  if method.kind != 'ldm':
+    return ''
+  from gid_jax.training import loop  # pylint: disable=g-import-not-at-top
+  steps = [_checkpoint_steps(method.run)]
+  cfg = loop.read_config(method.run)
+  if cfg.get('trainable') == 'freq_attn' and cfg.get('stage1_workdir') and os.path.isdir(cfg.stage1_workdir):
+    steps.insert(0, _checkpoint_steps(cfg.stage1_workdir))
+  return ' + '.join(str(s) for s in steps)
+
+
+def _fmt(v) -> str:
+  if v is None or v == '':
+    return 'n/a' if v is None else ''
+  if isinstance(v, str):
+    return v
+  return f'{v:.3g}' if abs(v) < 100 else f'{v:.1f}'
+
+
+def markdown(results: dict) -> str:
+  cfg = results['config']
+  lines = ['# Evaluation', '',
+           f'`python -m gid_jax.evaluate --config=configs/eval.py:size={cfg["size"]}` '
+           f'(renderer: {results["renderer"]}; {cfg["sampling"]["num_steps"]} DDIM steps, eta '
+           f'{cfg["sampling"]["eta"]}, guidance {cfg["sampling"]["guidance"]}; crop {cfg["crop"][1]} x '
+           f'{cfg["crop"][0]}; FID/KID on every {cfg["fid_frame_stride"]}th frame). Lower is better except '
+           'moving IoU. DT-FVD is n/a without a DTDB I3D weight file (config.dtfvd_weights).', '']
+  for s in results['sets'].values():
+    lines += [f'## {s["label"]} ({s["clips"]} clips from {s["videos"]})', '',
+              '| method | ' + ' | '.join(c[1] for c in COLUMNS) + ' |',
+              '|---|' + '---:|' * len(COLUMNS)]
+    for row in s['methods'].values():
+      lines.append(f'| {row["label"]} | ' + ' | '.join(_fmt(row.get(c[0])) for c in COLUMNS) + ' |')
+    first = next(iter(s['methods'].values()))
+    lines += ['', f'Sliding-window FID ({cfg["sliding_fid_window"]}-frame windows, one column per window):', '',
+              '| method | ' + ' | '.join(f'w{i}' for i in range(len(first['sliding_fid']))) + ' |',
+              '|---|' + '---:|' * len(first['sliding_fid'])]
+    for row in s['methods'].values():
+      lines.append(f'| {row["label"]} | ' + ' | '.join(_fmt(v) for v in row['sliding_fid']) + ' |')
+    lines.append('')
+  return '\n'.join(lines) + '\n'
+
+
+def main(argv=None) -> int:
+  from absl import flags  # pylint: disable=g-import-not-at-top
+  from ml_collections import config_flags  # pylint: disable=g-import-not-at-top
+  argv = sys.argv if argv is None else argv
+  fv = flags.FlagValues()
+  config_flags.DEFINE_config_file('config', None, 'an evaluation config (configs/eval.py)', flag_values=fv,
+                                  lock_config=True)
+  try:
+    fv(argv)
+  except (flags.Error, ValueError, KeyError, AttributeError) as e:
+    print(f'error: {str(e).splitlines()[0]}', file=sys.stderr)
+    return 2
+  if fv.config is None:
+    print('error: --config=configs/eval.py is required', file=sys.stderr)
+    return 2
+  logging.basicConfig(level=logging.WARNING, format='%(asctime)s %(message)s')
+  log.setLevel(logging.INFO)
+  try:
+    results = evaluate(fv.config)
+  except (EvalError, FileNotFoundError) as e:
+    print(f'error: {str(e).splitlines()[0]}', file=sys.stderr)
+    return 2
+  print(markdown(results))
+  return 0
+
+
+if __name__ == '__main__':
+  sys.exit(main())
