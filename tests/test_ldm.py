@@ -94,6 +94,31 @@ def test_volume_ablation_trains_and_samples(runs, tmp_path):
   assert spec.shape == (8, 40, 64, 4) and np.isfinite(spec).all()
 
 
+def test_k_and_normalisation_ablations_train_from_the_same_dataset(runs, tmp_path):
+  # "K = 3" and "w/o adaptive norm" from the K = 8 adaptive dataset; stage 2 inherits both from stage 1.
+  s1, s2 = str(tmp_path / 's1'), str(tmp_path / 's2')
+  runs_lib.train_ldm(runs['data'], s1, 1, vae_workdir=runs['vae'], num_steps=2, num_freqs=3,
+                     normalize='image_size')
+  runs_lib.train_ldm(runs['data'], s2, 2, stage1_workdir=s1, num_steps=2)
+  for w in (s1, s2):
+    cfg = loop.read_config(w)
+    stats = json.loads(cfg.norm_stats_json)
+    assert cfg.data_info.num_freqs == 3 and cfg.model.num_freqs == 3 and cfg.normalize == 'image_size'
+    assert stats['mode'] == 'image_size' and np.allclose(stats['scales'], [[64, 64, 40, 40]] * 3)
+  spec = motion.MotionSampler(s2).sample(np.zeros((40, 64, 3), np.uint8), num_steps=2, seed=0)
+  assert spec.shape == (3, 40, 64, 4) and np.isfinite(spec).all()
+  batch = next(iter(pipeline.make_dataset(runs['data'], 'train', batch_size=1, shuffle=False, shard_index=0,
+                                          shard_count=1, stats=pipeline.training_stats(runs['data'], '', 3))))
+  full = _batch(runs['data'], 1)
+  np.testing.assert_array_equal(batch['nspec'], full['nspec'][:, :3])
+  with pytest.raises(ValueError, match=r'num_freqs must be in \[1, 8\]'):
+    pipeline.training_stats(runs['data'], '', 9)
+  with pytest.raises(ValueError, match='normalize'):
+    pipeline.training_stats(runs['data'], 'log', 0)
+  with pytest.raises(ValueError, match="num_freqs is 5 but the stage-1 run used 3"):
+    runs_lib.train_ldm(runs['data'], str(tmp_path / 's2b'), 2, stage1_workdir=s1, num_freqs=5)
+
+
 def test_sampling_is_seeded_and_in_pixel_units(runs):
   image = (np.asarray(_batch(runs['data'], 1)['image'][0]) * 127.5 + 127.5).round().astype(np.uint8)
   a = motion.sample_spectral_volume(image, runs['s1'], num_steps=4, eta=0.0, guidance=0.0, seed=1)

@@ -121,3 +121,17 @@ def test_shape_errors():
     motion.moving_region_iou(np.zeros((4, 4, 4, 2)), np.zeros((4, 4, 4, 2)))
   with pytest.raises(ValueError, match='at least 3 frames'):
     motion.loop_closure_error(np.zeros((2, 4, 4, 2)))
+
+
+def test_movability_score_auc_reads_the_synthetic_worlds_rule():
+  from gid_jax.data import synthetic
+  from gid_jax.eval import motion_model
+  from gid_jax.motion import spectral
+  scene = synthetic.make_scene(synthetic.load_photo('astronaut'), seed=0, width=64, height=40, num_frames=40)
+  spec = np.asarray(spectral.to_spectral_volume(synthetic.trajectories(scene, 0, 40), 8))[None]
+  auc = motion_model.movability_auc(scene.photo[None], spec, 0.1)
+  score = synthetic.movability(scene.photo)
+  moving = motion.motion_rms(spec)[0] > 0.1
+  ref = np.mean(score[moving][:, None] > score[~moving][None])  # no ties in a blurred float score
+  np.testing.assert_allclose(auc, ref, rtol=1e-9)
+  assert auc > 0.6  # scenes move where the score is high

@@ -116,19 +116,30 @@ def load_photo(name: str) -> np.ndarray:
   return np.ascontiguousarray(img[..., :3])
 
 
-def _segment_features(photo: np.ndarray, n_segments: int):
-  from skimage.segmentation import slic  # pylint: disable=g-import-not-at-top
-  labels = slic(photo, n_segments=n_segments, compactness=10, start_label=0)
+def _gradient_saturation(photo: np.ndarray):
   gray = cv2.cvtColor(photo, cv2.COLOR_RGB2GRAY).astype(np.float32)
   grad = np.hypot(cv2.Sobel(gray, cv2.CV_32F, 1, 0), cv2.Sobel(gray, cv2.CV_32F, 0, 1)) / 255.0
   hsv = cv2.cvtColor(photo, cv2.COLOR_RGB2HSV).astype(np.float32)
+  return grad, hsv
+
+
+def movability(photo: np.ndarray) -> np.ndarray:
+  """Per-pixel movability score (smoothed ``2 * gradient + saturation``) of an RGB uint8 image, H x W."""
+  grad, hsv = _gradient_saturation(np.asarray(photo, np.uint8))
+  sigma = max(1.0, photo.shape[1] / 128.0)
+  return cv2.GaussianBlur(2.0 * grad + hsv[..., 1] / 255.0, (0, 0), sigma)
+
+
+def _segment_features(photo: np.ndarray, n_segments: int):
+  from skimage.segmentation import slic  # pylint: disable=g-import-not-at-top
+  labels = slic(photo, n_segments=n_segments, compactness=10, start_label=0)
+  grad, hsv = _gradient_saturation(photo)
   n = labels.max() + 1
   area = np.bincount(labels.ravel(), minlength=n).astype(np.float64)
   mean = lambda v: np.bincount(labels.ravel(), weights=v.ravel(), minlength=n) / np.maximum(area, 1)
   sat = hsv[..., 1] / 255.0
   # Per-pixel movability (smoothed), so that flat parts of a mixed superpixel stay still.
-  sigma = max(1.0, photo.shape[1] / 128.0)
-  pixel_score = cv2.GaussianBlur(2.0 * grad + sat, (0, 0), sigma)
+  pixel_score = movability(photo)
   return labels, pixel_score, {'texture': mean(grad), 'saturation': mean(sat),
                                'brightness': mean(hsv[..., 2] / 255.0), 'area': area / labels.size}
 
