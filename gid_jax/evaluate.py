@@ -384,7 +384,7 @@ def main(argv=None) -> int:
   argv = sys.argv if argv is None else argv
   fv = flags.FlagValues()
   config_flags.DEFINE_config_file('config', None, 'an evaluation config (configs/eval.py)', flag_values=fv,
-                                  lock_config=True)
+                                  lock_config=True, sys_argv=list(argv))
   try:
     fv(argv)
   except (flags.Error, ValueError, KeyError, AttributeError) as e:
