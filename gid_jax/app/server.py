@@ -569,10 +569,18 @@ class Handler(http.server.BaseHTTPRequestHandler):
             raise HttpError(400, 'the upload was cut short')
           f.write(chunk)
           left -= len(chunk)
-      try:
-        s = self.app.new_session(path, name)
-      except animate.InputError as e:
-        raise HttpError(400, str(e).splitlines()[0]) from None
+    except BaseException:
+      if os.path.exists(path):
+        os.remove(path)
+      raise
+    self._open_session(path, name, 400)
+
+  def _open_session(self, path: str, name: str, status: int) -> None:
+    """A session from the photo at ``path`` (removed afterwards); InputErrors answer ``status``."""
+    try:
+      s = self.app.new_session(path, name)
+    except animate.InputError as e:
+      raise HttpError(status, str(e).splitlines()[0]) from None
     finally:
       if os.path.exists(path):
         os.remove(path)
@@ -593,14 +601,7 @@ class Handler(http.server.BaseHTTPRequestHandler):
                                 suffix=os.path.splitext(animate.EXAMPLE_PHOTO)[1])
     os.close(fd)
     shutil.copyfile(animate.EXAMPLE_PHOTO, path)
-    try:
-      s = self.app.new_session(path, os.path.basename(animate.EXAMPLE_PHOTO))
-    except animate.InputError as e:
-      raise HttpError(500, str(e).splitlines()[0]) from None
-    finally:
-      if os.path.exists(path):
-        os.remove(path)
-    self._json({'session': s.id, 'name': s.name, 'width': s.width, 'height': s.height})
+    self._open_session(path, os.path.basename(animate.EXAMPLE_PHOTO), 500)
 
   def _generate(self) -> None:
     body = self._body_json()
