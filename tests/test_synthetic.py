@@ -91,3 +91,18 @@ def test_cli_bad_input(tmp_path, capsys):
     bad = tmp_path / 'x.png'
     bad.write_bytes(b'nope')
     synthetic.load_photo(str(bad))
+
+
+def test_cli_takes_scikit_image_photo_names(tmp_path, capsys):
+  out = str(tmp_path / 'named')
+  assert synthetic.main(['--out', out, '--num_scenes', '2', '--width', '32', '--height', '24', '--num_frames', '8',
+                         '--photos', 'coins,grass', '--seed', '3']) == 0
+  ref = str(tmp_path / 'ref')
+  synthetic.generate(ref, 2, photos=('coins', 'grass'), seed=3, width=32, height=24, num_frames=8, progress=False)
+  for i in range(2):
+    a = synthetic.Scene.load(os.path.join(out, f'scene_{i:05d}.scene.npz'))
+    b = synthetic.Scene.load(os.path.join(ref, f'scene_{i:05d}.scene.npz'))
+    np.testing.assert_array_equal(a.photo, b.photo)
+  assert synthetic.main(['--out', out, '--photos', 'coins,nope']) == 2
+  err = capsys.readouterr().err
+  assert err.strip() == 'error: not scikit-image photos of DEFAULT_PHOTOS: nope'

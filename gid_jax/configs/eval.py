@@ -8,13 +8,22 @@ leave rows out with ``--config.order=ours,repeat_i0,truth``.
 At ``size=tiny`` the dataset has K = 8 (T = 40 frames), so the K ablations are K = 4 (the first 4
 frequencies of the same data) and K = 12 (a dataset built with 12); at ``size=paper`` they are the paper's
 K = 4 / 8 / 24 around its K = 16.
+
+At ``size=tiny`` "ours" is the bundled default model, and ``tools/table1_tiny.sh`` trains the ablations
+under ``out/abl`` at one smaller, equal budget next to a "full model" run at that budget (``full``), so
+each ablation row has a like-for-like reference; "baseline splat" renders ours' volumes (same seed) with RGB
+average splatting instead of the renderer.
 """
+
+import os
 
 import ml_collections
 
 from gid_jax.configs import parse_size
 
 SIZES = {'tiny': (64, 40), 'small': (128, 80), 'paper': (256, 160)}
+# The bundled default motion model (realpath: this file is also reached through the configs/ symlink).
+BUNDLED = os.path.join(os.path.dirname(os.path.dirname(os.path.realpath(__file__))), 'assets', 'default', 'ldm')
 
 
 def _method(label, kind, run='', splat=''):
@@ -46,19 +55,25 @@ def get_config(arg=None):
 
   k = {'tiny': (4, 12), 'small': (4, 8, 24), 'paper': (4, 8, 24)}[size]
   runs = 'out' if size == 'tiny' else f'out/{size}'
+  ours = BUNDLED if size == 'tiny' else f'{runs}/ldm2'
   m = ml_collections.ConfigDict()
-  m.ours = _method('Ours (stage 2: frequency attention)', 'ldm', f'{runs}/ldm2')
+  m.ours = _method('Ours (stage 2: frequency attention)', 'ldm', ours)
   m.repeat_i0 = _method('Repeat I_0', 'repeat')
   m.mean_motion = _method('Mean spectral volume', 'mean')
   m.truth = _method('True motion + renderer (upper bound)', 'truth')
+  ablations = ()
+  if size == 'tiny':  # the ablations' like-for-like reference: the full model at their training budget
+    m.full = _method('Full model, ablation budget', 'ldm', f'{runs}/abl/full_2')
+    ablations = ('full',)
   for kk in k:
     m[f'k{kk}'] = _method(f'K = {kk}', 'ldm', f'{runs}/abl/k{kk}_2')
   m.no_adaptive_norm = _method('w/o adaptive norm', 'ldm', f'{runs}/abl/nonorm_2')
-  m.independent = _method('Independent pred. (stage 1)', 'ldm', f'{runs}/ldm1')
+  m.independent = _method('Independent pred. (stage 1)', 'ldm',
+                          f'{runs}/abl/full_1' if size == 'tiny' else f'{runs}/ldm1')
   m.volume = _method('Volume pred.', 'ldm', f'{runs}/abl/volume')
-  m.baseline_splat = _method('Baseline splat (RGB average)', 'ldm', f'{runs}/ldm2', splat='average')
+  m.baseline_splat = _method('Baseline splat (RGB average)', 'ldm', ours, splat='average')
   c.methods = m
-  c.order = ('ours', 'repeat_i0', 'mean_motion', 'truth') + tuple(f'k{kk}' for kk in k) + (
+  c.order = ('ours', 'repeat_i0', 'mean_motion', 'truth') + ablations + tuple(f'k{kk}' for kk in k) + (
       'no_adaptive_norm', 'independent', 'volume', 'baseline_splat')
 
   c.sampling = ml_collections.ConfigDict()
@@ -70,6 +85,9 @@ def get_config(arg=None):
   c.crop = (width // 2, width)  # (height, width): the paper's 256 x 128, scaled to the frame width
   c.fid_frame_stride = {'tiny': 4, 'small': 2, 'paper': 1}[size]  # FID/KID on every n-th frame
   c.sliding_fid_window = {'tiny': 8, 'small': 30, 'paper': 30}[size]  # frames
+  # FVD over the first 16 frames and FVD32 over 32 (SPEC); I3D at 224 x 224 is most of the evaluation's
+  # cost, so (16,) alone is a quick look. FVD32 needs clips of at least 32 frames.
+  c.fvd_frames = (16, 32)
   # DTDB-trained I3D weights (gid_jax.eval.i3d), '{n}' = 16 or 32; '' reports DT-FVD as n/a.
   c.dtfvd_weights = ''
   return c

@@ -317,7 +317,8 @@ def main(argv=None) -> int:
   parser.add_argument('--out', required=True, help='output folder for videos and .scene.npz sidecars')
   parser.add_argument('--num_scenes', type=int, default=16)
   parser.add_argument('--photos', default=None,
-                      help='folder of photos to animate (default: scikit-image bundled photos)')
+                      help='folder of photos to animate, or comma-separated scikit-image photo names '
+                           '(default: all of DEFAULT_PHOTOS)')
   parser.add_argument('--seed', type=int, default=0)
   parser.add_argument('--width', type=int, default=256)
   parser.add_argument('--height', type=int, default=160)
@@ -325,7 +326,14 @@ def main(argv=None) -> int:
   parser.add_argument('--num_frames', type=int, default=300, help='frames per video')
   args = parser.parse_args(argv)
   photos = DEFAULT_PHOTOS
-  if args.photos:
+  names = args.photos and not os.path.isdir(args.photos) and (',' in args.photos or args.photos in DEFAULT_PHOTOS)
+  if names:
+    photos = tuple(n.strip() for n in args.photos.split(',') if n.strip())
+    unknown = [n for n in photos if n not in DEFAULT_PHOTOS]
+    if unknown:
+      print(f'error: not scikit-image photos of DEFAULT_PHOTOS: {", ".join(unknown)}', file=sys.stderr)
+      return 2
+  elif args.photos:
     if not os.path.isdir(args.photos):
       print(f'error: photo folder not found: {args.photos}', file=sys.stderr)
       return 2

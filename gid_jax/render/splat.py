@@ -15,8 +15,9 @@ Modes, as in the reference ``softsplat.py`` (w = bilinear weight of a source at 
     softmax   out = sum w exp(Z) x / (sum w exp(Z) + eps),  Z clipped to [-clip, clip]
 
 Corners outside the image and sources with a non-finite target are dropped; a pixel that receives nothing
-is 0. All of it is a handful of scatter-adds, so it is jittable and differentiable with respect to x, flow
-and importance on any backend (the reference is CUDA-only).
+is 0. All of it is one scatter-add (with a hand-written backward: one gather), so it is jittable and
+differentiable (reverse mode) with respect to x, flow and importance on any backend (the reference is
+CUDA-only).
 """
 
 from __future__ import annotations
@@ -52,14 +53,18 @@ def _targets(flow_BxHxWx2: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:
   return gx, gy, jnp.isfinite(gx) & jnp.isfinite(gy)
 
 
-def _corners(flow_BxHxWx2: jax.Array) -> list[tuple[jax.Array, jax.Array]]:
-  """The four bilinear corners of every target: (flat index (N,), weight (N, 1)), N = B * H * W.
+def _geometry(flow_BxHxWx2: jax.Array):
+  """Where every source pixel lands: its four bilinear corners and what the gradient needs.
 
-  A corner outside the image gets index N, which the scatter drops.
+  Returns (N = B * H * W) ``index_Nx4`` (flat target pixel of each corner; N for a corner outside the
+  image, a row the scatter writes into and throws away), ``weight_Nx4`` (corner order (0,0), (1,0), (0,1),
+  (1,1) as (dx, dy)), the fractional parts ``fx_N``, ``fy_N``, and ``live_Nx2``: where the target moves with
+  the flow (finite and not clipped), i.e. where d target / d flow is 1 rather than 0.
   """
   b, h, w, _ = flow_BxHxWx2.shape
   n = b * h * w
   gx, gy, finite = _targets(flow_BxHxWx2)
+  live = jnp.stack([finite & (gx >= -2.0) & (gx <= w + 1.0), finite & (gy >= -2.0) & (gy <= h + 1.0)], -1)
   # Clipping to one pixel beyond the border changes no kept corner (anything further out has both of its
   # corners outside), keeps the int32 cast defined for huge flows, and sends non-finite targets outside
   # with finite weights, so that no NaN reaches the gradients through 0 * NaN.
@@ -69,24 +74,53 @@ def _corners(flow_BxHxWx2: jax.Array) -> list[tuple[jax.Array, jax.Array]]:
   fx, fy = gx - x0f, gy - y0f
   x0, y0 = x0f.astype(jnp.int32), y0f.astype(jnp.int32)
   base = (jnp.arange(b, dtype=jnp.int32) * (h * w))[:, None, None]
-  corners = []
+  index, weight = [], []
   for dy in (0, 1):
     for dx in (0, 1):
       xi, yi = x0 + dx, y0 + dy
       inside = (xi >= 0) & (xi < w) & (yi >= 0) & (yi < h)
-      index = jnp.where(inside, base + yi * w + xi, n).reshape(n)
-      weight = (fx if dx else 1.0 - fx) * (fy if dy else 1.0 - fy)
-      corners.append((index, weight.reshape(n, 1)))
-  return corners
+      index.append(jnp.where(inside, base + yi * w + xi, n))
+      weight.append((fx if dx else 1.0 - fx) * (fy if dy else 1.0 - fy))
+  flat = lambda a: a.reshape(n)
+  return (jnp.stack([flat(i) for i in index], -1), jnp.stack([flat(v) for v in weight], -1), flat(fx), flat(fy),
+          live.reshape(n, 2))
 
 
-def _scatter(vals_NxC: jax.Array, corners: list[tuple[jax.Array, jax.Array]]) -> jax.Array:
-  # Four separate scatter-adds rather than one over tiled indices: the transpose of jnp.tile is slow on
-  # XLA:CPU (backward pass 51 ms -> 11 ms at 1x160x256x16, docs in ENVIRONMENT.md).
-  out_NxC = jnp.zeros_like(vals_NxC)
-  for index_N, weight_Nx1 in corners:
-    out_NxC = out_NxC.at[index_N].add(vals_NxC * weight_Nx1, mode='drop')
-  return out_NxC
+@jax.custom_vjp
+def _bilinear_scatter(vals_NxC: jax.Array, flow_BxHxWx2: jax.Array) -> jax.Array:
+  """sum over sources p and their corners q of w_q(p) vals(p), added at q: (N, C), N = B * H * W.
+
+  One scatter-add of all 4N corner updates (one pass over the output, not four), and a hand-written VJP:
+  the backward is one gather of the four corners of every source plus elementwise work, where JAX's own
+  transpose of the scatter and of the weights built several times more XLA:CPU work (benchmarks/splat.py).
+  Reverse mode only (grad, vjp): forward-mode differentiation (jvp) of splatting is not supported.
+  """
+  n, c = vals_NxC.shape
+  index_Nx4, weight_Nx4, *_ = _geometry(flow_BxHxWx2)
+  updates = (vals_NxC[:, None, :] * weight_Nx4[..., None]).reshape(4 * n, c)
+  acc = jnp.zeros((n + 1, c), vals_NxC.dtype).at[index_Nx4.reshape(4 * n)].add(updates, mode='promise_in_bounds')
+  return acc[:n]
+
+
+def _bilinear_scatter_fwd(vals_NxC, flow_BxHxWx2):
+  return _bilinear_scatter(vals_NxC, flow_BxHxWx2), (vals_NxC, flow_BxHxWx2)
+
+
+def _bilinear_scatter_bwd(res, g_NxC):
+  vals_NxC, flow = res
+  index_Nx4, weight_Nx4, fx, fy, live_Nx2 = _geometry(flow)
+  g_pad = jnp.concatenate([g_NxC, jnp.zeros((1, g_NxC.shape[1]), g_NxC.dtype)])  # row N: dropped corners
+  g_Nx4xC = g_pad.at[index_Nx4].get(mode='promise_in_bounds')
+  d_vals = jnp.einsum('nk,nkc->nc', weight_Nx4, g_Nx4xC)
+  d_w = jnp.einsum('nkc,nc->nk', g_Nx4xC, vals_NxC)  # d loss / d weight of each corner
+  # weight = (1 - fx)(1 - fy), fx (1 - fy), (1 - fx) fy, fx fy
+  d_fx = (1.0 - fy) * (d_w[:, 1] - d_w[:, 0]) + fy * (d_w[:, 3] - d_w[:, 2])
+  d_fy = (1.0 - fx) * (d_w[:, 2] - d_w[:, 0]) + fx * (d_w[:, 3] - d_w[:, 1])
+  d_flow = jnp.where(live_Nx2, jnp.stack([d_fx, d_fy], -1), 0.0)
+  return d_vals, d_flow.reshape(flow.shape).astype(flow.dtype)
+
+
+_bilinear_scatter.defvjp(_bilinear_scatter_fwd, _bilinear_scatter_bwd)
 
 
 @functools.partial(jax.jit, static_argnames=('mode', 'return_mask'))
@@ -125,7 +159,7 @@ def softmax_splat(x_BxHxWxC: jax.Array, flow_BxHxWx2: jax.Array, importance_BxHx
   else:
     cols = [x] + ([ones] if return_mask else [])
   vals = jnp.concatenate(cols, axis=-1) if len(cols) > 1 else x
-  acc = _scatter(vals.reshape(b * h * w, -1), _corners(flow)).reshape(b, h, w, -1)
+  acc = _bilinear_scatter(vals.reshape(b * h * w, -1), flow).reshape(b, h, w, -1)
   out = acc[..., :c] if mode == 'sum' else acc[..., :c] / (acc[..., c:c + 1] + eps)
   if not return_mask:
     return out

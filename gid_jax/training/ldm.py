@@ -48,7 +48,16 @@ def model_task(cfg) -> loop.Task:
 
 
 def load_vae(workdir: str):
+  """(config, VAE) of a VAE run, or the frozen VAE inside an LDM run or export (to reuse a trained VAE).
+
+  The config returned has the VAE's ``model`` (and, for an LDM run, its normalisation choice).
+  """
   cfg = loop.read_config(workdir)
+  if cfg.get('trainer') == 'ldm':
+    ldm_cfg, ldm = load_ldm(workdir)
+    vae_cfg = ml_collections.ConfigDict({'trainer': 'vae', 'model': ldm_cfg.vae.model.to_dict(),
+                                         'normalize': ldm_cfg.get('normalize', '')})
+    return vae_cfg, ldm.vae
   return cfg, loop.load_model(workdir, cfg, vae_model_task(cfg))
 
 
