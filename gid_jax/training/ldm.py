@@ -129,6 +129,9 @@ def complete_config(config) -> None:
       raise ValueError('config.vae_workdir is empty: pass a trained configs/vae.py run')
     vae_cfg, vae = load_vae(config.vae_workdir)
     config.vae.model = ml_collections.ConfigDict(vae_cfg.model.to_dict())
+    if vae_cfg.get('normalize', '') != config.normalize:
+      log.warning('the VAE of %s was trained with normalize=%r but this run uses %r: its latents may not '
+                  'fit the data', config.vae_workdir, vae_cfg.get('normalize', ''), config.normalize)
     if not config.latent_scale:
       config.latent_scale = _measure_latent_scale(vae, config.data_dir, stats)
       log.info('latent scale %.4f', config.latent_scale)
