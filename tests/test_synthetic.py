@@ -103,6 +103,7 @@ def test_cli_takes_scikit_image_photo_names(tmp_path, capsys):
     a = synthetic.Scene.load(os.path.join(out, f'scene_{i:05d}.scene.npz'))
     b = synthetic.Scene.load(os.path.join(ref, f'scene_{i:05d}.scene.npz'))
     np.testing.assert_array_equal(a.photo, b.photo)
+  capsys.readouterr()  # the progress bar of the run above
   assert synthetic.main(['--out', out, '--photos', 'coins,nope']) == 2
   err = capsys.readouterr().err
   assert err.strip() == 'error: not scikit-image photos of DEFAULT_PHOTOS: nope'
