@@ -240,9 +240,14 @@ def _method_key(name: str, method, evalset: EvalSet, config) -> str:
   if method.kind == 'ldm':
     run_id = f'{os.path.abspath(method.run)}:{_checkpoint_steps(method.run)}:{config.sampling.to_json()}'
   parts = [evalset.name, str(len(evalset.clip_ids)), hashlib.sha1(''.join(evalset.clip_ids).encode()).hexdigest(),
-           name, method.kind, run_id, method.get('splat', ''), config.renderer, str(tuple(config.crop)),
-           str(config.fid_frame_stride), config.dtfvd_weights, str(_fvd_frames(config))]
+           name, method.kind, run_id, method.get('splat', ''), config.renderer, _feature_settings(config)]
   return '|'.join(parts)
+
+
+def _feature_settings(config) -> str:
+  """The part of a cache key that decides what ``video_features`` extracts."""
+  return '|'.join([str(tuple(config.crop)), str(config.fid_frame_stride), config.dtfvd_weights,
+                   str(_fvd_frames(config))])
 
 
 def method_order(config) -> list[str]:
@@ -303,8 +308,7 @@ def evaluate(config) -> dict:
     if not set_cfg.videos:
       continue
     evalset = load_set(set_name, set_cfg, config)
-    real_key = f'{set_name}|real|{len(evalset.clip_ids)}|{"".join(evalset.clip_ids)}|{tuple(config.crop)}|' \
-               f'{config.fid_frame_stride}|{config.dtfvd_weights}|{_fvd_frames(config)}'
+    real_key = f'{set_name}|real|{len(evalset.clip_ids)}|{"".join(evalset.clip_ids)}|{_feature_settings(config)}'
     real = cache.get(real_key)
     if real is None:
       real = video_features(evalset.frames, config)
