@@ -1,4 +1,4 @@
-"""Tiny VAE / LDM runs shared by the LDM tests (and the multi-device check run in a subprocess)."""
+"""Tiny VAE / LDM runs shared by the LDM tests (conftest.ldm_runs builds the shared ones)."""
 
 from __future__ import annotations
 
@@ -58,30 +58,3 @@ def train_ldm(data_dir, workdir, stage=1, **kw):
   c = ldm_cfg(data_dir, stage, **kw)
   return loop.train(c, workdir, ldm_task.make_task(c), progress=False)
 
-
-if __name__ == '__main__':
-  # Multi-device check: python tests/ldm_runs.py DATA VAE_RUN STAGE1_RUN OUT_DIR MESH (e.g. 4,1,2)
-  import json
-  import sys
-
-  import jax
-  import numpy as np
-
-  from gid_jax.diffusion import motion
-  from gid_jax.training import metrics
-
-  data, vae_run, s1_run, out, mesh = sys.argv[1:6]
-  d, f, q = (int(v) for v in mesh.split(','))
-  mesh_kw = {'mesh.data': d, 'mesh.fsdp': f, 'mesh.freq': q, 'batch_size': 4}
-  w2 = os.path.join(out, 'stage2')
-  train_ldm(data, w2, 2, stage1_workdir=s1_run, **mesh_kw)
-  losses = [m['loss'] for m in metrics.read_metrics(w2)]
-  from gid_jax.data import pipeline
-  from gid_jax.training import sharding
-  sampler = motion.MotionSampler(w2, mesh=sharding.make_mesh(loop.read_config(w2)))
-  ds = pipeline.make_dataset(data, 'train', batch_size=4, shuffle=False, shard_index=0, shard_count=1)
-  image = next(iter(ds))['image']
-  nspec = sampler.sample_normalized(image, jax.random.PRNGKey(3), num_steps=5, guidance=1.0)
-  print(json.dumps({'devices': jax.device_count(), 'losses': losses,
-                    'sample': np.asarray(nspec).ravel()[::97].tolist(),
-                    'sample_sum': float(np.abs(np.asarray(nspec)).sum())}))

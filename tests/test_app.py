@@ -26,8 +26,6 @@ CHROMIUM_ARGS = ['--headless', '--no-sandbox', '--disable-gpu', '--no-first-run'
                  '--disable-component-update', '--disable-sync']
 W, H = 256, 160  # the live scene's size in the browser test: the size the frame rate is measured at
 
-# Tests sharing the tiny trained runs (conftest.ldm_runs) run on one xdist worker, built once there.
-pytestmark = pytest.mark.xdist_group('ldm')
 
 
 def _smooth_volume(rng, k=8, h=40, w=64, amp=3.0):

@@ -14,7 +14,6 @@ from gid_jax.configs import eval as eval_config
 sys.path.insert(0, os.path.dirname(__file__))
 import ldm_runs as runs_lib  # noqa: E402  pylint: disable=g-import-not-at-top,wrong-import-position
 
-pytestmark = pytest.mark.xdist_group('ldm2')
 
 
 @pytest.fixture(scope='module')

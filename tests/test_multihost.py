@@ -12,7 +12,12 @@ What multi-host adds over one process with 8 devices, and what is checked here:
 * only process 0 writes metrics and prints; every process writes its own data-iterator state;
 * a checkpoint written by 2 processes restores in 1 process on another mesh and training goes on.
 
-Run as a script (``python tests/test_multihost.py DATA STAGE1_RUN WORKDIR``) it is the reference run.
+The same reference run on 1 device is the check of sharding itself: 8 fake devices (batch over data x fsdp,
+parameters split over fsdp, K over freq, so frequency attention attends across a sharded axis) give the
+losses and the DDIM sample of one device.
+
+Run as a script (``python tests/test_multihost.py DATA STAGE1_RUN WORKDIR DATA,FSDP,FREQ``) it is a reference
+run on that mesh.
 """
 
 import dataclasses
@@ -27,8 +32,7 @@ import time
 import numpy as np
 import pytest
 
-# Tests sharing the tiny trained runs (conftest.ldm_runs) run on one xdist worker, built once there.
-pytestmark = [pytest.mark.multihost, pytest.mark.slow, pytest.mark.xdist_group('ldm2')]
+pytestmark = [pytest.mark.multihost, pytest.mark.slow]
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # Per launch. Compiling the tiny model takes 1-2 minutes of CPU per process, several times that on a busy
@@ -52,6 +56,11 @@ def _free_port() -> int:
     return s.getsockname()[1]
 
 
+def _xla_flags(devices: int) -> str:
+  # Keeps the suite's own flags (conftest.py) and adds the fake device count.
+  return f'{os.environ.get("XLA_FLAGS", "")} --xla_force_host_platform_device_count={devices}'.strip()
+
+
 def _train_args(data: str, stage1: str, workdir: str, **extra) -> list[str]:
   values = dict(OVERRIDES, data_dir=data, stage1_workdir=stage1, **extra)
   return ([sys.executable, '-m', 'gid_jax.train', f'--config={CONFIG}', f'--workdir={workdir}', '--noprogress']
@@ -67,8 +76,8 @@ def _launch(runs: list[tuple[list[str], int]], logs: str, what: str) -> list[tup
   os.makedirs(logs, exist_ok=True)
   procs, paths = [], []
   for i, (args, devices) in enumerate(runs):
-    env = dict(os.environ, XLA_FLAGS=f'--xla_force_host_platform_device_count={devices}', JAX_PLATFORMS='cpu',
-               PYTHONPATH=ROOT)
+    env = dict(os.environ, XLA_FLAGS=_xla_flags(devices),
+               JAX_PLATFORMS='cpu', PYTHONPATH=ROOT)
     out, err = os.path.join(logs, f'{i}.out'), os.path.join(logs, f'{i}.err')
     with open(out, 'w', encoding='utf-8') as fo, open(err, 'w', encoding='utf-8') as fe:
       procs.append(subprocess.Popen(args, cwd=ROOT, env=env, stdout=fo, stderr=fe))
@@ -103,18 +112,29 @@ def _steps(workdir: str) -> list[int]:
 
 @pytest.fixture(scope='module')
 def runs(ldm_runs, tmp_path_factory):
-  """Stage 2 trained by 2 processes x 4 fake devices and, at the same time, the 1 x 8 reference.
+  """Stage 2 trained by 2 processes x 4 fake devices and, at the same time, the 1 x 8 and 1 x 1 references.
 
   Concurrent because each process spends most of its time compiling on one core.
   """
   root = tmp_path_factory.mktemp('multihost')
-  two, ref = str(root / 'two'), str(root / 'ref')
+  two, ref, one = str(root / 'two'), str(root / 'ref'), str(root / 'one')
   coordinator = f'127.0.0.1:{_free_port()}'
   multi = [(_train_args(ldm_runs['data'], ldm_runs['s1'], two) +
             [f'--coordinator_address={coordinator}', '--num_processes=2', f'--process_id={i}'], 4) for i in range(2)]
-  reference = ([sys.executable, os.path.abspath(__file__), ldm_runs['data'], ldm_runs['s1'], ref], 8)
-  outs = _launch(multi + [reference], str(root / 'logs'), '2 processes + reference')
-  return {'two': two, 'ref': ref, 'outs': outs[:2]}
+  script = [sys.executable, os.path.abspath(__file__), ldm_runs['data'], ldm_runs['s1']]
+  references = [(script + [ref, '2,2,2'], 8), (script + [one, '1,1,1'], 1)]
+  outs = _launch(multi + references, str(root / 'logs'), '2 processes + references')
+  return {'two': two, 'ref': ref, 'outs': outs[:2],
+          'ref_result': json.loads(outs[2][0].strip().splitlines()[-1]),
+          'one_result': json.loads(outs[3][0].strip().splitlines()[-1])}
+
+
+def test_sharded_training_and_sampling_match_one_device(runs):
+  # 8 fake CPU devices: batch over data (2) x fsdp (2, parameters split too), K over freq (2).
+  eight, one = runs['ref_result'], runs['one_result']
+  assert (one['devices'], eight['devices']) == (1, 8)
+  np.testing.assert_allclose(eight['losses'], one['losses'], rtol=1e-4)
+  np.testing.assert_allclose(eight['sample'], one['sample'], rtol=1e-3, atol=1e-4)
 
 
 def test_two_processes_match_one_process_reading_the_same_global_batches(runs):
@@ -163,14 +183,21 @@ def test_initialize_decides_from_flags_and_environment():
   assert (info.process_count, info.process_index) == (1, 0)
 
 
-def emulate(data: str, stage1: str, workdir: str) -> None:
-  """The reference: one process on all devices, the global batch built as 2 processes build it."""
+def emulate(data: str, stage1: str, workdir: str, mesh: str) -> None:
+  """A reference: one process on all its devices, the global batch built as 2 processes build it.
+
+  Prints one JSON line: device count, losses per step and a strided slice of a 5-step DDIM sample.
+  """
   import grain  # pylint: disable=g-import-not-at-top
+  import jax  # pylint: disable=g-import-not-at-top
   from gid_jax.configs import ldm_freq, override  # pylint: disable=g-import-not-at-top
   from gid_jax.data import pipeline  # pylint: disable=g-import-not-at-top
-  from gid_jax.training import ldm, loop  # pylint: disable=g-import-not-at-top
+  from gid_jax.diffusion import motion  # pylint: disable=g-import-not-at-top
+  from gid_jax.training import ldm, loop, sharding  # pylint: disable=g-import-not-at-top
 
-  c = override(ldm_freq.get_config(CONFIG.split(':')[1]), **dict(OVERRIDES, data_dir=data, stage1_workdir=stage1))
+  d, f, q = (int(v) for v in mesh.split(','))
+  values = dict(OVERRIDES, data_dir=data, stage1_workdir=stage1, **{'mesh.data': d, 'mesh.fsdp': f, 'mesh.freq': q})
+  c = override(ldm_freq.get_config(CONFIG.split(':')[1]), **values)
   processes = 2
 
   def make_dataset(cfg):
@@ -183,8 +210,14 @@ def emulate(data: str, stage1: str, workdir: str) -> None:
 
   task = dataclasses.replace(ldm.make_task(c), make_dataset=make_dataset)
   loop.train(c, workdir, task, progress=False)
-  print(json.dumps(_losses(workdir)))
+  losses = _losses(workdir)
+  sampler = motion.MotionSampler(workdir, mesh=sharding.make_mesh(loop.read_config(workdir)))
+  ds = pipeline.make_dataset(data, 'train', batch_size=4, shuffle=False, shard_index=0, shard_count=1)
+  nspec = np.asarray(sampler.sample_normalized(next(iter(ds))['image'], jax.random.PRNGKey(3), num_steps=5,
+                                               guidance=1.0))
+  print(json.dumps({'devices': jax.device_count(), 'losses': [losses[s] for s in sorted(losses)],
+                    'sample': nspec.ravel()[::97].tolist()}))
 
 
 if __name__ == '__main__':
-  emulate(*sys.argv[1:4])
+  emulate(*sys.argv[1:5])

@@ -17,8 +17,6 @@ pytest.importorskip('ipykernel', reason='pip install -e ".[test]" installs the n
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 NOTEBOOK = os.path.join(ROOT, 'notebooks', 'demo.ipynb')
 
-# Tests sharing the tiny trained runs (conftest.ldm_runs) run on one xdist worker, built once there.
-pytestmark = pytest.mark.xdist_group('ldm2')
 
 
 def _cell(nb, tag):

@@ -14,8 +14,6 @@ from gid_jax.motion import modal
 
 ROOT = os.path.dirname(os.path.dirname(__file__))
 
-# Tests sharing the tiny trained runs (conftest.ldm_runs) run on one xdist worker, built once there.
-pytestmark = pytest.mark.xdist_group('ldm')
 
 
 def _sample(*args):
