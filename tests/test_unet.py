@@ -130,7 +130,10 @@ def test_frequency_attention_starts_as_the_identity(stage1, stage2):
   args = _inputs(seed=1)
   ref = np.asarray(_forward(stage1, *args))
   assert np.abs(ref).mean() > 1e-3  # the perturbed stage-1 model computes something non-trivial
-  np.testing.assert_allclose(np.asarray(_forward(model, *args)), ref, atol=1e-6, rtol=0)
+  # Two different programs, so XLA may fuse (and round) the shared layers differently: float32 rounding
+  # through the network is ~1e-6 here (seen up to 4e-6 at XLA:CPU optimisation level 1); a frequency
+  # attention that did anything would differ by the size of its output, orders of magnitude more.
+  np.testing.assert_allclose(np.asarray(_forward(model, *args)), ref, atol=2e-5, rtol=0)
 
 
 def test_frequency_attention_mixes_frequencies_of_one_image_only(stage1, stage2):
