@@ -19,8 +19,8 @@ os.environ.setdefault('JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS', '0.5')
 # compiles them in about 60% of the time of the default level (the shared runs below: 105 s -> 67 s) and runs as
 # fast where it matters (I3D / Inception features, loop-guided sampling: measured equal); level 0 compiles a
 # little faster still but runs some programs 10x slower (loop-guided DDIM: 61 s vs 5 s). Results agree with the
-# default level to float32 rounding (no fast-math at any level; fusion choices may reorder a sum). Subprocesses
-# inherit it; tests that set
+# default level to float32 rounding (no fast-math at any level; fusion choices may reorder a sum); a test that
+# needs more compiles at the default level (tests/test_unet.py). Subprocesses inherit it; tests that set
 # --xla_force_host_platform_device_count append to XLA_FLAGS.
 if '--xla_backend_optimization_level' not in os.environ.get('XLA_FLAGS', ''):
   os.environ['XLA_FLAGS'] = (os.environ.get('XLA_FLAGS', '') + ' --xla_backend_optimization_level=1').strip()

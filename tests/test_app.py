@@ -27,7 +27,6 @@ CHROMIUM_ARGS = ['--headless', '--no-sandbox', '--disable-gpu', '--no-first-run'
 W, H = 256, 160  # the live scene's size in the browser test: the size the frame rate is measured at
 
 
-
 def _smooth_volume(rng, k=8, h=40, w=64, amp=3.0):
   """A smooth random spectral volume (pixels): every bin moves every pixel a little."""
   import cv2  # pylint: disable=g-import-not-at-top

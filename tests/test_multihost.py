@@ -76,8 +76,7 @@ def _launch(runs: list[tuple[list[str], int]], logs: str, what: str) -> list[tup
   os.makedirs(logs, exist_ok=True)
   procs, paths = [], []
   for i, (args, devices) in enumerate(runs):
-    env = dict(os.environ, XLA_FLAGS=_xla_flags(devices),
-               JAX_PLATFORMS='cpu', PYTHONPATH=ROOT)
+    env = dict(os.environ, XLA_FLAGS=_xla_flags(devices), JAX_PLATFORMS='cpu', PYTHONPATH=ROOT)
     out, err = os.path.join(logs, f'{i}.out'), os.path.join(logs, f'{i}.err')
     with open(out, 'w', encoding='utf-8') as fo, open(err, 'w', encoding='utf-8') as fe:
       procs.append(subprocess.Popen(args, cwd=ROOT, env=env, stdout=fo, stderr=fe))

@@ -18,7 +18,6 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 NOTEBOOK = os.path.join(ROOT, 'notebooks', 'demo.ipynb')
 
 
-
 def _cell(nb, tag):
   cells = [c for c in nb.cells if tag in c.metadata.get('tags', [])]
   assert len(cells) == 1, f'expected one cell tagged {tag!r}, found {len(cells)}'

@@ -15,7 +15,6 @@ from gid_jax.motion import modal
 ROOT = os.path.dirname(os.path.dirname(__file__))
 
 
-
 def _sample(*args):
   return subprocess.run([sys.executable, '-m', 'gid_jax.sample', '--no-progress', *args], capture_output=True,
                         text=True, cwd=ROOT)
