@@ -16,12 +16,12 @@ os.environ.setdefault('JAX_COMPILATION_CACHE_DIR',
                       os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), '.jax_test_cache'))
 os.environ.setdefault('JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS', '0.5')
 # Compiling, not running, is most of what the tiny models cost here. XLA's CPU backend at optimisation level 1
-# compiles them in about 60% of the time of the default level (the shared runs below: 105 s -> 67 s) and runs as
-# fast where it matters (I3D / Inception features, loop-guided sampling: measured equal); level 0 compiles a
-# little faster still but runs some programs 10x slower (loop-guided DDIM: 61 s vs 5 s). Results agree with the
-# default level to float32 rounding (no fast-math at any level; fusion choices may reorder a sum); a test that
-# needs more compiles at the default level (tests/test_unet.py). Subprocesses inherit it; tests that set
-# --xla_force_host_platform_device_count append to XLA_FLAGS.
+# compiled them in about 60% of the time of the default level (a one-off timing of the shared runs below:
+# 105 s -> 67 s) and ran as fast where it matters (I3D / Inception features, loop-guided sampling); level 0
+# compiled a little faster still but ran some programs 10x slower (loop-guided DDIM: 61 s vs 5 s). Results
+# agree with the default level to float32 rounding (no fast-math at any level; fusion choices may reorder a
+# sum); a test that needs more compiles at the default level (tests/test_unet.py). Subprocesses inherit it;
+# tests that set --xla_force_host_platform_device_count append to XLA_FLAGS.
 if '--xla_backend_optimization_level' not in os.environ.get('XLA_FLAGS', ''):
   os.environ['XLA_FLAGS'] = (os.environ.get('XLA_FLAGS', '') + ' --xla_backend_optimization_level=1').strip()
 
