@@ -124,11 +124,17 @@ def random_case(rng, shape=(2, 7, 9, 3), max_flow=3.0):
   return x, flow.astype(np.float32), z
 
 
+# chunk=None: the default (on CPU one chunk at these sizes); 5 and 40: several chunks of sources, the last
+# one overlapping its predecessor (126 sources), scattered and gathered in a loop as large inputs are.
+CHUNKS = (None, 5, 40)
+
+
+@pytest.mark.parametrize('chunk', CHUNKS)
 @pytest.mark.parametrize('mode', MODES)
-def test_matches_float64_reference(rng, mode):
+def test_matches_float64_reference(rng, mode, chunk):
   x, flow, z = random_case(rng)
   z_used = z if mode == 'linear' else z * 3 - 3  # softmax also sees negative importance
-  out, mask = splat.softmax_splat(x, flow, z_used, mode=mode, return_mask=True)
+  out, mask = splat.softmax_splat(x, flow, z_used, mode=mode, return_mask=True, chunk=chunk)
   want, want_mask = np_splat(x, flow, z_used, mode=mode)
   assert np.all(np.isfinite(out))
   np.testing.assert_allclose(out, want, rtol=1e-5, atol=1e-5)
@@ -147,10 +153,10 @@ def test_importance_is_clipped(rng):
 # --- gradients ----------------------------------------------------------------------------------------
 
 @functools.lru_cache(maxsize=None)
-def grad_fn(mode):
+def grad_fn(mode, chunk=None):
   """Compiled gradient of <splat(x, flow, z), cot> w.r.t. x, flow and z, shared by the tests (compiles are
   most of this file's run time)."""
-  loss = lambda x, flow, z, cot: jnp.sum(splat.softmax_splat(x, flow, z, mode=mode) * cot)
+  loss = lambda x, flow, z, cot: jnp.sum(splat.softmax_splat(x, flow, z, mode=mode, chunk=chunk) * cot)
   return jax.jit(jax.grad(loss, argnums=(0, 1, 2)))
 
 
@@ -164,15 +170,16 @@ def smooth_case(rng, shape=(2, 7, 9, 3)):
   return x, flow, z, cot
 
 
+@pytest.mark.parametrize('chunk', CHUNKS)
 @pytest.mark.parametrize('mode', MODES)
-def test_gradients_match_float64_finite_differences(rng, mode):
+def test_gradients_match_float64_finite_differences(rng, mode, chunk):
   x, flow, z, cot = smooth_case(rng)
   args = [x, flow, z]
 
   def loss_np(*a):
     return float(np.sum(np_splat(*a, mode=mode)[0] * cot))
 
-  grads = grad_fn(mode)(*[np.asarray(a, np.float32) for a in args], cot.astype(np.float32))
+  grads = grad_fn(mode, chunk)(*[np.asarray(a, np.float32) for a in args], cot.astype(np.float32))
   h = 1e-5
   for k, name in enumerate(('x', 'flow', 'importance')):
     if name == 'importance' and mode in ('sum', 'average'):
@@ -202,6 +209,15 @@ def test_gradients_are_finite_with_non_finite_and_far_flow(rng):
     assert np.all(np.isfinite(g))
   # A source that lands nowhere influences nothing.
   assert np.all(np.asarray(grads[0])[0, 0, 0] == 0) and np.all(np.asarray(grads[1])[-1, 1, 2] == 0)
+
+
+@pytest.mark.parametrize('chunk', [c for c in CHUNKS if c])
+def test_chunked_gradients_equal_one_piece(rng, chunk):
+  x, flow, z = random_case(rng)
+  cot = rng.normal(size=x.shape).astype(np.float32)
+  whole = grad_fn('softmax', 126)(x, flow, z, cot)  # all 126 sources in one piece
+  for got, want in zip(grad_fn('softmax', chunk)(x, flow, z, cot), whole):
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
 
 
 # --- behaviour ----------------------------------------------------------------------------------------

@@ -15,9 +15,10 @@ Modes, as in the reference ``softsplat.py`` (w = bilinear weight of a source at 
     softmax   out = sum w exp(Z) x / (sum w exp(Z) + eps),  Z clipped to [-clip, clip]
 
 Corners outside the image and sources with a non-finite target are dropped; a pixel that receives nothing
-is 0. All of it is one scatter-add (with a hand-written backward: one gather), so it is jittable and
+is 0. All of it is a scatter-add (with a hand-written backward: a gather), so it is jittable and
 differentiable (reverse mode) with respect to x, flow and importance on any backend (the reference is
-CUDA-only).
+CUDA-only). On CPU the sources are taken in cache-sized chunks and the backward's channel sums are written
+as matrix products; benchmarks/splat.py measures what each of these bought.
 """
 
 from __future__ import annotations
@@ -53,17 +54,31 @@ def _targets(flow_BxHxWx2: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:
   return gx, gy, jnp.isfinite(gx) & jnp.isfinite(gy)
 
 
-def _geometry(flow_BxHxWx2: jax.Array):
-  """Where every source pixel lands: its four bilinear corners and what the gradient needs.
+def _chunk_rows(n: int, c: int) -> int:
+  """Sources per chunk of the CPU splat (c: floats per source).
 
-  Returns (N = B * H * W) ``index_Nx4`` (flat target pixel of each corner; N for a corner outside the
-  image, a row the scatter writes into and throws away), ``weight_Nx4`` (corner order (0,0), (1,0), (0,1),
-  (1,1) as (dx, dy)), the fractional parts ``fx_N``, ``fy_N``, and ``live_Nx2``: where the target moves with
-  the flow (finite and not clipped), i.e. where d target / d flow is 1 rather than 0.
+  An output of up to 2 Mi floats (8 MiB) is done in one piece: scattering into it in several calls cost
+  more than it saved (at 1 x 160 x 256 x 16, 5 chunks ran 2x slower than one). A larger one is done in
+  chunks whose 4 x rows x c corner updates take about 256 Ki floats (1 MiB), so that producing,
+  scattering and (backward) gathering them stays in the cache (at 1 x 640 x 1024 x 16 this ran about 1.5x
+  faster than one scatter of all 2.6 M corner updates); at least 2048 rows, each chunk being a loop trip.
   """
-  b, h, w, _ = flow_BxHxWx2.shape
-  n = b * h * w
-  gx, gy, finite = _targets(flow_BxHxWx2)
+  if n * c <= 2**21:
+    return n
+  return max(1, min(n, max(2048, 2**16 // c)))
+
+
+def _corners(gx_R: jax.Array, gy_R: jax.Array, base_R: jax.Array, h: int, w: int, n: int):
+  """Where sources land: the four bilinear corners of the absolute targets (gx, gy) in images that start
+  at flat pixel ``base`` (b * h * w).
+
+  Returns ``index_Rx4`` (flat target pixel of each corner; n for a corner outside the image, a row the
+  scatter writes into and throws away), ``weight_Rx4`` (corner order (0,0), (1,0), (0,1), (1,1) as
+  (dx, dy)), the fractional parts ``fx_R``, ``fy_R``, and ``live_Rx2``: where the target moves with the flow
+  (finite and not clipped), i.e. where d target / d flow is 1 rather than 0.
+  """
+  gx, gy = gx_R, gy_R
+  finite = jnp.isfinite(gx) & jnp.isfinite(gy)
   live = jnp.stack([finite & (gx >= -2.0) & (gx <= w + 1.0), finite & (gy >= -2.0) & (gy <= h + 1.0)], -1)
   # Clipping to one pixel beyond the border changes no kept corner (anything further out has both of its
   # corners outside), keeps the int32 cast defined for huge flows, and sends non-finite targets outside
@@ -73,59 +88,170 @@ def _geometry(flow_BxHxWx2: jax.Array):
   x0f, y0f = jnp.floor(gx), jnp.floor(gy)
   fx, fy = gx - x0f, gy - y0f
   x0, y0 = x0f.astype(jnp.int32), y0f.astype(jnp.int32)
-  base = (jnp.arange(b, dtype=jnp.int32) * (h * w))[:, None, None]
   index, weight = [], []
   for dy in (0, 1):
     for dx in (0, 1):
       xi, yi = x0 + dx, y0 + dy
       inside = (xi >= 0) & (xi < w) & (yi >= 0) & (yi < h)
-      index.append(jnp.where(inside, base + yi * w + xi, n))
+      index.append(jnp.where(inside, base_R + yi * w + xi, n))
       weight.append((fx if dx else 1.0 - fx) * (fy if dy else 1.0 - fy))
-  flat = lambda a: a.reshape(n)
-  return (jnp.stack([flat(i) for i in index], -1), jnp.stack([flat(v) for v in weight], -1), flat(fx), flat(fy),
-          live.reshape(n, 2))
+  return jnp.stack(index, -1), jnp.stack(weight, -1), fx, fy, live
 
 
-@jax.custom_vjp
-def _bilinear_scatter(vals_NxC: jax.Array, flow_BxHxWx2: jax.Array) -> jax.Array:
-  """sum over sources p and their corners q of w_q(p) vals(p), added at q: (N, C), N = B * H * W.
+def _over_chunks(n: int, chunk: int, body, init):
+  """``body(start, fresh_R, carry)`` over chunks of ``chunk`` sources covering 0..n-1 in order.
 
-  One scatter-add of all 4N corner updates (one pass over the output, not four), and a hand-written VJP:
-  the backward is one gather of the four corners of every source plus elementwise work, where JAX's own
-  transpose of the scatter and of the weights built several times more XLA:CPU work (benchmarks/splat.py).
-  Reverse mode only (grad, vjp): forward-mode differentiation (jvp) of splatting is not supported.
+  Every chunk has the full length (one compiled body): the last one starts at n - chunk, and ``fresh_R``
+  marks its rows that no earlier chunk did (a scatter must not add those twice; a gather may redo them).
   """
-  n, c = vals_NxC.shape
-  index_Nx4, weight_Nx4, *_ = _geometry(flow_BxHxWx2)
-  updates = (vals_NxC[:, None, :] * weight_Nx4[..., None]).reshape(4 * n, c)
-  acc = jnp.zeros((n + 1, c), vals_NxC.dtype).at[index_Nx4.reshape(4 * n)].add(updates, mode='promise_in_bounds')
-  return acc[:n]
+  num = -(-n // chunk)
+
+  def step(i, carry):
+    start = jnp.minimum(i * chunk, n - chunk)
+    return body(start, start + jnp.arange(chunk, dtype=jnp.int32) >= i * chunk, carry)
+
+  return jax.lax.fori_loop(0, num, step, init) if num > 1 else step(0, init)
 
 
-def _bilinear_scatter_fwd(vals_NxC, flow_BxHxWx2):
-  return _bilinear_scatter(vals_NxC, flow_BxHxWx2), (vals_NxC, flow_BxHxWx2)
+def _by_platform(fn, chunk: int | None, n: int, c: int, *args):
+  """``fn(*args, chunk=...)``: on CPU in cache-sized chunks (one scatter of all N x 4 corner updates
+  streamed through memory several times more slowly), elsewhere in one piece (a GPU or TPU scatter wants
+  all the work at once). An explicit ``chunk`` is used everywhere."""
+  if chunk is not None:
+    return fn(*args, chunk=min(chunk, n))
+  return jax.lax.platform_dependent(*args, cpu=functools.partial(fn, chunk=_chunk_rows(n, c)),
+                                    default=functools.partial(fn, chunk=n))
 
 
-def _bilinear_scatter_bwd(res, g_NxC):
-  vals_NxC, flow = res
-  index_Nx4, weight_Nx4, fx, fy, live_Nx2 = _geometry(flow)
-  g_pad = jnp.concatenate([g_NxC, jnp.zeros((1, g_NxC.shape[1]), g_NxC.dtype)])  # row N: dropped corners
-  g_Nx4xC = g_pad.at[index_Nx4].get(mode='promise_in_bounds')
-  d_vals = jnp.einsum('nk,nkc->nc', weight_Nx4, g_Nx4xC)
-  d_w = jnp.einsum('nkc,nc->nk', g_Nx4xC, vals_NxC)  # d loss / d weight of each corner
-  # weight = (1 - fx)(1 - fy), fx (1 - fy), (1 - fx) fy, fx fy
-  d_fx = (1.0 - fy) * (d_w[:, 1] - d_w[:, 0]) + fy * (d_w[:, 3] - d_w[:, 2])
-  d_fy = (1.0 - fx) * (d_w[:, 2] - d_w[:, 0]) + fx * (d_w[:, 3] - d_w[:, 1])
-  d_flow = jnp.where(live_Nx2, jnp.stack([d_fx, d_fy], -1), 0.0)
-  return d_vals, d_flow.reshape(flow.shape).astype(flow.dtype)
+def _sum_channels(a_NxC: jax.Array) -> jax.Array:
+  """Sum over the last axis, keeping it (size 1), as a matrix-vector product: the same reductions written
+  as sums became YNNPACK fusions on XLA:CPU that took half of the splat's backward."""
+  ones = jnp.ones((a_NxC.shape[-1], 1), a_NxC.dtype)
+  return jnp.matmul(a_NxC, ones, precision=jax.lax.Precision.HIGHEST)
+
+
+def _source_values(x_RxC: jax.Array, z_Rx1: jax.Array | None, coverage: bool) -> jax.Array:
+  """What every source splats: [x z, z] with a weight z, else x; then a column of ones for the coverage."""
+  cols = [x_RxC] if z_Rx1 is None else [x_RxC * z_Rx1, z_Rx1]
+  if coverage:
+    cols.append(jnp.ones_like(x_RxC[:, :1]))
+  return jnp.concatenate(cols, axis=-1) if len(cols) > 1 else cols[0]
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(3, 4))
+def _bilinear_scatter(x_NxC: jax.Array, z_Nx1: jax.Array | None, flow_BxHxWx2: jax.Array, coverage: bool,
+                      chunk: int | None) -> jax.Array:
+  """sum over sources p and their corners q of w_q(p) v(p), added at q, with v = _source_values(x, z,
+  coverage): (N, C'), N = B * H * W.
+
+  Scatter-adds of the corner updates (each source's four in a row, so one pass over the output), the
+  source values made chunk by chunk (never all N at once), and a hand-written VJP: the backward gathers
+  the four corners of every source and does elementwise work, where JAX's own transpose of the scatter and
+  of the weights built several times more XLA:CPU work (benchmarks/splat.py). Reverse mode only (grad,
+  vjp): forward-mode differentiation (jvp) is not supported.
+  """
+  _, h, w, _ = flow_BxHxWx2.shape
+  n, c = x_NxC.shape
+  width = c + (z_Nx1 is not None) + coverage
+  fn = functools.partial(_scatter_chunks, h=h, w=w, coverage=coverage)
+  return _by_platform(fn, chunk, n, width, x_NxC, z_Nx1, *_sources(flow_BxHxWx2))
+
+
+def _sources(flow_BxHxWx2: jax.Array):
+  """Per source (flat, N): absolute target x and y, and the flat index of its image's first pixel."""
+  b, h, w, _ = flow_BxHxWx2.shape
+  gx, gy, _ = _targets(flow_BxHxWx2)
+  base = jnp.broadcast_to((jnp.arange(b, dtype=jnp.int32) * (h * w))[:, None, None], (b, h, w))
+  return gx.reshape(-1), gy.reshape(-1), base.reshape(-1)
+
+
+def _piece(a: jax.Array | None, start, chunk: int):
+  return None if a is None else jax.lax.dynamic_slice_in_dim(a, start, chunk)
+
+
+def _scatter_chunks(x_NxC, z_Nx1, gx_N, gy_N, base_N, *, h, w, coverage, chunk):
+  n = x_NxC.shape[0]
+  width = x_NxC.shape[1] + (z_Nx1 is not None) + coverage
+
+  def body(start, fresh_R, acc):
+    piece = lambda a: _piece(a, start, chunk)
+    index_Rx4, weight_Rx4, *_ = _corners(piece(gx_N), piece(gy_N), piece(base_N), h, w, n)
+    index_Rx4 = jnp.where(fresh_R[:, None], index_Rx4, n)
+    v = _source_values(piece(x_NxC), piece(z_Nx1), coverage)
+    updates = (v[:, None, :] * weight_Rx4[..., None]).reshape(4 * chunk, width)
+    return acc.at[index_Rx4.reshape(4 * chunk)].add(updates, mode='promise_in_bounds')
+
+  return _over_chunks(n, chunk, body, jnp.zeros((n + 1, width), x_NxC.dtype))[:n]
+
+
+def _gather_chunks(x_NxC, z_Nx1, g_NxW, gx_N, gy_N, base_N, *, h, w, coverage, chunk):
+  n, c = x_NxC.shape
+  g_pad = jnp.concatenate([g_NxW, jnp.zeros((1, g_NxW.shape[1]), g_NxW.dtype)])  # row n: dropped corners
+  highest = jax.lax.Precision.HIGHEST
+
+  def body(start, fresh_R, carry):
+    del fresh_R  # every row's gradient is its own: redoing one writes the same values
+    piece = lambda a: _piece(a, start, chunk)
+    d_x, d_z, d_flow = carry
+    index_Rx4, weight_Rx4, fx, fy, live_Rx2 = _corners(piece(gx_N), piece(gy_N), piece(base_N), h, w, n)
+    x, z = piece(x_NxC), piece(z_Nx1)
+    g_Rx4xW = g_pad.at[index_Rx4].get(mode='promise_in_bounds')
+    d_v = jnp.einsum('nk,nkc->nc', weight_Rx4, g_Rx4xW, precision=highest)  # d loss / d source values
+    d_w = jnp.einsum('nkc,nc->nk', g_Rx4xW, _source_values(x, z, coverage), precision=highest)
+    # weight = (1 - fx)(1 - fy), fx (1 - fy), (1 - fx) fy, fx fy
+    d_fx = (1.0 - fy) * (d_w[:, 1] - d_w[:, 0]) + fy * (d_w[:, 3] - d_w[:, 2])
+    d_fy = (1.0 - fx) * (d_w[:, 2] - d_w[:, 0]) + fx * (d_w[:, 3] - d_w[:, 1])
+    d_f = jnp.where(live_Rx2, jnp.stack([d_fx, d_fy], -1), 0.0)
+    put = lambda whole, part: jax.lax.dynamic_update_slice_in_dim(whole, part.astype(whole.dtype), start, 0)
+    if z is None:
+      return put(d_x, d_v[:, :c]), None, put(d_flow, d_f)
+    # v = [x z, z]: d x = d v[:c] z, d z = <d v[:c], x> + d v[c]
+    return (put(d_x, d_v[:, :c] * z), put(d_z, _sum_channels(d_v[:, :c] * x) + d_v[:, c:c + 1]),
+            put(d_flow, d_f))
+
+  init = (jnp.zeros_like(x_NxC), None if z_Nx1 is None else jnp.zeros_like(z_Nx1), jnp.zeros((n, 2), gx_N.dtype))
+  return _over_chunks(n, chunk, body, init)
+
+
+def _bilinear_scatter_fwd(x_NxC, z_Nx1, flow_BxHxWx2, coverage, chunk):
+  return _bilinear_scatter(x_NxC, z_Nx1, flow_BxHxWx2, coverage, chunk), (x_NxC, z_Nx1, flow_BxHxWx2)
+
+
+def _bilinear_scatter_bwd(coverage, chunk, res, g_NxW):
+  x_NxC, z_Nx1, flow = res
+  _, h, w, _ = flow.shape
+  fn = functools.partial(_gather_chunks, h=h, w=w, coverage=coverage)
+  d_x, d_z, d_flow = _by_platform(fn, chunk, x_NxC.shape[0], g_NxW.shape[1], x_NxC, z_Nx1, g_NxW,
+                                  *_sources(flow))
+  return d_x, d_z, d_flow.reshape(flow.shape).astype(flow.dtype)
 
 
 _bilinear_scatter.defvjp(_bilinear_scatter_fwd, _bilinear_scatter_bwd)
 
 
-@functools.partial(jax.jit, static_argnames=('mode', 'return_mask'))
+@jax.custom_vjp
+def _normalize(num_BxHxWxC: jax.Array, den_BxHxWx1: jax.Array) -> jax.Array:
+  return num_BxHxWxC / den_BxHxWx1
+
+
+def _normalize_fwd(num, den):
+  out = num / den
+  return out, (out, den)
+
+
+def _normalize_bwd(res, g):
+  out, den = res
+  d_num = g / den
+  return d_num, -_sum_channels(d_num * out)
+
+
+_normalize.defvjp(_normalize_fwd, _normalize_bwd)
+
+
+@functools.partial(jax.jit, static_argnames=('mode', 'return_mask', 'chunk'))
 def softmax_splat(x_BxHxWxC: jax.Array, flow_BxHxWx2: jax.Array, importance_BxHxWx1: jax.Array | None = None,
-                  mode: str = 'softmax', clip: float = 20.0, eps: float = 1e-7, return_mask: bool = False):
+                  mode: str = 'softmax', clip: float = 20.0, eps: float = 1e-7, return_mask: bool = False,
+                  chunk: int | None = None):
   """Forward-warp x by flow; returns (B, H, W, C) and, with ``return_mask``, also mask_BxHxWx1.
 
   Args:
@@ -137,6 +263,8 @@ def softmax_splat(x_BxHxWxC: jax.Array, flow_BxHxWx2: jax.Array, importance_BxHx
     eps: added to the normaliser (as the reference does), so empty pixels give 0 instead of 0 / 0.
     return_mask: also return a float mask, 1 where the pixel received a total bilinear weight above
       MASK_THRESHOLD (whatever Z was), 0 in holes. It carries no gradient.
+    chunk: sources per scatter (and per gather in the backward). Default: on CPU chunks whose corner
+      updates fit the cache, elsewhere all at once. The result does not depend on it beyond float rounding.
   """
   if mode not in MODES:
     raise ValueError(f'mode must be one of {MODES}, got {mode!r}')
@@ -147,20 +275,17 @@ def softmax_splat(x_BxHxWxC: jax.Array, flow_BxHxWx2: jax.Array, importance_BxHx
   x = x_BxHxWxC.astype(dtype)
   flow = flow_BxHxWx2.astype(dtype)
   b, h, w, c = x.shape
-  ones = jnp.ones((b, h, w, 1), dtype)
+  z = None
   if mode in ('linear', 'softmax'):
     z = importance_BxHxWx1.astype(dtype)
     if mode == 'softmax':
       z = jnp.exp(jnp.clip(z, -clip, clip))
-    # The mask wants plain bilinear coverage, which the Z-weighted normaliser does not give.
-    cols = [x * z, z] + ([ones] if return_mask else [])
-  elif mode == 'average':
-    cols = [x, ones]
-  else:
-    cols = [x] + ([ones] if return_mask else [])
-  vals = jnp.concatenate(cols, axis=-1) if len(cols) > 1 else x
-  acc = _bilinear_scatter(vals.reshape(b * h * w, -1), flow).reshape(b, h, w, -1)
-  out = acc[..., :c] if mode == 'sum' else acc[..., :c] / (acc[..., c:c + 1] + eps)
+    z = z.reshape(b * h * w, 1)
+  # 'average' normalises by the plain bilinear coverage, which is also the mask's; 'linear' and 'softmax'
+  # need it as a column of its own for the mask (their normaliser is Z-weighted).
+  coverage = return_mask or mode == 'average'
+  acc = _bilinear_scatter(x.reshape(b * h * w, c), z, flow, coverage, chunk).reshape(b, h, w, -1)
+  out = acc[..., :c] if mode == 'sum' else _normalize(acc[..., :c], acc[..., c:c + 1] + eps)
   if not return_mask:
     return out
   coverage = jax.lax.stop_gradient(acc[..., -1:])
