@@ -58,10 +58,10 @@ def _chunk_rows(n: int, c: int) -> int:
   """Sources per chunk of the CPU splat (c: floats per source).
 
   An output of up to 2 Mi floats (8 MiB) is done in one piece: scattering into it in several calls cost
-  more than it saved (at 1 x 160 x 256 x 16, 5 chunks ran 2x slower than one). A larger one is done in
-  chunks whose 4 x rows x c corner updates take about 256 Ki floats (1 MiB), so that producing,
-  scattering and (backward) gathering them stays in the cache (at 1 x 640 x 1024 x 16 this ran about 1.5x
-  faster than one scatter of all 2.6 M corner updates); at least 2048 rows, each chunk being a loop trip.
+  more than it saved (at 1 x 160 x 256 x 16, 5 chunks ran about 2x slower than one). A larger one is done
+  in chunks whose 4 x rows x c corner updates take about 256 Ki floats (1 MiB), so that producing,
+  scattering and (backward) gathering them stays in the cache (benchmarks/splat.py prints what this buys
+  at 1 x 640 x 1024 x 16); at least 2048 rows, each chunk being a loop trip.
   """
   if n * c <= 2**21:
     return n
