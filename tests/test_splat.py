@@ -258,6 +258,16 @@ def test_bad_arguments_fail_clearly():
     splat.softmax_splat(x, flow, np.zeros((1, 4, 5), np.float32))
   with pytest.raises(ValueError, match='x of shape'):
     splat.softmax_splat(x[0], flow[0], mode='sum')
+  for bad in (0, -3, 2.5):
+    with pytest.raises(ValueError, match='chunk must be a positive integer'):
+      splat.softmax_splat(x, flow, mode='sum', chunk=bad)
+
+
+def test_empty_images_splat_to_empty(rng):
+  x = np.zeros((2, 0, 5, 3), np.float32)
+  out, mask = splat.softmax_splat(x, np.zeros((2, 0, 5, 2), np.float32), np.zeros((2, 0, 5, 1), np.float32),
+                                  return_mask=True)
+  assert out.shape == (2, 0, 5, 3) and mask.shape == (2, 0, 5, 1)
 
 
 def test_splat_weight_is_mean_motion_magnitude(rng):

@@ -68,16 +68,15 @@ def _chunk_rows(n: int, c: int) -> int:
   return max(1, min(n, max(2048, 2**16 // c)))
 
 
-def _corners(gx_R: jax.Array, gy_R: jax.Array, base_R: jax.Array, h: int, w: int, n: int):
+def _corners(gx: jax.Array, gy: jax.Array, base_R: jax.Array, h: int, w: int, n: int):
   """Where sources land: the four bilinear corners of the absolute targets (gx, gy) in images that start
   at flat pixel ``base`` (b * h * w).
 
   Returns ``index_Rx4`` (flat target pixel of each corner; n for a corner outside the image, a row the
   scatter writes into and throws away), ``weight_Rx4`` (corner order (0,0), (1,0), (0,1), (1,1) as
   (dx, dy)), the fractional parts ``fx_R``, ``fy_R``, and ``live_Rx2``: where the target moves with the flow
-  (finite and not clipped), i.e. where d target / d flow is 1 rather than 0.
+  (finite and not clipped), i.e. where d target / d flow is 1 rather than 0. All of length R.
   """
-  gx, gy = gx_R, gy_R
   finite = jnp.isfinite(gx) & jnp.isfinite(gy)
   live = jnp.stack([finite & (gx >= -2.0) & (gx <= w + 1.0), finite & (gy >= -2.0) & (gy <= h + 1.0)], -1)
   # Clipping to one pixel beyond the border changes no kept corner (anything further out has both of its
@@ -104,6 +103,8 @@ def _over_chunks(n: int, chunk: int, body, init):
   Every chunk has the full length (one compiled body): the last one starts at n - chunk, and ``fresh_R``
   marks its rows that no earlier chunk did (a scatter must not add those twice; a gather may redo them).
   """
+  if n == 0:
+    return init
   num = -(-n // chunk)
 
   def step(i, carry):
@@ -114,9 +115,8 @@ def _over_chunks(n: int, chunk: int, body, init):
 
 
 def _by_platform(fn, chunk: int | None, n: int, c: int, *args):
-  """``fn(*args, chunk=...)``: on CPU in cache-sized chunks (one scatter of all N x 4 corner updates
-  streamed through memory several times more slowly), elsewhere in one piece (a GPU or TPU scatter wants
-  all the work at once). An explicit ``chunk`` is used everywhere."""
+  """``fn(*args, chunk=...)``: on CPU in chunks of ``_chunk_rows`` sources, elsewhere in one piece (a GPU
+  or TPU scatter wants all the work at once). An explicit ``chunk`` is used everywhere."""
   if chunk is not None:
     return fn(*args, chunk=min(chunk, n))
   return jax.lax.platform_dependent(*args, cpu=functools.partial(fn, chunk=_chunk_rows(n, c)),
@@ -268,6 +268,8 @@ def softmax_splat(x_BxHxWxC: jax.Array, flow_BxHxWx2: jax.Array, importance_BxHx
   """
   if mode not in MODES:
     raise ValueError(f'mode must be one of {MODES}, got {mode!r}')
+  if chunk is not None and (not isinstance(chunk, int) or isinstance(chunk, bool) or chunk < 1):
+    raise ValueError(f'chunk must be a positive integer (sources per scatter) or None, got {chunk!r}')
   if mode in ('linear', 'softmax') and importance_BxHxWx1 is None:
     raise ValueError(f'mode {mode!r} needs importance_BxHxWx1')
   _check(x_BxHxWxC, flow_BxHxWx2, importance_BxHxWx1 if mode in ('linear', 'softmax') else None)
@@ -283,8 +285,9 @@ def softmax_splat(x_BxHxWxC: jax.Array, flow_BxHxWx2: jax.Array, importance_BxHx
     z = z.reshape(b * h * w, 1)
   # 'average' normalises by the plain bilinear coverage, which is also the mask's; 'linear' and 'softmax'
   # need it as a column of its own for the mask (their normaliser is Z-weighted).
-  coverage = return_mask or mode == 'average'
-  acc = _bilinear_scatter(x.reshape(b * h * w, c), z, flow, coverage, chunk).reshape(b, h, w, -1)
+  with_coverage = return_mask or mode == 'average'
+  acc = _bilinear_scatter(x.reshape(b * h * w, c), z, flow, with_coverage, chunk)
+  acc = acc.reshape(b, h, w, acc.shape[-1])
   out = acc[..., :c] if mode == 'sum' else _normalize(acc[..., :c], acc[..., c:c + 1] + eps)
   if not return_mask:
     return out
