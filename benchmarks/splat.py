@@ -5,8 +5,8 @@
 For every size (B x H x W x C, float32, flow uniform in [-5, 5] px, importance ~ N(0, 1)) it times the
 forward softmax splat and forward + backward (the gradient with respect to x, flow and importance for a
 random output cotangent). Where the CPU default scatters the sources in chunks (large inputs), "JAX one
-piece" times the same splat with ``chunk=N`` (one scatter of all sources, the GPU/TPU default). NumPy has no autodiff, so it only runs forward; torch is imported lazily and its
-rows say so when it is missing. Before timing, the three forward outputs must agree to 1e-5 (and the JAX
+piece" times the same splat with ``chunk=N`` (one scatter of all sources, the GPU/TPU default). NumPy has
+no autodiff, so it only runs forward; torch is imported lazily and its rows say so when it is missing. Before timing, the three forward outputs must agree to 1e-5 (and the JAX
 and torch gradients closely), so the comparison is between implementations of the same function.
 
 Each figure is the median over ``repeats`` calls after a warm-up call (which for JAX includes the compile),

@@ -263,7 +263,7 @@ def test_bad_arguments_fail_clearly():
       splat.softmax_splat(x, flow, mode='sum', chunk=bad)
 
 
-def test_empty_images_splat_to_empty(rng):
+def test_empty_images_splat_to_empty():
   x = np.zeros((2, 0, 5, 3), np.float32)
   out, mask = splat.softmax_splat(x, np.zeros((2, 0, 5, 2), np.float32), np.zeros((2, 0, 5, 1), np.float32),
                                   return_mask=True)

@@ -65,7 +65,7 @@ def _chunk_rows(n: int, c: int) -> int:
   """
   if n * c <= 2**21:
     return n
-  return max(1, min(n, max(2048, 2**16 // c)))
+  return min(n, max(2048, 2**16 // c))
 
 
 def _corners(gx: jax.Array, gy: jax.Array, base_R: jax.Array, h: int, w: int, n: int):
@@ -130,6 +130,11 @@ def _sum_channels(a_NxC: jax.Array) -> jax.Array:
   return jnp.matmul(a_NxC, ones, precision=jax.lax.Precision.HIGHEST)
 
 
+def _source_width(x_NxC: jax.Array, z_Nx1: jax.Array | None, coverage: bool) -> int:
+  """Floats per source in ``_source_values``."""
+  return x_NxC.shape[1] + (z_Nx1 is not None) + coverage
+
+
 def _source_values(x_RxC: jax.Array, z_Rx1: jax.Array | None, coverage: bool) -> jax.Array:
   """What every source splats: [x z, z] with a weight z, else x; then a column of ones for the coverage."""
   cols = [x_RxC] if z_Rx1 is None else [x_RxC * z_Rx1, z_Rx1]
@@ -151,10 +156,9 @@ def _bilinear_scatter(x_NxC: jax.Array, z_Nx1: jax.Array | None, flow_BxHxWx2: j
   vjp): forward-mode differentiation (jvp) is not supported.
   """
   _, h, w, _ = flow_BxHxWx2.shape
-  n, c = x_NxC.shape
-  width = c + (z_Nx1 is not None) + coverage
   fn = functools.partial(_scatter_chunks, h=h, w=w, coverage=coverage)
-  return _by_platform(fn, chunk, n, width, x_NxC, z_Nx1, *_sources(flow_BxHxWx2))
+  return _by_platform(fn, chunk, x_NxC.shape[0], _source_width(x_NxC, z_Nx1, coverage), x_NxC, z_Nx1,
+                      *_sources(flow_BxHxWx2))
 
 
 def _sources(flow_BxHxWx2: jax.Array):
@@ -171,7 +175,7 @@ def _piece(a: jax.Array | None, start, chunk: int):
 
 def _scatter_chunks(x_NxC, z_Nx1, gx_N, gy_N, base_N, *, h, w, coverage, chunk):
   n = x_NxC.shape[0]
-  width = x_NxC.shape[1] + (z_Nx1 is not None) + coverage
+  width = _source_width(x_NxC, z_Nx1, coverage)
 
   def body(start, fresh_R, acc):
     piece = lambda a: _piece(a, start, chunk)
