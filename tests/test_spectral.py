@@ -49,7 +49,8 @@ def test_exact_round_trip_on_band_limited_input(rng):
   spec[..., 0, :, :, 3] = 0
   disp = np_displacements(spec, t)  # float64 band-limited trajectories
   back = np.asarray(spectral.to_spectral_volume(disp.astype(np.float32), k))
-  np.testing.assert_allclose(back, spec, atol=2e-6)
+  # float32 DFT over 150 samples: a few ulps of the largest value (about 4)
+  np.testing.assert_allclose(back, spec, atol=5e-6, rtol=1e-5)
   again = np.asarray(spectral.to_displacements(back, t))
   np.testing.assert_allclose(again, disp, atol=2e-5)
   # ... and the band-limit projection leaves band-limited input unchanged.
