@@ -124,17 +124,18 @@ def random_case(rng, shape=(2, 7, 9, 3), max_flow=3.0):
   return x, flow.astype(np.float32), z
 
 
-# chunk=None: the default (on CPU one chunk at these sizes); 5: 26 chunks of the 126 sources, the last one
-# overlapping its predecessor, scattered and gathered in a loop as large inputs are.
-CHUNKS = (None, 5)
+# The ways the CPU can run the scatter: the C++ kernels (gid_jax.render.native, the default where they
+# build), XLA's scatter in one piece (as on GPU/TPU), and XLA's in 26 chunks of 5 of the 126 sources, the
+# last one overlapping its predecessor, scattered and gathered in a loop as large inputs are.
+VARIANTS = {'native': (('impl', 'native'),), 'xla': (('impl', 'xla'),), 'xla-chunks': (('chunk', 5),)}
 
 
-@pytest.mark.parametrize('chunk', CHUNKS)
+@pytest.mark.parametrize('variant', VARIANTS)
 @pytest.mark.parametrize('mode', MODES)
-def test_matches_float64_reference(rng, mode, chunk):
+def test_matches_float64_reference(rng, mode, variant):
   x, flow, z = random_case(rng)
   z_used = z if mode == 'linear' else z * 3 - 3  # softmax also sees negative importance
-  out, mask = splat.softmax_splat(x, flow, z_used, mode=mode, return_mask=True, chunk=chunk)
+  out, mask = splat.softmax_splat(x, flow, z_used, mode=mode, return_mask=True, **dict(VARIANTS[variant]))
   want, want_mask = np_splat(x, flow, z_used, mode=mode)
   assert np.all(np.isfinite(out))
   np.testing.assert_allclose(out, want, rtol=1e-5, atol=1e-5)
@@ -153,10 +154,11 @@ def test_importance_is_clipped(rng):
 # --- gradients ----------------------------------------------------------------------------------------
 
 @functools.lru_cache(maxsize=None)
-def grad_fn(mode, chunk=None):
+def grad_fn(mode, variant='native'):
   """Compiled gradient of <splat(x, flow, z), cot> w.r.t. x, flow and z, shared by the tests (compiles are
-  most of this file's run time)."""
-  loss = lambda x, flow, z, cot: jnp.sum(splat.softmax_splat(x, flow, z, mode=mode, chunk=chunk) * cot)
+  most of this file's run time). variant: a VARIANTS key, or an int: XLA's scatter in chunks of that many."""
+  kw = dict(chunk=variant) if isinstance(variant, int) else dict(VARIANTS[variant])
+  loss = lambda x, flow, z, cot: jnp.sum(splat.softmax_splat(x, flow, z, mode=mode, **kw) * cot)
   return jax.jit(jax.grad(loss, argnums=(0, 1, 2)))
 
 
@@ -170,16 +172,16 @@ def smooth_case(rng, shape=(2, 7, 9, 3)):
   return x, flow, z, cot
 
 
-@pytest.mark.parametrize('chunk', CHUNKS)
+@pytest.mark.parametrize('variant', VARIANTS)
 @pytest.mark.parametrize('mode', MODES)
-def test_gradients_match_float64_finite_differences(rng, mode, chunk):
+def test_gradients_match_float64_finite_differences(rng, mode, variant):
   x, flow, z, cot = smooth_case(rng)
   args = [x, flow, z]
 
   def loss_np(*a):
     return float(np.sum(np_splat(*a, mode=mode)[0] * cot))
 
-  grads = grad_fn(mode, chunk)(*[np.asarray(a, np.float32) for a in args], cot.astype(np.float32))
+  grads = grad_fn(mode, variant)(*[np.asarray(a, np.float32) for a in args], cot.astype(np.float32))
   h = 1e-5
   for k, name in enumerate(('x', 'flow', 'importance')):
     if name == 'importance' and mode in ('sum', 'average'):
@@ -195,28 +197,95 @@ def test_gradients_match_float64_finite_differences(rng, mode, chunk):
       assert float(grads[k][pos]) == pytest.approx(fd, rel=2e-3, abs=2e-4), (name, pos)
 
 
-def test_check_grads(rng):
+@pytest.mark.parametrize('impl', ['native', 'xla'])
+def test_check_grads(rng, impl):
   x, flow, z, _ = smooth_case(rng, shape=(1, 3, 4, 2))
-  f = lambda x, flow, z: splat.softmax_splat(x, flow, z, mode='softmax')
+  f = lambda x, flow, z: splat.softmax_splat(x, flow, z, mode='softmax', impl=impl)
   args = [jnp.asarray(a, jnp.float32) for a in (x, flow, z)]
   check_grads(f, args, order=1, modes=('rev',), eps=1e-3, atol=2e-2, rtol=2e-2)
 
 
-def test_gradients_are_finite_with_non_finite_and_far_flow(rng):
+@pytest.mark.parametrize('variant', VARIANTS)
+def test_gradients_are_finite_with_non_finite_and_far_flow(rng, variant):
   x, flow, z = random_case(rng)
-  grads = grad_fn('softmax')(x, flow, z, np.ones_like(x))
+  grads = grad_fn('softmax', variant)(x, flow, z, np.ones_like(x))
   for g in grads:
     assert np.all(np.isfinite(g))
   # A source that lands nowhere influences nothing.
   assert np.all(np.asarray(grads[0])[0, 0, 0] == 0) and np.all(np.asarray(grads[1])[-1, 1, 2] == 0)
 
 
-def test_chunked_gradients_equal_one_piece(rng):
+@pytest.mark.parametrize('variant', ['native', 'xla-chunks'])
+def test_gradients_equal_the_one_piece_xla_scatter(rng, variant):
   x, flow, z = random_case(rng)
   cot = rng.normal(size=x.shape).astype(np.float32)
-  whole = grad_fn('softmax', 126)(x, flow, z, cot)  # all 126 sources in one piece
-  for got, want in zip(grad_fn('softmax', 5)(x, flow, z, cot), whole):
-    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+  whole = grad_fn('softmax', 126)(x, flow, z, cot)  # all 126 sources in one XLA scatter
+  for got, want in zip(grad_fn('softmax', variant)(x, flow, z, cot), whole):
+    # float32 rounding relative to the largest gradient: the kernel sums the flow gradient's terms in
+    # another order (<v, (1 - fy)(g1 - g0) + fy (g3 - g2)> rather than four dot products), and they cancel.
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5 * float(np.abs(want).max()))
+
+
+@pytest.mark.parametrize('mode', MODES)
+def test_native_kernel_in_float64_matches_the_reference_closely(rng, mode):
+  # The kernel's float64 instantiation: with x64 on, the splat and its gradient run in float64 and must
+  # agree with NumPy's float64 to rounding (1e-12), and with XLA's float64 scatter.
+  x, flow, z, cot = smooth_case(rng, shape=(2, 5, 7, 11))  # 11 + 2 floats a source: whole vectors and a tail
+  with jax.enable_x64(True):
+    args = [jnp.asarray(a, jnp.float64) for a in (x, flow, z)]
+    out, mask = splat.softmax_splat(*args, mode=mode, return_mask=True, impl='native')
+    assert out.dtype == jnp.float64
+    want, want_mask = np_splat(x, flow, z, mode=mode)
+    np.testing.assert_allclose(out, want, rtol=1e-12, atol=1e-12)
+    np.testing.assert_array_equal(mask, want_mask)
+    grads = {}
+    for impl in ('native', 'xla'):
+      loss = lambda x, flow, z: jnp.sum(splat.softmax_splat(x, flow, z, mode=mode, impl=impl) * cot)
+      grads[impl] = jax.grad(loss, argnums=(0, 1, 2))(*args)
+    for got, ref in zip(grads['native'], grads['xla']):
+      assert got.dtype == jnp.float64
+      np.testing.assert_allclose(got, ref, rtol=1e-11, atol=1e-12)
+
+
+def test_native_kernel_is_the_default_on_cpu_and_can_be_turned_off(rng, monkeypatch):
+  from gid_jax.render import native
+  assert native.available(), 'the CPU splat kernel did not build here (is there a C++ compiler?)'
+  x, flow, z = random_case(rng)
+  hlo = jax.jit(lambda x, f, z: splat.softmax_splat(x, f, z)).lower(x, flow, z).as_text()
+  assert native.TARGETS['scatter', 'f32'] in hlo
+  hlo = jax.jit(lambda x, f, z: splat.softmax_splat(x, f, z, impl='xla')).lower(x, flow, z).as_text()
+  assert native.TARGETS['scatter', 'f32'] not in hlo
+  # Without the kernel (GID_JAX_NATIVE_SPLAT=0, or no compiler), 'auto' falls back and 'native' says why.
+  monkeypatch.setenv('GID_JAX_NATIVE_SPLAT', '0')
+  native.available.cache_clear()
+  jax.clear_caches()  # the choice is made when softmax_splat is traced
+  try:
+    assert not native.available()
+    got = splat.softmax_splat(x, flow, z, mode='average', impl='auto')
+    np.testing.assert_allclose(got, np_splat(x, flow, mode='average')[0], rtol=1e-5, atol=1e-5)
+    with pytest.raises(ValueError, match="impl='native' needs the CPU splat kernel"):
+      splat.softmax_splat(x, flow, z, mode='linear', impl='native')
+  finally:
+    monkeypatch.delenv('GID_JAX_NATIVE_SPLAT')
+    native.available.cache_clear()
+    jax.clear_caches()
+
+
+def test_a_kernel_that_does_not_compile_warns_once_and_falls_back(tmp_path, monkeypatch):
+  from gid_jax.render import native
+  broken = tmp_path / 'splat_cpu.cc'
+  broken.write_text('this is not C++\n')
+  monkeypatch.setattr(native, 'SOURCE', broken)
+  monkeypatch.setenv('GID_JAX_CACHE', str(tmp_path / 'cache'))
+  native.available.cache_clear()
+  try:
+    with pytest.warns(UserWarning, match=r'could not build the CPU splat kernel \(.*error'):
+      assert not native.available()
+    assert not list((tmp_path / 'cache' / 'native').glob('*.so'))  # nothing half-written is left behind
+  finally:
+    monkeypatch.undo()
+    native.available.cache_clear()
+    assert native.available()
 
 
 # --- behaviour ----------------------------------------------------------------------------------------
@@ -261,13 +330,18 @@ def test_bad_arguments_fail_clearly():
   for bad in (0, -3, 2.5):
     with pytest.raises(ValueError, match='chunk must be a positive integer'):
       splat.softmax_splat(x, flow, mode='sum', chunk=bad)
+  with pytest.raises(ValueError, match='impl must be one of'):
+    splat.softmax_splat(x, flow, mode='sum', impl='cuda')
 
 
-def test_empty_images_splat_to_empty():
+@pytest.mark.parametrize('impl', ['native', 'xla'])
+def test_empty_images_splat_to_empty(impl):
   x = np.zeros((2, 0, 5, 3), np.float32)
   out, mask = splat.softmax_splat(x, np.zeros((2, 0, 5, 2), np.float32), np.zeros((2, 0, 5, 1), np.float32),
-                                  return_mask=True)
+                                  return_mask=True, impl=impl)
   assert out.shape == (2, 0, 5, 3) and mask.shape == (2, 0, 5, 1)
+  grads = jax.grad(lambda x: jnp.sum(splat.softmax_splat(x, jnp.zeros((2, 0, 5, 2)), mode='sum', impl=impl)))(x)
+  assert grads.shape == x.shape
 
 
 def test_splat_weight_is_mean_motion_magnitude(rng):

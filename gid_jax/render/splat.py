@@ -28,7 +28,10 @@ import functools
 import jax
 import jax.numpy as jnp
 
+from gid_jax.render import native
+
 MODES = ('sum', 'average', 'linear', 'softmax')
+IMPLS = ('auto', 'native', 'xla')
 # Total bilinear weight below which a target pixel counts as a hole: it was only grazed by the far corner
 # of some source, and its normalised value is too noisy to keep.
 MASK_THRESHOLD = 1e-3
@@ -114,13 +117,53 @@ def _over_chunks(n: int, chunk: int, body, init):
   return jax.lax.fori_loop(0, num, step, init) if num > 1 else step(0, init)
 
 
-def _by_platform(fn, chunk: int | None, n: int, c: int, *args):
-  """``fn(*args, chunk=...)``: on CPU in chunks of ``_chunk_rows`` sources, elsewhere in one piece (a GPU
-  or TPU scatter wants all the work at once). An explicit ``chunk`` is used everywhere."""
+def _by_platform(fn, chunk: int | None, n: int, c: int, *args, native=None):
+  """``fn(*args, chunk=...)``: on CPU ``native(*args)`` when given, else in chunks of ``_chunk_rows``
+  sources; elsewhere in one piece (a GPU or TPU scatter wants all the work at once). An explicit ``chunk``
+  is used everywhere."""
   if chunk is not None:
     return fn(*args, chunk=min(chunk, n))
-  return jax.lax.platform_dependent(*args, cpu=functools.partial(fn, chunk=_chunk_rows(n, c)),
-                                    default=functools.partial(fn, chunk=n))
+  cpu = native if native is not None else functools.partial(fn, chunk=_chunk_rows(n, c))
+  return jax.lax.platform_dependent(*args, cpu=cpu, default=functools.partial(fn, chunk=n))
+
+
+def _use_native(impl: str, dtype) -> bool:
+  """Whether the CPU branch runs the C++ kernels of gid_jax.render.native (see ``softmax_splat``)."""
+  if impl == 'xla':
+    return False
+  ok = jnp.dtype(dtype) in (jnp.float32, jnp.float64) and native.available()
+  if impl == 'native' and not ok:
+    raise ValueError(f"impl='native' needs the CPU splat kernel for {jnp.dtype(dtype).name}: "
+                     f"{'float32/float64 only' if native.available() else 'it could not be built'}")
+  return ok
+
+
+def _ffi_target(kind: str, dtype) -> str:
+  return native.TARGETS[kind, 'f64' if jnp.dtype(dtype) == jnp.float64 else 'f32']
+
+
+def _native_scatter(x_NxC, z_Nx1, gx_N, gy_N, base_N, *, flow, coverage):
+  """The forward on CPU in C++ (splat_cpu.cc, Scatter): the arithmetic of ``_scatter_chunks``."""
+  del gx_N, gy_N, base_N  # the kernel finds the corners itself, from the flow
+  b, h, w, _ = flow.shape
+  n = x_NxC.shape[0]
+  z = jnp.zeros((0, 1), x_NxC.dtype) if z_Nx1 is None else z_Nx1
+  out = jax.ShapeDtypeStruct((n, _source_width(x_NxC, z_Nx1, coverage)), x_NxC.dtype)
+  call = jax.ffi.ffi_call(_ffi_target('scatter', x_NxC.dtype), out, vmap_method='sequential')
+  return call(x_NxC, z, flow.reshape(n, 2), b=b, h=h, w=w, coverage=coverage)
+
+
+def _native_gather(x_NxC, z_Nx1, g_NxW, gx_N, gy_N, base_N, *, flow, coverage):
+  """The backward on CPU in C++ (splat_cpu.cc, Gather): the arithmetic of ``_gather_chunks``."""
+  del gx_N, gy_N, base_N
+  b, h, w, _ = flow.shape
+  n, c = x_NxC.shape
+  z = jnp.zeros((0, 1), x_NxC.dtype) if z_Nx1 is None else z_Nx1
+  outs = (jax.ShapeDtypeStruct((n, c), x_NxC.dtype), jax.ShapeDtypeStruct(z.shape, x_NxC.dtype),
+          jax.ShapeDtypeStruct((n, 2), x_NxC.dtype))
+  call = jax.ffi.ffi_call(_ffi_target('gather', x_NxC.dtype), outs, vmap_method='sequential')
+  d_x, d_z, d_flow = call(x_NxC, z, flow.reshape(n, 2), g_NxW, b=b, h=h, w=w, coverage=coverage)
+  return d_x, None if z_Nx1 is None else d_z, d_flow
 
 
 def _sum_channels(a_NxC: jax.Array) -> jax.Array:
@@ -143,9 +186,9 @@ def _source_values(x_RxC: jax.Array, z_Rx1: jax.Array | None, coverage: bool) ->
   return jnp.concatenate(cols, axis=-1) if len(cols) > 1 else cols[0]
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(3, 4))
+@functools.partial(jax.custom_vjp, nondiff_argnums=(3, 4, 5))
 def _bilinear_scatter(x_NxC: jax.Array, z_Nx1: jax.Array | None, flow_BxHxWx2: jax.Array, coverage: bool,
-                      chunk: int | None) -> jax.Array:
+                      chunk: int | None, impl: str) -> jax.Array:
   """sum over sources p and their corners q of w_q(p) v(p), added at q, with v = _source_values(x, z,
   coverage): (N, C'), N = B * H * W.
 
@@ -157,8 +200,10 @@ def _bilinear_scatter(x_NxC: jax.Array, z_Nx1: jax.Array | None, flow_BxHxWx2: j
   """
   _, h, w, _ = flow_BxHxWx2.shape
   fn = functools.partial(_scatter_chunks, h=h, w=w, coverage=coverage)
+  cpu = (functools.partial(_native_scatter, flow=flow_BxHxWx2, coverage=coverage)
+         if _use_native(impl, x_NxC.dtype) else None)
   return _by_platform(fn, chunk, x_NxC.shape[0], _source_width(x_NxC, z_Nx1, coverage), x_NxC, z_Nx1,
-                      *_sources(flow_BxHxWx2))
+                      *_sources(flow_BxHxWx2), native=cpu)
 
 
 def _sources(flow_BxHxWx2: jax.Array):
@@ -217,16 +262,19 @@ def _gather_chunks(x_NxC, z_Nx1, g_NxW, gx_N, gy_N, base_N, *, h, w, coverage, c
   return _over_chunks(n, chunk, body, init)
 
 
-def _bilinear_scatter_fwd(x_NxC, z_Nx1, flow_BxHxWx2, coverage, chunk):
-  return _bilinear_scatter(x_NxC, z_Nx1, flow_BxHxWx2, coverage, chunk), (x_NxC, z_Nx1, flow_BxHxWx2)
+def _bilinear_scatter_fwd(x_NxC, z_Nx1, flow_BxHxWx2, coverage, chunk, impl):
+  out = _bilinear_scatter(x_NxC, z_Nx1, flow_BxHxWx2, coverage, chunk, impl)
+  return out, (x_NxC, z_Nx1, flow_BxHxWx2)
 
 
-def _bilinear_scatter_bwd(coverage, chunk, res, g_NxW):
+def _bilinear_scatter_bwd(coverage, chunk, impl, res, g_NxW):
   x_NxC, z_Nx1, flow = res
   _, h, w, _ = flow.shape
   fn = functools.partial(_gather_chunks, h=h, w=w, coverage=coverage)
+  cpu = (functools.partial(_native_gather, flow=flow, coverage=coverage)
+         if _use_native(impl, x_NxC.dtype) else None)
   d_x, d_z, d_flow = _by_platform(fn, chunk, x_NxC.shape[0], g_NxW.shape[1], x_NxC, z_Nx1, g_NxW,
-                                  *_sources(flow))
+                                  *_sources(flow), native=cpu)
   return d_x, d_z, d_flow.reshape(flow.shape).astype(flow.dtype)
 
 
@@ -252,10 +300,10 @@ def _normalize_bwd(res, g):
 _normalize.defvjp(_normalize_fwd, _normalize_bwd)
 
 
-@functools.partial(jax.jit, static_argnames=('mode', 'return_mask', 'chunk'))
+@functools.partial(jax.jit, static_argnames=('mode', 'return_mask', 'chunk', 'impl'))
 def softmax_splat(x_BxHxWxC: jax.Array, flow_BxHxWx2: jax.Array, importance_BxHxWx1: jax.Array | None = None,
                   mode: str = 'softmax', clip: float = 20.0, eps: float = 1e-7, return_mask: bool = False,
-                  chunk: int | None = None):
+                  chunk: int | None = None, impl: str = 'auto'):
   """Forward-warp x by flow; returns (B, H, W, C) and, with ``return_mask``, also mask_BxHxWx1.
 
   Args:
@@ -269,11 +317,18 @@ def softmax_splat(x_BxHxWxC: jax.Array, flow_BxHxWx2: jax.Array, importance_BxHx
       MASK_THRESHOLD (whatever Z was), 0 in holes. It carries no gradient.
     chunk: sources per scatter (and per gather in the backward). Default: on CPU chunks whose corner
       updates fit the cache, elsewhere all at once. The result does not depend on it beyond float rounding.
+      Giving it selects the pure-JAX scatter (impl='xla') on every backend.
+    impl: how the scatter runs on CPU: 'native' in the C++ kernels of gid_jax.render.native (built on
+      first use; several times faster than XLA:CPU's scatter), 'xla' as a JAX scatter-add, 'auto' (the
+      default) native when it could be built, else xla. GPUs and TPUs always run the JAX scatter. The
+      result does not depend on it beyond float rounding.
   """
   if mode not in MODES:
     raise ValueError(f'mode must be one of {MODES}, got {mode!r}')
   if chunk is not None and (not isinstance(chunk, int) or isinstance(chunk, bool) or chunk < 1):
     raise ValueError(f'chunk must be a positive integer (sources per scatter) or None, got {chunk!r}')
+  if impl not in IMPLS:
+    raise ValueError(f'impl must be one of {IMPLS}, got {impl!r}')
   if mode in ('linear', 'softmax') and importance_BxHxWx1 is None:
     raise ValueError(f'mode {mode!r} needs importance_BxHxWx1')
   _check(x_BxHxWxC, flow_BxHxWx2, importance_BxHxWx1 if mode in ('linear', 'softmax') else None)
@@ -290,7 +345,8 @@ def softmax_splat(x_BxHxWxC: jax.Array, flow_BxHxWx2: jax.Array, importance_BxHx
   # 'average' normalises by the plain bilinear coverage, which is also the mask's; 'linear' and 'softmax'
   # need it as a column of its own for the mask (their normaliser is Z-weighted).
   with_coverage = return_mask or mode == 'average'
-  acc = _bilinear_scatter(x.reshape(b * h * w, c), z, flow, with_coverage, chunk)
+  acc = _bilinear_scatter(x.reshape(b * h * w, c), z, flow, with_coverage, chunk,
+                          'xla' if chunk is not None else impl)
   acc = acc.reshape(b, h, w, acc.shape[-1])
   out = acc[..., :c] if mode == 'sum' else _normalize(acc[..., :c], acc[..., c:c + 1] + eps)
   if not return_mask:
