@@ -247,6 +247,32 @@ def test_native_kernel_in_float64_matches_the_reference_closely(rng, mode):
       np.testing.assert_allclose(got, ref, rtol=1e-11, atol=1e-12)
 
 
+@pytest.mark.parametrize('mode', ['softmax', 'average'])
+def test_native_kernel_on_several_threads_matches_xla_and_repeats_exactly(rng, mode):
+  # 2 x 64 x 80 sources: more than one band of output pixels (the forward) and several pieces of sources
+  # (the backward) for the XLA:CPU threads; 19 channels: whole float32 vectors and a tail.
+  shape = (2, 64, 80, 19)
+  x = rng.normal(size=shape).astype(np.float32)
+  flow = rng.uniform(-6, 6, size=shape[:3] + (2,)).astype(np.float32)
+  z = rng.normal(size=shape[:3] + (1,)).astype(np.float32)
+  cot = rng.normal(size=shape).astype(np.float32)
+
+  def run(impl):
+    f = lambda x, flow, z: splat.softmax_splat(x, flow, z, mode=mode, return_mask=True, impl=impl)
+    (out, mask), vjp = jax.vjp(f, x, flow, z)
+    return out, mask, vjp((jnp.asarray(cot), jnp.zeros_like(mask)))
+
+  out, mask, grads = run('native')
+  want, want_mask, want_grads = run('xla')
+  np.testing.assert_allclose(out, want, rtol=1e-5, atol=1e-5)
+  np.testing.assert_array_equal(mask, want_mask)
+  for got, ref in zip(grads, want_grads):
+    np.testing.assert_allclose(got, ref, rtol=1e-4, atol=1e-4 * float(np.abs(ref).max()))
+  again = run('native')
+  for a, b in zip(jax.tree.leaves((out, mask, grads)), jax.tree.leaves(again)):
+    np.testing.assert_array_equal(a, b)  # the same bits whichever thread did which part
+
+
 def test_native_kernel_is_the_default_on_cpu_and_can_be_turned_off(rng, monkeypatch):
   from gid_jax.render import native
   assert native.available(), 'the CPU splat kernel did not build here (is there a C++ compiler?)'

@@ -117,14 +117,13 @@ def _over_chunks(n: int, chunk: int, body, init):
   return jax.lax.fori_loop(0, num, step, init) if num > 1 else step(0, init)
 
 
-def _by_platform(fn, chunk: int | None, n: int, c: int, *args, native=None):
-  """``fn(*args, chunk=...)``: on CPU ``native(*args)`` when given, else in chunks of ``_chunk_rows``
-  sources; elsewhere in one piece (a GPU or TPU scatter wants all the work at once). An explicit ``chunk``
-  is used everywhere."""
+def _by_platform(fn, chunk: int | None, n: int, c: int, *args):
+  """``fn(*args, chunk=...)``: on CPU in chunks of ``_chunk_rows`` sources, elsewhere in one piece (a GPU
+  or TPU scatter wants all the work at once). An explicit ``chunk`` is used everywhere."""
   if chunk is not None:
     return fn(*args, chunk=min(chunk, n))
-  cpu = native if native is not None else functools.partial(fn, chunk=_chunk_rows(n, c))
-  return jax.lax.platform_dependent(*args, cpu=cpu, default=functools.partial(fn, chunk=n))
+  return jax.lax.platform_dependent(*args, cpu=functools.partial(fn, chunk=_chunk_rows(n, c)),
+                                    default=functools.partial(fn, chunk=n))
 
 
 def _use_native(impl: str, dtype) -> bool:
@@ -136,34 +135,6 @@ def _use_native(impl: str, dtype) -> bool:
     raise ValueError(f"impl='native' needs the CPU splat kernel for {jnp.dtype(dtype).name}: "
                      f"{'float32/float64 only' if native.available() else 'it could not be built'}")
   return ok
-
-
-def _ffi_target(kind: str, dtype) -> str:
-  return native.TARGETS[kind, 'f64' if jnp.dtype(dtype) == jnp.float64 else 'f32']
-
-
-def _native_scatter(x_NxC, z_Nx1, gx_N, gy_N, base_N, *, flow, coverage):
-  """The forward on CPU in C++ (splat_cpu.cc, Scatter): the arithmetic of ``_scatter_chunks``."""
-  del gx_N, gy_N, base_N  # the kernel finds the corners itself, from the flow
-  b, h, w, _ = flow.shape
-  n = x_NxC.shape[0]
-  z = jnp.zeros((0, 1), x_NxC.dtype) if z_Nx1 is None else z_Nx1
-  out = jax.ShapeDtypeStruct((n, _source_width(x_NxC, z_Nx1, coverage)), x_NxC.dtype)
-  call = jax.ffi.ffi_call(_ffi_target('scatter', x_NxC.dtype), out, vmap_method='sequential')
-  return call(x_NxC, z, flow.reshape(n, 2), b=b, h=h, w=w, coverage=coverage)
-
-
-def _native_gather(x_NxC, z_Nx1, g_NxW, gx_N, gy_N, base_N, *, flow, coverage):
-  """The backward on CPU in C++ (splat_cpu.cc, Gather): the arithmetic of ``_gather_chunks``."""
-  del gx_N, gy_N, base_N
-  b, h, w, _ = flow.shape
-  n, c = x_NxC.shape
-  z = jnp.zeros((0, 1), x_NxC.dtype) if z_Nx1 is None else z_Nx1
-  outs = (jax.ShapeDtypeStruct((n, c), x_NxC.dtype), jax.ShapeDtypeStruct(z.shape, x_NxC.dtype),
-          jax.ShapeDtypeStruct((n, 2), x_NxC.dtype))
-  call = jax.ffi.ffi_call(_ffi_target('gather', x_NxC.dtype), outs, vmap_method='sequential')
-  d_x, d_z, d_flow = call(x_NxC, z, flow.reshape(n, 2), g_NxW, b=b, h=h, w=w, coverage=coverage)
-  return d_x, None if z_Nx1 is None else d_z, d_flow
 
 
 def _sum_channels(a_NxC: jax.Array) -> jax.Array:
@@ -186,9 +157,9 @@ def _source_values(x_RxC: jax.Array, z_Rx1: jax.Array | None, coverage: bool) ->
   return jnp.concatenate(cols, axis=-1) if len(cols) > 1 else cols[0]
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(3, 4, 5))
+@functools.partial(jax.custom_vjp, nondiff_argnums=(3, 4))
 def _bilinear_scatter(x_NxC: jax.Array, z_Nx1: jax.Array | None, flow_BxHxWx2: jax.Array, coverage: bool,
-                      chunk: int | None, impl: str) -> jax.Array:
+                      chunk: int | None) -> jax.Array:
   """sum over sources p and their corners q of w_q(p) v(p), added at q, with v = _source_values(x, z,
   coverage): (N, C'), N = B * H * W.
 
@@ -200,10 +171,8 @@ def _bilinear_scatter(x_NxC: jax.Array, z_Nx1: jax.Array | None, flow_BxHxWx2: j
   """
   _, h, w, _ = flow_BxHxWx2.shape
   fn = functools.partial(_scatter_chunks, h=h, w=w, coverage=coverage)
-  cpu = (functools.partial(_native_scatter, flow=flow_BxHxWx2, coverage=coverage)
-         if _use_native(impl, x_NxC.dtype) else None)
   return _by_platform(fn, chunk, x_NxC.shape[0], _source_width(x_NxC, z_Nx1, coverage), x_NxC, z_Nx1,
-                      *_sources(flow_BxHxWx2), native=cpu)
+                      *_sources(flow_BxHxWx2))
 
 
 def _sources(flow_BxHxWx2: jax.Array):
@@ -262,19 +231,16 @@ def _gather_chunks(x_NxC, z_Nx1, g_NxW, gx_N, gy_N, base_N, *, h, w, coverage, c
   return _over_chunks(n, chunk, body, init)
 
 
-def _bilinear_scatter_fwd(x_NxC, z_Nx1, flow_BxHxWx2, coverage, chunk, impl):
-  out = _bilinear_scatter(x_NxC, z_Nx1, flow_BxHxWx2, coverage, chunk, impl)
-  return out, (x_NxC, z_Nx1, flow_BxHxWx2)
+def _bilinear_scatter_fwd(x_NxC, z_Nx1, flow_BxHxWx2, coverage, chunk):
+  return _bilinear_scatter(x_NxC, z_Nx1, flow_BxHxWx2, coverage, chunk), (x_NxC, z_Nx1, flow_BxHxWx2)
 
 
-def _bilinear_scatter_bwd(coverage, chunk, impl, res, g_NxW):
+def _bilinear_scatter_bwd(coverage, chunk, res, g_NxW):
   x_NxC, z_Nx1, flow = res
   _, h, w, _ = flow.shape
   fn = functools.partial(_gather_chunks, h=h, w=w, coverage=coverage)
-  cpu = (functools.partial(_native_gather, flow=flow, coverage=coverage)
-         if _use_native(impl, x_NxC.dtype) else None)
   d_x, d_z, d_flow = _by_platform(fn, chunk, x_NxC.shape[0], g_NxW.shape[1], x_NxC, z_Nx1, g_NxW,
-                                  *_sources(flow), native=cpu)
+                                  *_sources(flow))
   return d_x, d_z, d_flow.reshape(flow.shape).astype(flow.dtype)
 
 
@@ -298,6 +264,78 @@ def _normalize_bwd(res, g):
 
 
 _normalize.defvjp(_normalize_fwd, _normalize_bwd)
+
+
+def _xla_sums(x_NxC, z_Nx1, flow_BxHxWx2, eps, *, coverage: bool, normalize: bool, chunk: int | None):
+  """(out (N, C), extra (N, E)) with JAX's scatter: out = the splatted x z (x without z), divided by the
+  splatted z (or, without z, the coverage) + eps when ``normalize``; extra = the splatted [z, 1] (E = has z
+  + coverage)."""
+  c = x_NxC.shape[1]
+  acc = _bilinear_scatter(x_NxC, z_Nx1, flow_BxHxWx2, coverage, chunk)
+  num, extra = acc[:, :c], acc[:, c:]
+  return (_normalize(num, extra[:, :1] + eps) if normalize else num), extra
+
+
+def _native_call(kind: str, outs, x_NxC, z_Nx1, flow_BxHxWx2, *args, **attrs):
+  """Call the C++ kernel ``kind`` ('scatter' or 'gather') on x, z (an empty (0, 1) when there is none),
+  the flow as (N, 2) and ``args``."""
+  b, h, w, _ = flow_BxHxWx2.shape
+  n = x_NxC.shape[0]
+  z = jnp.zeros((0, 1), x_NxC.dtype) if z_Nx1 is None else z_Nx1
+  target = native.TARGETS[kind, 'f64' if x_NxC.dtype == jnp.float64 else 'f32']
+  call = jax.ffi.ffi_call(target, outs, vmap_method='sequential')
+  return call(x_NxC, z, flow_BxHxWx2.reshape(n, 2), *args, b=b, h=h, w=w, **attrs)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(4, 5))
+def _native_sums(x_NxC, z_Nx1, flow_BxHxWx2, eps, coverage: bool, normalize: bool):
+  """``_xla_sums`` in the C++ kernels of gid_jax.render.native (CPU only): the splat, the coverage and the
+  normalisation in one pass over the sources and one over the output; the VJP is one more kernel (the
+  gather of the corners' cotangents, with the normalisation's backward)."""
+  n, c = x_NxC.shape
+  e = (z_Nx1 is not None) + coverage
+  outs = (jax.ShapeDtypeStruct((n, c), x_NxC.dtype), jax.ShapeDtypeStruct((n, e), x_NxC.dtype))
+  return _native_call('scatter', outs, x_NxC, z_Nx1, flow_BxHxWx2, jnp.reshape(eps, (1,)).astype(x_NxC.dtype),
+                      coverage=coverage, normalize=normalize)
+
+
+def _native_sums_fwd(x_NxC, z_Nx1, flow_BxHxWx2, eps, coverage, normalize):
+  out, extra = _native_sums(x_NxC, z_Nx1, flow_BxHxWx2, eps, coverage, normalize)
+  return (out, extra), (x_NxC, z_Nx1, flow_BxHxWx2, eps, out, extra)
+
+
+def _native_sums_bwd(coverage, normalize, res, g):
+  x_NxC, z_Nx1, flow, eps, out, extra = res
+  g_out, g_extra = g
+  n, c = x_NxC.shape
+  outs = (jax.ShapeDtypeStruct((n, c), x_NxC.dtype),
+          jax.ShapeDtypeStruct((0 if z_Nx1 is None else n, 1), x_NxC.dtype),
+          jax.ShapeDtypeStruct((n, 2), x_NxC.dtype))
+  # The kernel also does the normalisation's backward (that of _normalize), row by row as it reads them.
+  d_x, d_z, d_flow = _native_call('gather', outs, x_NxC, z_Nx1, flow, g_out, g_extra, out, extra,
+                                  jnp.reshape(eps, (1,)).astype(x_NxC.dtype), coverage=coverage,
+                                  normalize=normalize)
+  return (d_x, None if z_Nx1 is None else d_z, d_flow.reshape(flow.shape).astype(flow.dtype),
+          jnp.zeros_like(eps))
+
+
+_native_sums.defvjp(_native_sums_fwd, _native_sums_bwd)
+
+
+def _sums(x_NxC, z_Nx1, flow_BxHxWx2, eps, *, coverage: bool, normalize: bool, chunk: int | None,
+          impl: str):
+  """``_xla_sums`` on the backend at hand: on CPU the C++ kernels when ``impl`` allows (see
+  ``softmax_splat``), else XLA's scatter in chunks; on GPU and TPU XLA's in one piece."""
+  xla = functools.partial(_xla_sums, coverage=coverage, normalize=normalize)
+  if chunk is not None:
+    return xla(x_NxC, z_Nx1, flow_BxHxWx2, eps, chunk=chunk)
+  n = x_NxC.shape[0]
+  if _use_native(impl, x_NxC.dtype):
+    cpu = functools.partial(_native_sums, coverage=coverage, normalize=normalize)
+  else:
+    cpu = functools.partial(xla, chunk=_chunk_rows(n, _source_width(x_NxC, z_Nx1, coverage)))
+  return jax.lax.platform_dependent(x_NxC, z_Nx1, flow_BxHxWx2, eps, cpu=cpu,
+                                    default=functools.partial(xla, chunk=n))
 
 
 @functools.partial(jax.jit, static_argnames=('mode', 'return_mask', 'chunk', 'impl'))
@@ -345,13 +383,12 @@ def softmax_splat(x_BxHxWxC: jax.Array, flow_BxHxWx2: jax.Array, importance_BxHx
   # 'average' normalises by the plain bilinear coverage, which is also the mask's; 'linear' and 'softmax'
   # need it as a column of its own for the mask (their normaliser is Z-weighted).
   with_coverage = return_mask or mode == 'average'
-  acc = _bilinear_scatter(x.reshape(b * h * w, c), z, flow, with_coverage, chunk,
-                          'xla' if chunk is not None else impl)
-  acc = acc.reshape(b, h, w, acc.shape[-1])
-  out = acc[..., :c] if mode == 'sum' else _normalize(acc[..., :c], acc[..., c:c + 1] + eps)
+  out, extra = _sums(x.reshape(b * h * w, c), z, flow, jnp.asarray(eps, dtype), coverage=with_coverage,
+                     normalize=mode != 'sum', chunk=chunk, impl=impl)
+  out = out.reshape(b, h, w, c)
   if not return_mask:
     return out
-  coverage = jax.lax.stop_gradient(acc[..., -1:])
+  coverage = jax.lax.stop_gradient(extra[:, -1:]).reshape(b, h, w, 1)
   return out, (coverage > MASK_THRESHOLD).astype(dtype)
 
 
