@@ -15,10 +15,16 @@ Modes, as in the reference ``softsplat.py`` (w = bilinear weight of a source at 
     softmax   out = sum w exp(Z) x / (sum w exp(Z) + eps),  Z clipped to [-clip, clip]
 
 Corners outside the image and sources with a non-finite target are dropped; a pixel that receives nothing
-is 0. All of it is a scatter-add (with a hand-written backward: a gather), so it is jittable and
-differentiable (reverse mode) with respect to x, flow and importance on any backend (the reference is
-CUDA-only). On CPU the sources are taken in cache-sized chunks and the backward's channel sums are written
-as matrix products; benchmarks/splat.py measures what each of these bought.
+is 0. It is jittable and differentiable (reverse mode) with respect to x, flow and importance on any
+backend (the reference is CUDA-only), in one of two implementations of the same arithmetic (``impl``):
+
+* 'xla': a JAX scatter-add (with a hand-written backward: a gather); on CPU the sources are taken in
+  cache-sized chunks and the backward's channel sums are written as matrix products. GPUs and TPUs always
+  run this one.
+* 'native': the C++ kernels of gid_jax.render.native (XLA FFI custom calls, CPU only, built on first use),
+  which also normalise and do the normalisation's backward; the CPU default where they could be built.
+
+benchmarks/splat.py measures both against torch and NumPy.
 """
 
 from __future__ import annotations
