@@ -297,6 +297,15 @@ def test_native_kernel_is_the_default_on_cpu_and_can_be_turned_off(rng, monkeypa
     jax.clear_caches()
 
 
+def test_a_compiler_that_rejects_the_cpu_flags_builds_without_them(tmp_path, monkeypatch):
+  from gid_jax.render import native
+  monkeypatch.setattr(native, 'ARCH_FLAGS', ('-march=no-such-cpu',))
+  monkeypatch.setenv('GID_JAX_CACHE', str(tmp_path))
+  lib = native._build(native._compiler())  # pylint: disable=protected-access
+  assert lib.exists() and lib.parent == tmp_path / 'native'
+  assert len(list(lib.parent.glob('*.so'))) == 1  # only the build that worked is cached
+
+
 def test_a_kernel_that_does_not_compile_warns_once_and_falls_back(tmp_path, monkeypatch):
   from gid_jax.render import native
   broken = tmp_path / 'splat_cpu.cc'

@@ -24,9 +24,11 @@ import warnings
 import jax
 
 SOURCE = pathlib.Path(__file__).with_name('splat_cpu.cc')
-# -march=native: the library is built on the machine that runs it (the cache key holds the CPU's features,
-# so a home directory shared by different machines gets one build per kind of CPU).
-FLAGS = ('-O3', '-march=native', '-std=c++17', '-shared', '-fPIC', '-fno-math-errno', '-w')
+FLAGS = ('-O3', '-std=c++17', '-shared', '-fPIC', '-fno-math-errno', '-w')
+# Tried first: the library is built on the machine that runs it (the cache key holds the CPU's features, so
+# a home directory shared by different machines gets one build per kind of CPU). A compiler that does not
+# take it (some clang versions on arm64) builds without it.
+ARCH_FLAGS = ('-march=native',)
 TARGETS = {(kind, dtype): f'gid_splat_{kind}_{dtype}' for kind in ('scatter', 'gather') for dtype in ('f32', 'f64')}
 
 
@@ -51,10 +53,17 @@ def _cpu_features() -> bytes:
 
 
 def _build(compiler: str) -> pathlib.Path:
+  try:
+    return _build_with(compiler, FLAGS + ARCH_FLAGS)
+  except RuntimeError:
+    return _build_with(compiler, FLAGS)
+
+
+def _build_with(compiler: str, flags: tuple[str, ...]) -> pathlib.Path:
   import filelock  # pylint: disable=import-outside-toplevel
   include = jax.ffi.include_dir()
   key = hashlib.sha256(b'\0'.join([SOURCE.read_bytes(), jax.lib.__version__.encode(), compiler.encode(),
-                                   ' '.join(FLAGS).encode(), _cpu_features()])).hexdigest()[:16]
+                                   ' '.join(flags).encode(), _cpu_features()])).hexdigest()[:16]
   out_dir = cache_dir() / 'native'
   out_dir.mkdir(parents=True, exist_ok=True)
   lib = out_dir / f'splat_cpu-{key}.so'
@@ -63,7 +72,7 @@ def _build(compiler: str) -> pathlib.Path:
       fd, tmp = tempfile.mkstemp(dir=out_dir, suffix='.so.tmp')
       os.close(fd)
       try:
-        cmd = [compiler, *FLAGS, f'-I{include}', str(SOURCE), '-o', tmp]
+        cmd = [compiler, *flags, f'-I{include}', str(SOURCE), '-o', tmp]
         res = subprocess.run(cmd, capture_output=True, text=True, check=False)
         if res.returncode != 0:
           lines = res.stderr.strip().splitlines() or ['no output']
