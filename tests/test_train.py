@@ -57,11 +57,11 @@ def test_resume_gives_the_identical_next_loss(data_dir, tmp_path):
 
 
 def test_training_with_the_perceptual_loss_logs_it_and_restores(data_dir, tmp_path):
-  c = cfg(data_dir, num_steps=4, **{'loss.perceptual': 1.0, 'optimizer.warmup_steps': 2,
+  c = cfg(data_dir, num_steps=4, **{'loss.perceptual': 1.0, 'loss.ssim': 0.5, 'optimizer.warmup_steps': 2,
                                      'optimizer.learning_rate': 3e-3})
   loop.train(c, str(tmp_path / 'w'), renderer_task.make_task(c), progress=False)
   ms = metrics.read_metrics(str(tmp_path / 'w'))
-  assert all('perceptual' in m and np.isfinite(m['loss']) for m in ms)
+  assert all('perceptual' in m and 0 <= m['dssim'] <= 2 and np.isfinite(m['loss']) for m in ms)
   model = loop.load_model(str(tmp_path / 'w'), c, renderer_task.make_task(c))
   assert model.num_levels == 2
 
@@ -97,6 +97,11 @@ def test_cli_errors_are_one_line(tmp_path):
                      capture_output=True, text=True)
   assert r.returncode == 2
   assert r.stderr.strip().splitlines()[-1].startswith('error: no gid_frames dataset')
+  r = subprocess.run([sys.executable, '-m', 'gid_jax.train', '--config=' + renderer_config.__file__,
+                      '--config.data_dir', str(tmp_path / 'missing'), '--config.loss.ssim=-0.5',
+                      '--workdir', str(tmp_path / 'w')], capture_output=True, text=True)
+  assert r.returncode == 2
+  assert r.stderr.strip().splitlines()[-1] == 'error: config.loss.ssim must be a finite weight >= 0, got -0.5'
 
 
 def test_evaluate_cli(data_dir, tmp_path, capsys):

@@ -1,6 +1,9 @@
-"""Renderer training task: (I_0, F_t, W) -> I_t with L1 + VGG perceptual loss on real (I_0, I_t) pairs."""
+"""Renderer training task: (I_0, F_t, W) -> I_t with L1 + VGG perceptual (+ optional 1 - SSIM) loss on real
+(I_0, I_t) pairs."""
 
 from __future__ import annotations
+
+import math
 
 import jax
 import jax.numpy as jnp
@@ -9,6 +12,7 @@ from gid_jax.data import build as build_lib
 from gid_jax.data import pipeline
 from gid_jax.models import perceptual as perceptual_lib
 from gid_jax.models import renderer as renderer_lib
+from gid_jax.models import ssim as ssim_lib
 from gid_jax.training.loop import Task
 
 
@@ -20,6 +24,10 @@ def model_task(cfg) -> Task:
 def make_task(config) -> Task:
   if not config.data_dir:
     raise ValueError('config.data_dir is empty: pass --config.data_dir=<a python -m gid_jax.data.build --out>')
+  for name in ('l1', 'perceptual', 'ssim'):
+    weight = config.loss.get(name, 0.0)
+    if not (isinstance(weight, (int, float)) and math.isfinite(weight) and weight >= 0):
+      raise ValueError(f'config.loss.{name} must be a finite weight >= 0, got {weight!r}')
   perceptual = perceptual_lib.get(config.loss.perceptual_net) if config.loss.perceptual > 0 else None
 
   def make_model(cfg, rngs):
@@ -35,6 +43,10 @@ def make_task(config) -> Task:
       p = jnp.mean(perceptual(pred, batch['target']))
       metrics['perceptual'] = p
       loss = loss + config.loss.perceptual * p
+    if config.loss.get('ssim', 0.0) > 0:
+      d = 1.0 - jnp.mean(ssim_lib.ssim(pred, batch['target']))
+      metrics['dssim'] = d
+      loss = loss + config.loss.ssim * d
     return loss, metrics
 
   def make_dataset(cfg):
