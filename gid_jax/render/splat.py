@@ -133,8 +133,9 @@ def _by_platform(fn, chunk: int | None, n: int, c: int, *args):
 
 
 def _use_native(impl: str, dtype) -> bool:
-  """Whether the CPU branch runs the C++ kernels of gid_jax.render.native (see ``softmax_splat``)."""
-  if impl == 'xla':
+  """Whether the CPU branch runs the C++ kernels of gid_jax.render.native (see ``softmax_splat``). 'auto'
+  builds them only where JAX's default backend is the CPU: a GPU or TPU job does not need a compiler."""
+  if impl == 'xla' or (impl == 'auto' and jax.default_backend() != 'cpu'):
     return False
   ok = jnp.dtype(dtype) in (jnp.float32, jnp.float64) and native.available()
   if impl == 'native' and not ok:
@@ -364,8 +365,8 @@ def softmax_splat(x_BxHxWxC: jax.Array, flow_BxHxWx2: jax.Array, importance_BxHx
       Giving it selects the pure-JAX scatter (impl='xla') on every backend.
     impl: how the scatter runs on CPU: 'native' in the C++ kernels of gid_jax.render.native (built on
       first use; several times faster than XLA:CPU's scatter), 'xla' as a JAX scatter-add, 'auto' (the
-      default) native when it could be built, else xla. GPUs and TPUs always run the JAX scatter. The
-      result does not depend on it beyond float rounding.
+      default) native when it could be built and the CPU is JAX's default backend, else xla. GPUs and
+      TPUs always run the JAX scatter. The result does not depend on it beyond float rounding.
   """
   if mode not in MODES:
     raise ValueError(f'mode must be one of {MODES}, got {mode!r}')
