@@ -283,15 +283,16 @@ def _xla_sums(x_NxC, z_Nx1, flow_BxHxWx2, eps, *, coverage: bool, normalize: boo
   return (_normalize(num, extra[:, :1] + eps) if normalize else num), extra
 
 
-def _native_call(kind: str, outs, x_NxC, z_Nx1, flow_BxHxWx2, *args, **attrs):
+def _native_call(kind: str, outs, x_NxC, z_Nx1, flow_BxHxWx2, *args, eps, **attrs):
   """Call the C++ kernel ``kind`` ('scatter' or 'gather') on x, z (an empty (0, 1) when there is none),
-  the flow as (N, 2) and ``args``."""
+  the flow as (N, 2), ``args`` and eps (as a 1-element array)."""
   b, h, w, _ = flow_BxHxWx2.shape
   n = x_NxC.shape[0]
   z = jnp.zeros((0, 1), x_NxC.dtype) if z_Nx1 is None else z_Nx1
   target = native.TARGETS[kind, 'f64' if x_NxC.dtype == jnp.float64 else 'f32']
   call = jax.ffi.ffi_call(target, outs, vmap_method='sequential')
-  return call(x_NxC, z, flow_BxHxWx2.reshape(n, 2), *args, b=b, h=h, w=w, **attrs)
+  return call(x_NxC, z, flow_BxHxWx2.reshape(n, 2), *args, jnp.reshape(eps, (1,)).astype(x_NxC.dtype),
+              b=b, h=h, w=w, **attrs)
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(4, 5))
@@ -302,8 +303,8 @@ def _native_sums(x_NxC, z_Nx1, flow_BxHxWx2, eps, coverage: bool, normalize: boo
   n, c = x_NxC.shape
   e = (z_Nx1 is not None) + coverage
   outs = (jax.ShapeDtypeStruct((n, c), x_NxC.dtype), jax.ShapeDtypeStruct((n, e), x_NxC.dtype))
-  return _native_call('scatter', outs, x_NxC, z_Nx1, flow_BxHxWx2, jnp.reshape(eps, (1,)).astype(x_NxC.dtype),
-                      coverage=coverage, normalize=normalize)
+  return _native_call('scatter', outs, x_NxC, z_Nx1, flow_BxHxWx2, eps=eps, coverage=coverage,
+                      normalize=normalize)
 
 
 def _native_sums_fwd(x_NxC, z_Nx1, flow_BxHxWx2, eps, coverage, normalize):
@@ -319,9 +320,8 @@ def _native_sums_bwd(coverage, normalize, res, g):
           jax.ShapeDtypeStruct((0 if z_Nx1 is None else n, 1), x_NxC.dtype),
           jax.ShapeDtypeStruct((n, 2), x_NxC.dtype))
   # The kernel also does the normalisation's backward (that of _normalize), row by row as it reads them.
-  d_x, d_z, d_flow = _native_call('gather', outs, x_NxC, z_Nx1, flow, g_out, g_extra, out, extra,
-                                  jnp.reshape(eps, (1,)).astype(x_NxC.dtype), coverage=coverage,
-                                  normalize=normalize)
+  d_x, d_z, d_flow = _native_call('gather', outs, x_NxC, z_Nx1, flow, g_out, g_extra, out, extra, eps=eps,
+                                  coverage=coverage, normalize=normalize)
   return (d_x, None if z_Nx1 is None else d_z, d_flow.reshape(flow.shape).astype(flow.dtype),
           jnp.zeros_like(eps))
 
@@ -332,17 +332,12 @@ _native_sums.defvjp(_native_sums_fwd, _native_sums_bwd)
 def _sums(x_NxC, z_Nx1, flow_BxHxWx2, eps, *, coverage: bool, normalize: bool, chunk: int | None,
           impl: str):
   """``_xla_sums`` on the backend at hand: on CPU the C++ kernels when ``impl`` allows (see
-  ``softmax_splat``), else XLA's scatter in chunks; on GPU and TPU XLA's in one piece."""
-  xla = functools.partial(_xla_sums, coverage=coverage, normalize=normalize)
-  if chunk is not None:
-    return xla(x_NxC, z_Nx1, flow_BxHxWx2, eps, chunk=chunk)
-  n = x_NxC.shape[0]
-  if _use_native(impl, x_NxC.dtype):
-    cpu = functools.partial(_native_sums, coverage=coverage, normalize=normalize)
-  else:
-    cpu = functools.partial(xla, chunk=_chunk_rows(n, _source_width(x_NxC, z_Nx1, coverage)))
-  return jax.lax.platform_dependent(x_NxC, z_Nx1, flow_BxHxWx2, eps, cpu=cpu,
-                                    default=functools.partial(xla, chunk=n))
+  ``softmax_splat``), else XLA's scatter (whose chunking per backend is ``_by_platform``'s)."""
+  xla = functools.partial(_xla_sums, coverage=coverage, normalize=normalize, chunk=chunk)
+  if chunk is not None or not _use_native(impl, x_NxC.dtype):
+    return xla(x_NxC, z_Nx1, flow_BxHxWx2, eps)
+  return jax.lax.platform_dependent(x_NxC, z_Nx1, flow_BxHxWx2, eps, default=xla,
+                                    cpu=functools.partial(_native_sums, coverage=coverage, normalize=normalize))
 
 
 @functools.partial(jax.jit, static_argnames=('mode', 'return_mask', 'chunk', 'impl'))
