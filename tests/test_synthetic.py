@@ -33,6 +33,14 @@ def test_what_moves_depends_on_content():
   assert amp[:, 64:].max() > 0.5
 
 
+def test_flat_picture_still_moves():
+  # No pixel reaches the movability threshold: the best superpixel moves whole instead of failing.
+  photo = np.full((40, 64, 3), 120, np.uint8)
+  photo[:, 32:] = 126
+  s = synthetic.make_scene(photo, seed=0, width=64, height=40)
+  assert len(s.amp) >= 1 and s.amplitude_map().max() > 0.1
+
+
 def test_power_falls_with_frequency(scene):
   order = np.argsort(scene.freq)
   # Within a region, higher modes carry less amplitude on average (exp(-f / 2 f_c) times jitter).
@@ -87,6 +95,8 @@ def test_generate_cli_and_resume(tmp_path):
 def test_cli_bad_input(tmp_path, capsys):
   assert synthetic.main(['--out', str(tmp_path), '--photos', str(tmp_path / 'none')]) == 2
   assert 'photo folder not found' in capsys.readouterr().err
+  assert synthetic.main(['--out', str(tmp_path), '--crop_min', '0']) == 2
+  assert capsys.readouterr().err.strip() == 'error: --crop_min must be in (0, 1], got 0.0'
   with pytest.raises(ValueError, match='not a readable image'):
     bad = tmp_path / 'x.png'
     bad.write_bytes(b'nope')
@@ -103,6 +113,13 @@ def test_cli_takes_scikit_image_photo_names(tmp_path, capsys):
     a = synthetic.Scene.load(os.path.join(out, f'scene_{i:05d}.scene.npz'))
     b = synthetic.Scene.load(os.path.join(ref, f'scene_{i:05d}.scene.npz'))
     np.testing.assert_array_equal(a.photo, b.photo)
+  # Close-up crops (crop_min) give other pictures of the same photos.
+  close = str(tmp_path / 'close')
+  synthetic.generate(close, 2, photos=('coins', 'grass'), seed=3, width=32, height=24, num_frames=8,
+                     progress=False, crop_min=0.2)
+  c = synthetic.Scene.load(os.path.join(close, 'scene_00000.scene.npz'))
+  a = synthetic.Scene.load(os.path.join(ref, 'scene_00000.scene.npz'))
+  assert c.photo.shape == a.photo.shape and not np.array_equal(c.photo, a.photo)
   capsys.readouterr()  # the progress bar of the run above
   assert synthetic.main(['--out', out, '--photos', 'coins,nope']) == 2
   err = capsys.readouterr().err

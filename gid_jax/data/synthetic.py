@@ -11,8 +11,9 @@ How a scene is made from a photo (all of it a function of the image, except wher
   ``2 * texture + saturation`` (texture = mean Sobel gradient magnitude / 255, saturation in HSV). Superpixels
   are taken in decreasing score while the score is at least ``min_score`` and the moving area stays under
   ``max_area`` (at least one always moves); within a chosen superpixel only pixels whose smoothed
-  ``2 * gradient + saturation`` reaches ``min_score / 2`` move. Textured, colourful things sway, flat grey
-  ones do not, so where things move is learnable from the image.
+  ``2 * gradient + saturation`` reaches ``min_score / 2`` move (if none does, as in a flat picture, the
+  best superpixel moves whole). Textured, colourful things sway, flat grey ones do not, so where things
+  move is learnable from the image.
 * Each moving superpixel is a cantilever anchored at its lowest row: its lever coordinate s runs from 0 at
   the bottom to 1 at the top, and mode j has the shape ``sin((2j + 1) * pi / 2 * s)`` (the shape family of a
   clamped beam), multiplied by the superpixel's mask and Gaussian-blurred so that motion fades smoothly.
@@ -163,8 +164,10 @@ def make_scene(photo: np.ndarray, seed: int, width: int = 256, height: int = 160
   sigma = blur_px * scale
   ys = np.arange(height, dtype=np.float32)[:, None]
   shapes, amps, dirs, freqs, phases, regions = [], [], [], [], [], []
-  for seg in chosen:
-    mask = ((labels == seg) & (pixel_score >= 0.5 * min_score)).astype(np.float32)
+  masks = [((labels == seg) & (pixel_score >= 0.5 * min_score)).astype(np.float32) for seg in chosen]
+  if not any(m.any() for m in masks):  # a flat picture: its best superpixel moves as a whole
+    masks[0] = (labels == chosen[0]).astype(np.float32)
+  for seg, mask in zip(chosen, masks):
     if not mask.any():
       continue
     rows = np.nonzero(mask.any(axis=1))[0]
@@ -275,12 +278,15 @@ def scene_path(video_path: str) -> str:
 
 def generate(out_dir: str, num_scenes: int, photos=DEFAULT_PHOTOS, seed: int = 0, width: int = 256,
              height: int = 160, fps: float = 30.0, num_frames: int = 300, progress: bool = True,
-             **scene_kwargs) -> list[str]:
+             crop_min: float = 0.6, **scene_kwargs) -> list[str]:
   """Write ``scene_XXXXX.mp4`` + ``scene_XXXXX.scene.npz`` for N scenes; existing ones are kept (resumable).
 
-  Scene i animates photo ``i % len(photos)``, randomly cropped (60-100% of each side) and flipped, so that
-  several scenes from one photo still differ in content.
+  Scene i animates photo ``i % len(photos)``, randomly cropped (``crop_min``-100% of each side, 60% by
+  default) and flipped, so that several scenes from one photo still differ in content. A smaller
+  ``crop_min`` makes more distinct pictures of few photos (a 20% crop is a close-up of one part of it).
   """
+  if not 0.0 < crop_min <= 1.0:
+    raise ValueError(f'crop_min must be in (0, 1], got {crop_min}')
   from tqdm.auto import tqdm  # pylint: disable=g-import-not-at-top
   if num_scenes < 1:
     raise ValueError(f'num_scenes must be >= 1, got {num_scenes}')
@@ -298,7 +304,7 @@ def generate(out_dir: str, num_scenes: int, photos=DEFAULT_PHOTOS, seed: int = 0
     photo = cache[name]
     rng = np.random.default_rng([seed, i])
     h, w = photo.shape[:2]
-    ch, cw = int(h * rng.uniform(0.6, 1.0)), int(w * rng.uniform(0.6, 1.0))
+    ch, cw = max(2, int(h * rng.uniform(crop_min, 1.0))), max(2, int(w * rng.uniform(crop_min, 1.0)))
     y0, x0 = rng.integers(0, h - ch + 1), rng.integers(0, w - cw + 1)
     crop = photo[y0:y0 + ch, x0:x0 + cw]
     if rng.random() < 0.5:
@@ -324,6 +330,8 @@ def main(argv=None) -> int:
   parser.add_argument('--height', type=int, default=160)
   parser.add_argument('--fps', type=float, default=30.0)
   parser.add_argument('--num_frames', type=int, default=300, help='frames per video')
+  parser.add_argument('--crop_min', type=float, default=0.6,
+                      help='smallest random crop of a photo, as a fraction of each side (default 0.6)')
   args = parser.parse_args(argv)
   photos = DEFAULT_PHOTOS
   names = args.photos and not os.path.isdir(args.photos) and (',' in args.photos or args.photos in DEFAULT_PHOTOS)
@@ -347,8 +355,11 @@ def main(argv=None) -> int:
     if getattr(args, v) < 2:
       print(f'error: --{v} must be >= 2', file=sys.stderr)
       return 2
+  if not 0.0 < args.crop_min <= 1.0:
+    print(f'error: --crop_min must be in (0, 1], got {args.crop_min}', file=sys.stderr)
+    return 2
   paths = generate(args.out, args.num_scenes, photos, args.seed, args.width, args.height, args.fps,
-                   args.num_frames)
+                   args.num_frames, crop_min=args.crop_min)
   print(f'wrote {len(paths)} scenes to {args.out}')
   return 0
 
