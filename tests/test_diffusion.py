@@ -95,6 +95,31 @@ def test_add_noise_target_predict_round_trip(rng, kind, objective):
     np.testing.assert_allclose(g, r, rtol=1e-4, atol=1e-4 / np.sqrt(a).min())
 
 
+@pytest.mark.parametrize('kind', ['linear', 'cosine'])
+@pytest.mark.parametrize('objective', ['eps', 'v'])
+def test_min_snr_weight(rng, kind, objective):
+  T = 1000
+  sched = schedules.make_schedule(kind, T)
+  _, abar_T = _np_abar(kind, T)
+  t = rng.integers(0, T - 1, size=64)
+  gamma = float(rng.uniform(1.0, 8.0))
+  snr = abar_T[t] / (1.0 - abar_T[t])
+  ref = np.minimum(snr, gamma) / (snr if objective == 'eps' else snr + 1.0)
+  got = schedules.min_snr_weight(sched, jnp.asarray(t), objective, gamma)
+  np.testing.assert_allclose(got, ref, rtol=2e-4)
+  np.testing.assert_array_equal(schedules.min_snr_weight(sched, jnp.asarray(t), objective, 0.0), np.ones(64))
+  # What the weight is for: weight * (pred - target)^2 == min(SNR, gamma) * (x0_hat - x0)^2, per sample.
+  x0 = rng.normal(size=(64, 3))
+  noise = rng.normal(size=x0.shape)
+  a = abar_T[t][:, None]
+  z = np.sqrt(a) * x0 + np.sqrt(1 - a) * noise
+  pred = rng.normal(size=x0.shape)
+  tgt = noise if objective == 'eps' else np.sqrt(a) * noise - np.sqrt(1 - a) * x0
+  x0_hat, _ = _np_x0_eps(z, pred, a, objective)
+  np.testing.assert_allclose(ref[:, None] * (pred - tgt) ** 2, np.minimum(snr, gamma)[:, None] * (x0_hat - x0) ** 2,
+                             rtol=1e-8, atol=1e-10)
+
+
 # --- diffusion_loss ---------------------------------------------------------------------------------------------
 
 

@@ -70,6 +70,8 @@ def get_config(arg=None):
   c.diffusion.schedule = 'linear'  # LDM's scaled-linear betas; 'cosine' also available
   c.diffusion.num_timesteps = 1000
   c.diffusion.objective = 'eps'  # SPEC: epsilon prediction; 'v' also available
+  # Min-SNR-gamma loss weighting (Hang et al. 2023; 5 is their choice): 0 = off, the paper's plain MSE.
+  c.diffusion.min_snr_gamma = 0.0
   c.diffusion.cond_dropout = 0.1  # the first frame is dropped (zeroed) for 10% of examples: enables CFG
 
   c.sampling = ml_collections.ConfigDict()

@@ -122,6 +122,24 @@ def target(sched: Schedule, x0: jax.Array, noise: jax.Array, t: jax.Array, objec
   return jnp.sqrt(abar) * noise - jnp.sqrt(1.0 - abar) * x0
 
 
+def min_snr_weight(sched: Schedule, t: jax.Array, objective: str, gamma: float) -> jax.Array:
+  """Per-sample loss weights of Min-SNR-gamma (Hang et al. 2023), shape of ``t``; ``gamma <= 0``: all ones.
+
+  The weight makes the (pred - target)^2 loss of ``objective`` equal to min(SNR, gamma) * |x0_hat - x0|^2
+  (up to the constant), SNR = abar / (1 - abar): low-noise steps, which only refine details, stop
+  dominating training, and the high-noise steps that decide the layout get a fair share.
+  eps: min(SNR, gamma) / SNR; v: min(SNR, gamma) / (SNR + 1).
+  """
+  check_objective(objective)
+  t = jnp.asarray(t)
+  if gamma <= 0:
+    return jnp.ones(t.shape, jnp.float32)
+  abar = jnp.take(sched.alphas_cumprod, t)
+  snr = abar / (1.0 - abar)
+  clipped = jnp.minimum(snr, gamma)
+  return (clipped / snr if objective == 'eps' else clipped / (snr + 1.0)).astype(jnp.float32)
+
+
 def predict_x0_eps(sched: Schedule, z: jax.Array, t: jax.Array, pred: jax.Array,
                    objective: str) -> tuple[jax.Array, jax.Array]:
   """Turns a model output ``pred`` (in ``objective`` units) at noisy ``z`` and level ``t`` into (x0_hat, eps_hat)."""

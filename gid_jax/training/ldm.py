@@ -98,6 +98,9 @@ def complete_config(config) -> None:
     raise ValueError(f'config.mode must be one of {ldm_lib.MODES}, got {config.mode!r}')
   if config.trainable not in TRAINABLE:
     raise ValueError(f'config.trainable must be one of {tuple(TRAINABLE)}, got {config.trainable!r}')
+  gamma = config.diffusion.get('min_snr_gamma', 0.0)
+  if not (isinstance(gamma, (int, float)) and np.isfinite(gamma) and gamma >= 0):
+    raise ValueError(f'config.diffusion.min_snr_gamma must be a finite number >= 0 (0 = off), got {gamma!r}')
   s1 = None
   if config.trainable == 'freq_attn':
     if not config.stage1_workdir:
@@ -151,6 +154,7 @@ def build_task(config) -> loop.Task:
   """The task of a completed config (make_task completes it from the data and the VAE run first)."""
   sched = schedules.make_schedule(config.diffusion.schedule, config.diffusion.num_timesteps)
   objective = config.diffusion.objective
+  gamma = float(config.diffusion.get('min_snr_gamma', 0.0))
   shared_t = config.mode == 'volume' or config.model.freq_attention
   where = {}
 
@@ -189,7 +193,10 @@ def build_task(config) -> loop.Task:
     keep = jax.random.uniform(k_c, (b,)) >= config.diffusion.cond_dropout
     cond = cond * keep[:, None, None, None]
     pred = model.denoise(xt, t, cond, deterministic=False, rngs=nnx.Rngs(dropout=k_d))
-    mse = jnp.mean((pred - schedules.target(sched, x0, noise, t, objective)) ** 2)
+    err = jnp.mean((pred - schedules.target(sched, x0, noise, t, objective)) ** 2, axis=tuple(range(1, x0.ndim)))
+    mse = jnp.mean(err)
+    if gamma > 0:  # Min-SNR-gamma weighting; 'mse' stays the unweighted loss, comparable between runs
+      return jnp.mean(schedules.min_snr_weight(sched, t, objective, gamma) * err), {'mse': mse}
     return mse, {'mse': mse}
 
   return loop.Task('ldm', make_model, loss_fn, vae_task.motion_dataset, trainable=TRAINABLE[config.trainable],
