@@ -22,7 +22,7 @@ def test_report_cli(ldm_runs, tmp_path, capsys):
   out = str(tmp_path / 'r.json')
   assert motion_model.main(['--data', ldm_runs['data'], '--split', 'train', '--train_data', ldm_runs['data'],
                             '--run', f's1={ldm_runs["s1"]}', '--samples', '1', '--steps', '2', '--limit', '2',
-                            '--probe_steps', '5', '--out', out]) == 0
+                            '--probe_steps', '5', '--condition_check', '--out', out]) == 0
   table = capsys.readouterr().out
   res = json.load(open(out))
   assert res['held_out_clips'] == 2
@@ -34,7 +34,21 @@ def test_report_cli(ldm_runs, tmp_path, capsys):
     assert 0.0 <= res['methods'][name]['iou'] <= 1.0
   assert '| direct moving-mask classifier (reference) | ' in table and 'n/a' in table
   assert np.isfinite(res['methods']['s1']['pixel_fd'])
+  assert len(res['condition_use']['s1']) == 5 and '| s1 | 99 |' in table
   assert os.path.exists(out)
+
+
+def test_condition_use(ldm_runs):
+  _, images, true = motion_model.load_clips(ldm_runs['data'], 'train', limit=2)
+  rows = motion_model.condition_use(ldm_runs['s1'], images, true, 0.1, levels=(1.0, 0.5))
+  assert [r['t'] for r in rows] == [99, 50]  # the fixture's schedule has T = 100
+  for r in rows:
+    assert 0.0 <= r['auc_image'] <= 1.0 and 0.0 <= r['auc_null'] <= 1.0
+    assert r['mean_abs_diff_px'] >= 0.0 and r['mean_rms_px'] > 0.0
+  # The null image is all zeros: a run fed zeros as "the image" must show no difference at all.
+  zero = np.full_like(images, 127)  # 127 / 127.5 - 1 ~ -0.004, nearly the null condition
+  near = motion_model.condition_use(ldm_runs['s1'], zero, true, 0.1, levels=(0.5,))[0]
+  assert near['mean_abs_diff_px'] < rows[1]['mean_abs_diff_px']
 
 
 def test_report_cli_errors(capsys):

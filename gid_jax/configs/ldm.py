@@ -42,9 +42,10 @@ def get_config(arg=None):
   c.mode = 'slice'  # 'slice': B*K slices of 4 channels (paper); 'volume': all 4K channels at once (ablation)
   c.trainable = 'unet'  # parameters optimised: 'unet' (stage 1) or 'freq_attn' (stage 2)
   c.seed = 0
-  # tiny: batch 4 x K=8 slices at ~0.3 s/step on 2 cores (the frozen VAE encoder is half of it)
+  # tiny: batch 4 x K=8 slices at ~7 steps/s on 2 cores: 8,000 steps in about 20 minutes. 2,000 steps (the
+  # earlier default) left the per-frequency power ~2x too high (docs/RESULTS.md, motion diffusion).
   c.batch_size = {'tiny': 4, 'small': 16, 'paper': 64}[size]  # examples (each K slices), global
-  c.num_steps = {'tiny': 2000, 'small': 50_000, 'paper': 400_000}[size]
+  c.num_steps = {'tiny': 8000, 'small': 50_000, 'paper': 400_000}[size]
   c.log_every = 50
   c.checkpoint_every = {'tiny': 500, 'small': 2000, 'paper': 5000}[size]
   c.keep_checkpoints = 3

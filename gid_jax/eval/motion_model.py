@@ -29,6 +29,12 @@ classifier** (``placement_probe``): a small CNN trained for N steps on the train
 moving mask from the first frame, seen at the motion model's latent resolution. It is what plain supervised
 learning gets out of the same images; when it cannot place motion on held-out pictures either, the limit is
 the training pictures (too few, too alike), not the diffusion model.
+
+``--condition_check`` asks whether a run uses the first frame at all (``condition_use``): the true volumes'
+latents are noised to level t, the U-Net predicts x0 once with the image and once with the null (zeroed)
+image, and the AUC of each prediction's decoded motion RMS as a detector of the truly moving pixels is
+reported per t, with the mean |difference| of the two RMS maps. Equal AUCs mean the model places motion
+from the noisy latent alone.
 """
 
 from __future__ import annotations
@@ -100,6 +106,13 @@ def load_clips(data_dir: str, split: str, start_frame: int | None = 0, limit: in
   return vids, np.stack([found[v][0] for v in vids]), np.stack([found[v][1] for v in vids])
 
 
+def _rms_volume(rms_NxHxW: np.ndarray, like_NxKxHxWx4: np.ndarray) -> np.ndarray:
+  """A volume shaped like ``like`` whose ``motion_rms`` is ``rms``: scores go through the IoU / AUC code."""
+  vol = np.zeros(like_NxKxHxWx4.shape, np.float64)
+  vol[:, 1, ..., 0] = np.asarray(rms_NxHxW, np.float64) / np.sqrt(2.0)
+  return vol
+
+
 def movability_auc(images_NxHxWx3: np.ndarray, true_NxKxHxWx4: np.ndarray, moving_px: float) -> float:
   """AUC of the synthetic world's own per-pixel movability score (2 x gradient + saturation, smoothed:
   ``gid_jax.data.synthetic``) as a detector of the truly moving pixels: how much of *where* things move a
@@ -107,9 +120,7 @@ def movability_auc(images_NxHxWx3: np.ndarray, true_NxKxHxWx4: np.ndarray, movin
   from gid_jax.data import synthetic  # pylint: disable=g-import-not-at-top
   from gid_jax.eval import motion as mm  # pylint: disable=g-import-not-at-top
   score = np.stack([synthetic.movability(im) for im in images_NxHxWx3])
-  fake = np.zeros(true_NxKxHxWx4.shape, np.float64)
-  fake[:, 1, ..., 0] = score / np.sqrt(2.0)  # motion_rms(fake) == score
-  return mm.moving_region_auc(fake, true_NxKxHxWx4, moving_px)
+  return mm.moving_region_auc(_rms_volume(score, true_NxKxHxWx4), true_NxKxHxWx4, moving_px)
 
 
 def placement_probe(train_data: str, images_NxHxWx3: np.ndarray, true_NxKxHxWx4: np.ndarray, moving_px: float,
@@ -163,11 +174,52 @@ def placement_probe(train_data: str, images_NxHxWx3: np.ndarray, true_NxKxHxWx4:
     idx = rng.integers(0, len(x_tr), batch_size)
     step(model, opt, jnp.asarray(x_tr[idx]), jnp.asarray(y_tr[idx]))
   prob = np.asarray(jax.nn.sigmoid(model(jnp.asarray(images_NxHxWx3, jnp.float32) / 127.5 - 1.0)), np.float64)
-  fake = np.zeros(true_NxKxHxWx4.shape, np.float64)
-  fake[:, 1, ..., 0] = 2.0 * moving_px * prob / np.sqrt(2.0)  # motion_rms(fake) > moving_px  <=>  prob > 0.5
+  fake = _rms_volume(2.0 * moving_px * prob, true_NxKxHxWx4)  # motion_rms(fake) > moving_px  <=>  prob > 0.5
   return {'iou': mm.moving_region_iou(fake, true_NxKxHxWx4, moving_px),
           'auc': mm.moving_region_auc(fake, true_NxKxHxWx4, moving_px),
           'moving_fraction': float((prob > 0.5).mean())}
+
+
+def condition_use(run: str, images_NxHxWx3: np.ndarray, true_NxKxHxWx4: np.ndarray, moving_px: float,
+                  levels=(1.0, 0.8, 0.6, 0.4, 0.2), seed: int = 0) -> list[dict]:
+  """Per noise level t: AUC of one-step x0 predictions with and without the image (module docstring).
+
+  ``levels`` are fractions of the schedule's T (1.0 = the last step, T - 1).
+  """
+  import jax  # pylint: disable=g-import-not-at-top
+  import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
+  from gid_jax.diffusion import motion, schedules  # pylint: disable=g-import-not-at-top
+  from gid_jax.eval import motion as mm  # pylint: disable=g-import-not-at-top
+  from gid_jax.motion import normalize as norm_lib  # pylint: disable=g-import-not-at-top
+  sampler = motion.MotionSampler(run)
+  model, sched = sampler.model, sampler.sched
+  objective = sampler.config.diffusion.objective
+  x0 = model.to_samples(model.encode(jnp.asarray(norm_lib.normalize(true_NxKxHxWx4, sampler.stats))))
+  latent_hw = x0.shape[1:3]
+  cond = model.condition(jnp.asarray(images_NxHxWx3, jnp.float32) / 127.5 - 1.0, latent_hw)
+  noise = jax.random.normal(jax.random.PRNGKey(seed), x0.shape, x0.dtype)
+
+  @jax.jit
+  def predict_volume(t, c):
+    t_N = jnp.full((x0.shape[0],), t, jnp.int32)
+    xt = schedules.add_noise(sched, x0, noise, t_N)
+    x0_hat, _ = schedules.predict_x0_eps(sched, xt, t_N, model.denoise(xt, t_N, c), objective)
+    return norm_lib.denormalize(model.decode(model.from_samples(x0_hat), images_NxHxWx3.shape[1:3]), sampler.stats)
+
+  auc = lambda vol: mm.moving_region_auc(vol, true_NxKxHxWx4, moving_px)
+
+  out = []
+  for frac in levels:
+    if not 0.0 <= frac <= 1.0:
+      raise ValueError(f'noise level {frac} is not a fraction of T in [0, 1]')
+    t = min(sched.num_timesteps - 1, int(round(frac * sched.num_timesteps)))
+    with_image = np.asarray(predict_volume(t, cond))
+    null = np.asarray(predict_volume(t, jnp.zeros_like(cond)))
+    rms_image, rms_null = mm.motion_rms(with_image), mm.motion_rms(null)
+    out.append({'t': int(t), 'auc_image': auc(with_image), 'auc_null': auc(null),
+                'mean_abs_diff_px': float(np.abs(rms_image - rms_null).mean()),
+                'mean_rms_px': float(rms_image.mean())})
+  return out
 
 
 def mean_volume(data_dir: str, split: str = 'train', limit: int = 2000) -> np.ndarray:
@@ -210,6 +262,8 @@ def main(argv=None) -> int:
   p.add_argument('--seed', type=int, default=0)
   p.add_argument('--moving_px', type=float, default=0.1)
   p.add_argument('--limit', type=int, default=None, help='at most this many held-out clips')
+  p.add_argument('--condition_check', action='store_true',
+                 help='per run: do one-step x0 predictions place motion better with the image than without?')
   p.add_argument('--probe_steps', type=int, default=0,
                  help='train the direct moving-mask classifier reference for this many steps (0 = off)')
   p.add_argument('--out', default=None, help='write the results as JSON here')
@@ -259,6 +313,15 @@ def main(argv=None) -> int:
   print('|---|' + '---:|' * len(keys))
   for name, m in results['methods'].items():
     print(f'| {name} | ' + ' | '.join(f'{m[k]:.4g}' if k in m else 'n/a' for k in keys) + ' |')
+  if args.condition_check:
+    results['condition_use'] = {}
+    print('\n| run | t | AUC with image | AUC null image | mean abs diff px | mean RMS px |')
+    print('|---|---:|---:|---:|---:|---:|')
+    for name, run in runs.items():
+      rows = results['condition_use'][name] = condition_use(run, images, true, args.moving_px, seed=args.seed)
+      for r in rows:
+        print(f'| {name} | {r["t"]} | {r["auc_image"]:.3f} | {r["auc_null"]:.3f} | {r["mean_abs_diff_px"]:.4f} | '
+              f'{r["mean_rms_px"]:.4f} |')
   if args.out:
     from gid_jax.fileio import atomic_write_text  # pylint: disable=g-import-not-at-top
     atomic_write_text(args.out, json.dumps(results, indent=1))
