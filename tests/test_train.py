@@ -114,3 +114,14 @@ def test_evaluate_cli(data_dir, tmp_path, capsys):
   assert '| average_splat |' in capsys.readouterr().out
   assert evaluate.main(['--data', str(tmp_path / 'missing')]) == 2
   assert 'no gid_frames dataset' in capsys.readouterr().err
+  # A run trained with non-default model settings (widths, blocks) is rebuilt from its stored config.
+  w = str(tmp_path / 'run')
+  c = cfg(data_dir, num_steps=2)
+  loop.train(c, w, renderer_task.make_task(c), progress=False)
+  assert evaluate.main(['--data', data_dir, '--workdir', w, '--out', out]) == 0
+  res = json.load(open(out))['held-out synthetic (test split)']
+  assert set(res) == {'backward_warp', 'average_splat', 'softmax_splat', 'renderer'}
+  assert res['renderer']['psnr'] > 25 and 0 < res['renderer']['ssim'] <= 1
+  capsys.readouterr()
+  assert evaluate.main(['--data', data_dir, '--workdir', str(tmp_path / 'nothing')]) == 2
+  assert capsys.readouterr().err.startswith('error: no checkpoint in ')

@@ -1,7 +1,9 @@
 """Renderer evaluation: PSNR / SSIM / LPIPS of rendered I_t against the true I_t on held-out data.
 
-    python -m gid_jax.render.evaluate --data DATA [--workdir RUN --config size=tiny]
-        [--real_videos DIR] [--out results.json]
+    python -m gid_jax.render.evaluate --data DATA [--workdir RUN] [--real_videos DIR] [--out results.json]
+
+The renderer is rebuilt from the config stored with the run's checkpoints, so a run trained with any
+overrides (widths, blocks, ...) evaluates as it was trained.
 
 Methods compared on the same (I_0, I_t, F_t, W) examples:
 
@@ -121,16 +123,16 @@ def main(argv=None) -> int:
   ap = argparse.ArgumentParser(prog='python -m gid_jax.render.evaluate', description=__doc__.split('\n')[0])
   ap.add_argument('--data', required=True, help='a python -m gid_jax.data.build --out folder')
   ap.add_argument('--workdir', default=None, help='a renderer training run (its latest checkpoint)')
-  ap.add_argument('--config', default='size=tiny', help='renderer config argument, e.g. size=tiny')
   ap.add_argument('--real_videos', default=None, help='folder of held-out real videos')
   ap.add_argument('--out', default=None, help='write the results as JSON here')
   args = ap.parse_args(argv)
   try:
     renderer = None
     if args.workdir:
-      from gid_jax.configs import renderer as renderer_config  # pylint: disable=g-import-not-at-top
       from gid_jax.training import loop, renderer as renderer_task  # pylint: disable=g-import-not-at-top
-      cfg = renderer_config.get_config(args.config)
+      cfg = loop.read_config(args.workdir)  # the run's own config, overrides included
+      if cfg.get('trainer') != 'renderer':
+        raise ValueError(f'{args.workdir} is not a renderer run (its trainer is {cfg.get("trainer")!r})')
       cfg.data_dir = args.data
       renderer = loop.load_model(args.workdir, cfg, renderer_task.make_task(cfg))
     results = {'held-out synthetic (test split)': evaluate_examples(dataset_examples(args.data), renderer)}
