@@ -127,14 +127,8 @@ def main(argv=None) -> int:
   ap.add_argument('--out', default=None, help='write the results as JSON here')
   args = ap.parse_args(argv)
   try:
-    renderer = None
-    if args.workdir:
-      from gid_jax.training import loop, renderer as renderer_task  # pylint: disable=g-import-not-at-top
-      cfg = loop.read_config(args.workdir)  # the run's own config, overrides included
-      if cfg.get('trainer') != 'renderer':
-        raise ValueError(f'{args.workdir} is not a renderer run (its trainer is {cfg.get("trainer")!r})')
-      cfg.data_dir = args.data
-      renderer = loop.load_model(args.workdir, cfg, renderer_task.make_task(cfg))
+    from gid_jax import animate  # pylint: disable=g-import-not-at-top
+    renderer = animate.load_renderer(args.workdir)  # from the run's own config, overrides included
     results = {'held-out synthetic (test split)': evaluate_examples(dataset_examples(args.data), renderer)}
     if args.real_videos:
       import ml_collections  # pylint: disable=g-import-not-at-top
