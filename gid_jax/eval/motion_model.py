@@ -191,7 +191,7 @@ def condition_use(run: str, images_NxHxWx3: np.ndarray, true_NxKxHxWx4: np.ndarr
   from gid_jax.diffusion import motion, schedules  # pylint: disable=g-import-not-at-top
   from gid_jax.eval import motion as mm  # pylint: disable=g-import-not-at-top
   from gid_jax.motion import normalize as norm_lib  # pylint: disable=g-import-not-at-top
-  sampler = motion.MotionSampler(run)
+  sampler = motion.load(run)  # cached: one load per run for sampling and the checks
   model, sched = sampler.model, sampler.sched
   objective = sampler.config.diffusion.objective
   x0 = model.to_samples(model.encode(jnp.asarray(norm_lib.normalize(true_NxKxHxWx4, sampler.stats))))
@@ -237,7 +237,7 @@ def sample_run(run: str, images: np.ndarray, samples: int, steps: int, eta: floa
                seed: int) -> tuple[np.ndarray, float]:
   """samples x N volumes (sample-major) and seconds per volume."""
   from gid_jax.diffusion import motion  # pylint: disable=g-import-not-at-top
-  sampler = motion.MotionSampler(run)
+  sampler = motion.load(run)  # cached: one load per run for sampling and the checks
   out = []
   t0 = None
   for s in range(samples):
@@ -287,7 +287,7 @@ def main(argv=None) -> int:
   if runs:  # what the VAE alone keeps: encode and decode the true volumes (an upper bound for the LDM)
     from gid_jax.diffusion import motion  # pylint: disable=g-import-not-at-top
     from gid_jax.motion import normalize as norm_lib  # pylint: disable=g-import-not-at-top
-    sampler = motion.MotionSampler(next(iter(runs.values())))
+    sampler = motion.load(next(iter(runs.values())))
     recon = []
     for spec in true:
       nspec = norm_lib.normalize(spec, sampler.stats)[None]
