@@ -67,7 +67,11 @@ def test_energy_is_conserved_without_damping(rng):
 def test_response_peaks_at_the_modes_frequencies(rng):
   t, fps = 60, 30.0
   spec = _spec(rng, k=16, bins=(3, 7))
-  sim = modal.ModalSimulator(spec, modal.ModalParams(fps=fps, damping=0.002), num_frames=t)
+  # Both modes get the same shape at the poked pixel, so the push excites both alike: with fully random
+  # shapes one mode's response can be 1e4 times the other's and its leakage swamps the weak one.
+  spec[(3, 7), 6, 7, :] = 1.0
+  params = modal.ModalParams(fps=fps, damping=0.002, poke_radius_px=0.0)
+  sim = modal.ModalSimulator(spec, params, num_frames=t)
   sim.poke(7.0, 6.0, 1.0, 1.0)
   disp = np.asarray(sim.simulate(t), np.float64)
   power = np.sum(np.abs(np.fft.rfft(disp, axis=0)) ** 2, axis=(1, 2, 3))
@@ -75,7 +79,7 @@ def test_response_peaks_at_the_modes_frequencies(rng):
   assert sorted(top[:2]) == [3, 7], power.round(3)
   # Frequencies of bins 3 and 7 at T = 60, 30 fps: 1.5 Hz and 3.5 Hz; all other bins hold little.
   np.testing.assert_allclose(np.fft.rfftfreq(t, 1 / fps)[[3, 7]], spectral.frequencies(16, t, fps)[[3, 7]])
-  assert power[top[2]] < 0.05 * power[top[1]]
+  assert power[top[2]] < 0.01 * power[top[1]], power.round(6)
 
 
 def test_push_orthogonal_to_a_purely_x_mode_excites_nothing(rng):
