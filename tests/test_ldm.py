@@ -16,6 +16,8 @@ from flax import nnx
 
 from gid_jax.data import pipeline
 from gid_jax.diffusion import motion
+from gid_jax.eval import motion as mm
+from gid_jax.motion import normalize as norm_lib
 from gid_jax.training import ldm as ldm_task
 from gid_jax.training import loop, metrics
 
@@ -148,6 +150,44 @@ def test_min_snr_weighting(runs, tmp_path):
     with pytest.raises(ValueError, match='min_snr_gamma must be a finite number >= 0'):
       runs_lib.train_ldm(runs['data'], str(tmp_path / 'bad'), 1, vae_workdir=runs['vae'],
                          **{'diffusion.min_snr_gamma': bad})
+
+
+def test_auxiliary_moving_mask_loss(runs, tmp_path):
+  w = str(tmp_path / 'mask')
+  runs_lib.train_ldm(runs['data'], w, 1, vae_workdir=runs['vae'], num_steps=2, aux_mask_weight=0.5,
+                     aux_mask_at='middle')
+  cfg = loop.read_config(w)
+  assert cfg.model.mask_head == 'middle'
+  logged = metrics.read_metrics(w)
+  # loss = mse + 0.5 bce, both logged; BCE of soft targets is positive.
+  assert logged and all(m['mask_bce'] > 0 for m in logged)
+  for m in logged:
+    assert m['loss'] == pytest.approx(m['mse'] + 0.5 * m['mask_bce'], rel=1e-5)
+  # The target against a float64 NumPy reference: pixels moving more than the threshold, pooled per latent pixel.
+  stats = pipeline.training_stats(runs['data'])
+  src = pipeline.data_source(runs['data'], 'train')
+  vol = np.stack([np.asarray(src[i]['spectral_volume'], np.float64) for i in range(3)])
+  nspec = jnp.asarray(np.stack([norm_lib.normalize(v, stats) for v in vol]))
+  threshold = float(np.median(mm.motion_rms(vol)))  # half the pixels move: a real test of the pooling
+  got = np.asarray(ldm_task.moving_fraction(nspec, stats, threshold, (10, 16)))
+  moving = mm.motion_rms(vol) > threshold
+  want = moving.reshape(3, 10, 4, 16, 4).mean(axis=(2, 4))
+  assert 0 < want.mean() < 1
+  np.testing.assert_array_equal(got, want)
+  # Stage 2 on it builds the same head (loaded, frozen) and samples; a stage-1 run without it cannot have one.
+  s2 = str(tmp_path / 's2')
+  runs_lib.train_ldm(runs['data'], s2, 2, stage1_workdir=w, num_steps=2)
+  assert loop.read_config(s2).model.mask_head == 'middle'
+  assert motion.MotionSampler(s2).sample(np.zeros((40, 64, 3), np.uint8), num_steps=2, seed=0).shape[1:] == (40, 64, 4)
+  with pytest.raises(ValueError, match='needs a stage-1 run trained with aux_mask_weight'):
+    runs_lib.train_ldm(runs['data'], str(tmp_path / 'bad2'), 2, stage1_workdir=runs['s1'], aux_mask_weight=1.0)
+  for bad in (-1.0, float('inf')):
+    with pytest.raises(ValueError, match='aux_mask_weight must be a finite number >= 0'):
+      runs_lib.train_ldm(runs['data'], str(tmp_path / 'bad'), 1, vae_workdir=runs['vae'], aux_mask_weight=bad)
+  with pytest.raises(ValueError, match='aux_mask_px must be a finite number > 0'):
+    runs_lib.train_ldm(runs['data'], str(tmp_path / 'bad'), 1, vae_workdir=runs['vae'], aux_mask_px=0.0)
+  with pytest.raises(ValueError, match='aux_mask_at must be one of'):
+    runs_lib.train_ldm(runs['data'], str(tmp_path / 'bad'), 1, vae_workdir=runs['vae'], aux_mask_at='first')
 
 
 def test_train_cli_rejects_a_missing_vae(runs, tmp_path):

@@ -106,6 +106,38 @@ def test_from_config_and_bad_inputs():
     unet.UNet(**{**TINY, 'num_freqs': 0}, rngs=nnx.Rngs(0))
 
 
+@pytest.mark.parametrize('kind,channels', [('out', 16), ('middle', 32)])
+def test_auxiliary_mask_head(kind, channels):
+  # The optional moving-mask head (training/ldm.py's aux_mask_weight): one 1x1 conv on the features conv_out
+  # reads or on the bottleneck, added last so the other parameters draw the same numbers; the denoising
+  # output is unchanged.
+  plain = unet.UNet(**TINY, rngs=nnx.Rngs(5))
+  headed = unet.UNet(**TINY, mask_head=kind, rngs=nnx.Rngs(5))
+  extra = set(_shapes(headed)) - set(_shapes(plain))
+  assert {p[0] for p in extra} == {'mask_out'} and _shapes(headed)[('mask_out', 'kernel')] == (1, 1, channels, 1)
+  for x, y in zip(jax.tree.leaves(nnx.state(plain, nnx.Param)),
+                  jax.tree.leaves(nnx.state(headed, nnx.All(nnx.Param, nnx.Not(nnx.PathContains('mask_out'))))),
+                  strict=True):
+    np.testing.assert_array_equal(x, y)
+  _perturb_zero_kernels(plain, seed=2)
+  nnx.update(headed, nnx.state(plain, nnx.Param))
+  inputs = _inputs()
+  out, logits = nnx.jit(lambda m, *a: m(*a, with_mask=True))(headed, *inputs)
+  assert logits.shape == (B * K, 5, 8) and np.all(np.isfinite(logits)) and np.std(logits) > 0
+  if kind == 'middle':  # the 3 x 4 bottleneck, nearest-upsampled to 5 x 8: rows 0 0 1 1 2, columns in pairs
+    np.testing.assert_array_equal(logits[:, 0], logits[:, 1])
+    np.testing.assert_array_equal(logits[:, 2], logits[:, 3])
+    np.testing.assert_array_equal(logits[:, :, ::2], logits[:, :, 1::2])
+    assert not np.array_equal(logits[:, 1], logits[:, 2])
+  np.testing.assert_allclose(out, _forward(plain, *inputs), atol=1e-5)
+  with pytest.raises(ValueError, match="mask_head='out' or 'middle'"):
+    jax.eval_shape(lambda *a: plain(*a, with_mask=True), *inputs)
+  with pytest.raises(ValueError, match='mask_head must be one of'):
+    unet.UNet(**TINY, mask_head='first', rngs=nnx.Rngs(5))
+  # Runs of the first version stored mask_head as a bool (True: the head on the last features).
+  assert unet.mask_head_kind(True) == 'out' and unet.mask_head_kind(False) == '' and unet.mask_head_kind(kind) == kind
+
+
 def test_stage2_tree_is_stage1_tree_plus_freq_attn(stage1, stage2):
   s1, s2 = _shapes(stage1), _shapes(stage2)
   freq = _shapes(stage2, nnx.All(nnx.Param, FREQ_ATTN))

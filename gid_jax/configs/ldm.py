@@ -63,6 +63,7 @@ def get_config(arg=None):
   # 0.27 with resize (20 held-out clips): not a clear gain, so the paper's choice stays the default.
   c.model.cond_mode = 'resize'
   c.model.cond_channels = 0  # filled in: 3 f^2 or 3
+  c.model.mask_head = ''  # filled in: aux_mask_at if aux_mask_weight > 0
   c.model.in_channels = 4  # filled in from the VAE (x K in volume mode)
   c.model.out_channels = 4
   c.model.num_freqs = 0  # filled in from the dataset
@@ -74,6 +75,13 @@ def get_config(arg=None):
   # Min-SNR-gamma loss weighting (Hang et al. 2023; 5 is their choice): 0 = off, the paper's plain MSE.
   c.diffusion.min_snr_gamma = 0.0
   c.diffusion.cond_dropout = 0.1  # the first frame is dropped (zeroed) for 10% of examples: enables CFG
+  # Auxiliary moving-mask loss (not in the paper; 0 = off; see gid_jax/training/ldm.py): a 1x1 head on the
+  # U-Net's last features predicts, per latent pixel, the fraction of pixels whose motion RMS exceeds
+  # aux_mask_px (BCE), so that the U-Net learns to read *where* from the first frame. docs/RESULTS.md
+  # ("It learns") measures it on the synthetic world.
+  c.aux_mask_weight = 0.0
+  c.aux_mask_px = 0.1
+  c.aux_mask_at = 'middle'  # the head reads 'middle' (the bottleneck) or 'out' (the last features)
 
   c.sampling = ml_collections.ConfigDict()
   c.sampling.num_steps = 250  # SPEC: 250 DDIM steps for the main results

@@ -102,15 +102,16 @@ class MotionLDM(nnx.Module):
     return x.reshape(b, h, w, f * f * c)
 
   def denoise(self, x_NxhxwxC: jax.Array, t_N: jax.Array, cond_Bxhxwx3: jax.Array, *,
-              deterministic: bool = True, rngs: nnx.Rngs | None = None) -> jax.Array:
-    """The U-Net's prediction for every sample (eps or v, by the training objective)."""
+              deterministic: bool = True, rngs: nnx.Rngs | None = None, with_mask: bool = False):
+    """The U-Net's prediction for every sample (eps or v, by the training objective); with ``with_mask``
+    also its auxiliary moving-mask logits (N x h x w)."""
     per = self.samples_per_example()
     cond = jnp.repeat(cond_Bxhxwx3, per, axis=0) if per > 1 else cond_Bxhxwx3
     freq = None
     if self.mode == 'slice':
       freq = jnp.tile(jnp.arange(self.num_freqs, dtype=jnp.int32), x_NxhxwxC.shape[0] // self.num_freqs)
     return self.unet(x_NxhxwxC, t_N, cond, freq, num_freqs=self.num_freqs if self.mode == 'slice' else None,
-                     deterministic=deterministic, rngs=rngs)
+                     deterministic=deterministic, rngs=rngs, with_mask=with_mask)
 
 
 def from_config(config, rngs: nnx.Rngs) -> MotionLDM:

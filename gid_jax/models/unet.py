@@ -18,6 +18,9 @@ SPEC.md section 4. ``UNet(z_Nxhxwxc, t_N, cond_Nxhxwx3, freq_N) -> eps_Nxhxwxc_o
   ``freq_attn`` entries, and ``nnx.PathContains('freq_attn')`` selects exactly what stage 2 trains.
 * The "volume prediction" ablation is the same class with ``in_channels = out_channels = 4 * K``,
   ``freq_embedding=False`` and ``num_freqs=0``.
+* ``mask_head='out'`` or ``'middle'`` (not in the paper) adds ``mask_out``, a 1x1 conv to one logit per latent
+  pixel from the features ``conv_out`` reads or from the middle block's output (nearest-upsampled); ``__call__(..., with_mask=True)`` returns ``(eps, logits_Nxhxw)``. The
+  trainer's auxiliary moving-mask loss (``aux_mask_weight``) trains it; sampling never reads it.
 """
 
 from __future__ import annotations
@@ -169,6 +172,9 @@ class Middle(nnx.Module):
     self.res2 = ResBlock(channels, channels, emb_dim, dropout, rngs=rngs)
 
 
+MASK_HEADS = ('', 'out', 'middle')
+
+
 class UNet(nnx.Module):
   """See the module docstring. ``self.freq_attn[i]`` follows the i-th spatial block in call order."""
 
@@ -176,7 +182,7 @@ class UNet(nnx.Module):
                widths: Sequence[int] = (64, 128, 256), blocks: int = 2,
                attention: Sequence[bool] = (False, True, True), heads: int = 4, num_freqs: int = 16,
                freq_embedding: bool = True, freq_attention: bool = False, dropout: float = 0.0,
-               rngs: nnx.Rngs):
+               mask_head: str = '', rngs: nnx.Rngs):
     widths, attention = tuple(widths), tuple(attention)
     if not widths or len(attention) != len(widths):
       raise ValueError(f'widths {widths} and attention {attention} need the same nonzero length')
@@ -242,6 +248,13 @@ class UNet(nnx.Module):
     self.freq_attn = nnx.data(
         nnx.List([FreqAttention(c, heads, num_freqs, rngs=rngs) for c in spatial_channels])
         if freq_attention else None)
+    # Optional auxiliary moving-mask logit (training/ldm.py), read from the middle block's output or from the
+    # features conv_out reads.
+    if mask_head not in MASK_HEADS:
+      raise ValueError(f'mask_head must be one of {MASK_HEADS}, got {mask_head!r}')
+    self.mask_head = mask_head
+    mask_ch = widths[-1] if mask_head == 'middle' else ch
+    self.mask_out = nnx.data(nnx.Conv(mask_ch, 1, (1, 1), rngs=rngs) if mask_head else None)
 
   def constrain(self, x_BxKxhxwxC: jax.Array) -> jax.Array:
     """Hook around the K-axis attention: the trainer's sharding constraint, if it set one.
@@ -256,7 +269,7 @@ class UNet(nnx.Module):
 
   def __call__(self, z_Nxhxwxc: jax.Array, t_N: jax.Array, cond_Nxhxwx3: jax.Array,
                freq_N: jax.Array | None = None, *, num_freqs: int | None = None,
-               deterministic: bool = True, rngs: nnx.Rngs | None = None) -> jax.Array:
+               deterministic: bool = True, rngs: nnx.Rngs | None = None, with_mask: bool = False):
     n, h, w, c = z_Nxhxwxc.shape
     if c != self.in_channels or cond_Nxhxwx3.shape != (n, h, w, self.cond_channels):
       raise ValueError(f'UNet: expected z N x h x w x {self.in_channels} and cond N x h x w x '
@@ -290,6 +303,7 @@ class UNet(nnx.Module):
     x = mix(self.middle.res1(x, emb, **kw))
     x = mix(self.middle.attn(x))
     x = mix(self.middle.res2(x, emb, **kw))
+    middle = x
 
     for level in self.decoder:
       for i, res in enumerate(level.res):
@@ -300,7 +314,19 @@ class UNet(nnx.Module):
         x = level.resample(x, *skips[-1].shape[1:3])
     assert freq_layers is None or next(freq_layers, None) is None, 'freq_attn out of step with the blocks'
 
-    return self.conv_out(jax.nn.silu(self.norm_out(x)))
+    feats = jax.nn.silu(self.norm_out(x))
+    if with_mask:
+      if self.mask_out is None:
+        raise ValueError("UNet: with_mask=True needs a model built with mask_head='out' or 'middle'")
+      if self.mask_head == 'middle':  # nearest upsampling of the bottleneck's logits to the latent size
+        logits = self.mask_out(jax.nn.silu(middle))[..., 0]
+        rows = (jnp.arange(h) * logits.shape[1]) // h
+        cols = (jnp.arange(w) * logits.shape[2]) // w
+        logits = logits[:, rows][:, :, cols]
+      else:
+        logits = self.mask_out(feats)[..., 0]
+      return self.conv_out(feats), logits
+    return self.conv_out(feats)
 
 
 def from_config(model_cfg: Any, rngs: nnx.Rngs) -> UNet:
@@ -310,4 +336,10 @@ def from_config(model_cfg: Any, rngs: nnx.Rngs) -> UNet:
               out_channels=get('out_channels', 4), widths=tuple(model_cfg['widths']),
               blocks=model_cfg['blocks'], attention=tuple(model_cfg['attention']), heads=get('heads', 4),
               num_freqs=get('num_freqs', 16), freq_embedding=get('freq_embedding', True),
-              freq_attention=get('freq_attention', False), dropout=get('dropout', 0.0), rngs=rngs)
+              freq_attention=get('freq_attention', False), dropout=get('dropout', 0.0),
+              mask_head=mask_head_kind(get('mask_head', '')), rngs=rngs)
+
+
+def mask_head_kind(value) -> str:
+  """A config's ``model.mask_head`` as a MASK_HEADS entry (runs of the first version stored a bool)."""
+  return 'out' if value is True else (value or '')

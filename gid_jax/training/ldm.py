@@ -9,6 +9,14 @@ Loss (SPEC section 4): the epsilon-prediction MSE on the frozen VAE's latents of
 volume; the first frame is zeroed for ``diffusion.cond_dropout`` of the examples (classifier-free
 guidance). With frequency attention all K slices of an example share one noise level (they are denoised
 together at sampling time); without it each slice draws its own.
+
+Auxiliary moving-mask loss (``aux_mask_weight`` > 0; not in the paper, off by default). Spectral volumes
+have random phases, so where things move changes only the *variance* of the latents, never their mean;
+the eps loss then rewards reading *where* from the first frame only at high noise, with weight ~SNR
+(0.005 at t = 999), and a tiny U-Net learns to read it from the noisy latent instead: its predictions were
+the same with and without the image (``eval.motion_model --condition_check``), and samples placed motion
+at random. The auxiliary loss asks the U-Net's last features for the moving mask (``moving_fraction``,
+binary cross-entropy) at every noise level, which at high noise only the image can answer.
 """
 
 from __future__ import annotations
@@ -19,13 +27,16 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
+import optax
 from flax import nnx
 from jax.sharding import NamedSharding
 
 from gid_jax.data import pipeline
 from gid_jax.diffusion import schedules
 from gid_jax.models import ldm as ldm_lib
+from gid_jax.models import unet as unet_lib
 from gid_jax.models import vae as vae_lib
+from gid_jax.motion import normalize as norm_lib
 from gid_jax.training import loop
 from gid_jax.training import sharding as sharding_lib
 from gid_jax.training import vae as vae_task
@@ -86,6 +97,17 @@ def _measure_latent_scale(vae, data_dir: str, stats, num_examples: int = 32) -> 
   return 1.0 / std
 
 
+def moving_fraction(nspec_BxKxHxWx4: jax.Array, stats, threshold_px: float, latent_hw) -> jax.Array:
+  """B x h x w: the fraction of each latent pixel's image pixels whose motion RMS (``eval.motion.motion_rms``
+  of the de-normalised volume) exceeds ``threshold_px``; the target of the auxiliary moving-mask loss."""
+  spec = norm_lib.denormalize(nspec_BxKxHxWx4, stats)
+  rms = jnp.sqrt(2.0 * jnp.sum(spec[:, 1:] ** 2, axis=(1, 4)))
+  moving = (rms > threshold_px).astype(jnp.float32)
+  b, hh, ww = moving.shape
+  h, w = latent_hw
+  return moving.reshape(b, h, hh // h, w, ww // w).mean(axis=(2, 4))
+
+
 def get_default(name: str):
   from gid_jax.configs import ldm as ldm_config  # pylint: disable=g-import-not-at-top
   return ldm_config.get_config('size=tiny')[name]
@@ -101,6 +123,17 @@ def complete_config(config) -> None:
   gamma = config.diffusion.get('min_snr_gamma', 0.0)
   if not (isinstance(gamma, (int, float)) and np.isfinite(gamma) and gamma >= 0):
     raise ValueError(f'config.diffusion.min_snr_gamma must be a finite number >= 0 (0 = off), got {gamma!r}')
+  mask_weight = config.get('aux_mask_weight', 0.0)
+  if not (isinstance(mask_weight, (int, float)) and np.isfinite(mask_weight) and mask_weight >= 0):
+    raise ValueError(f'config.aux_mask_weight must be a finite number >= 0 (0 = off), got {mask_weight!r}')
+  mask_px = config.get('aux_mask_px', 0.1)
+  if not (isinstance(mask_px, (int, float)) and np.isfinite(mask_px) and mask_px > 0):
+    raise ValueError(f'config.aux_mask_px must be a finite number > 0 (pixels), got {mask_px!r}')
+  mask_at = config.get('aux_mask_at', 'middle')
+  if mask_at not in unet_lib.MASK_HEADS[1:]:
+    raise ValueError(f'config.aux_mask_at must be one of {unet_lib.MASK_HEADS[1:]}, got {mask_at!r}')
+  if 'model' in config and 'mask_head' in config.model:
+    config.model.mask_head = mask_at if mask_weight > 0 else ''
   s1 = None
   if config.trainable == 'freq_attn':
     if not config.stage1_workdir:
@@ -124,6 +157,11 @@ def complete_config(config) -> None:
       raise ValueError(f'the stage-1 run has K={s1.data_info.num_freqs}, the dataset K={k}')
     config.vae.model = ml_collections.ConfigDict(s1.vae.model.to_dict())
     config.latent_scale = float(s1.latent_scale)
+    if 'mask_head' in config.model:  # the stage-1 weights are loaded whole, the auxiliary head included
+      config.model.mask_head = unet_lib.mask_head_kind(s1.model.get('mask_head', ''))
+      if mask_weight > 0 and not config.model.mask_head:
+        raise ValueError('aux_mask_weight > 0 in stage 2 needs a stage-1 run trained with aux_mask_weight > 0 '
+                         '(its mask head is loaded, not trained, here)')
     for name in ('widths', 'blocks', 'attention', 'heads', 'freq_embedding', 'dropout', 'cond_mode'):
       if tuple(np.atleast_1d(s1.model.get(name, 'resize'))) != tuple(np.atleast_1d(config.model[name])):
         raise ValueError(f'model.{name} is {config.model[name]} but the stage-1 run used {s1.model[name]}')
@@ -156,7 +194,11 @@ def build_task(config) -> loop.Task:
   objective = config.diffusion.objective
   gamma = float(config.diffusion.get('min_snr_gamma', 0.0))
   shared_t = config.mode == 'volume' or config.model.freq_attention
+  mask_weight = float(config.get('aux_mask_weight', 0.0))
   where = {}
+  if mask_weight > 0:
+    stats = norm_lib.NormStats.from_json(config.norm_stats_json)
+    mask_px = float(config.get('aux_mask_px', 0.1))
 
   def make_model(cfg, rngs):
     return ldm_lib.from_config(cfg, rngs)
@@ -192,12 +234,22 @@ def build_task(config) -> loop.Task:
     cond = model.condition(batch['image'], z0.shape[2:4])
     keep = jax.random.uniform(k_c, (b,)) >= config.diffusion.cond_dropout
     cond = cond * keep[:, None, None, None]
-    pred = model.denoise(xt, t, cond, deterministic=False, rngs=nnx.Rngs(dropout=k_d))
+    kw = dict(deterministic=False, rngs=nnx.Rngs(dropout=k_d))
+    if mask_weight > 0:
+      pred, logits = model.denoise(xt, t, cond, with_mask=True, **kw)
+    else:
+      pred = model.denoise(xt, t, cond, **kw)
     err = jnp.mean((pred - schedules.target(sched, x0, noise, t, objective)) ** 2, axis=tuple(range(1, x0.ndim)))
     mse = jnp.mean(err)
-    if gamma > 0:  # Min-SNR-gamma weighting; 'mse' stays the unweighted loss, comparable between runs
-      return jnp.mean(schedules.min_snr_weight(sched, t, objective, gamma) * err), {'mse': mse}
-    return mse, {'mse': mse}
+    metrics = {'mse': mse}
+    loss = jnp.mean(schedules.min_snr_weight(sched, t, objective, gamma) * err) if gamma > 0 else mse
+    if mask_weight > 0:
+      target = moving_fraction(batch['nspec'], stats, mask_px, z0.shape[2:4])
+      target = jnp.repeat(target, per, axis=0) if per > 1 else target
+      bce = jnp.mean(optax.sigmoid_binary_cross_entropy(logits, target))
+      metrics['mask_bce'] = bce
+      loss = loss + mask_weight * bce
+    return loss, metrics
 
   return loop.Task('ldm', make_model, loss_fn, vae_task.motion_dataset, trainable=TRAINABLE[config.trainable],
                    init_model=init_model, shard_model=shard_model)
