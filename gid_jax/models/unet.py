@@ -18,9 +18,10 @@ SPEC.md section 4. ``UNet(z_Nxhxwxc, t_N, cond_Nxhxwx3, freq_N) -> eps_Nxhxwxc_o
   ``freq_attn`` entries, and ``nnx.PathContains('freq_attn')`` selects exactly what stage 2 trains.
 * The "volume prediction" ablation is the same class with ``in_channels = out_channels = 4 * K``,
   ``freq_embedding=False`` and ``num_freqs=0``.
-* ``mask_head='out'`` or ``'middle'`` (not in the paper) adds ``mask_out``, a 1x1 conv to one logit per latent
-  pixel from the features ``conv_out`` reads or from the middle block's output (nearest-upsampled); ``__call__(..., with_mask=True)`` returns ``(eps, logits_Nxhxw)``. The
-  trainer's auxiliary moving-mask loss (``aux_mask_weight``) trains it; sampling never reads it.
+* ``mask_head='out'`` or ``'middle'`` (not in the paper) adds ``mask_out``, a 1x1 conv to one logit per
+  latent pixel from the features ``conv_out`` reads or from the middle block's output (nearest-upsampled);
+  ``__call__(..., with_mask=True)`` returns ``(eps, logits_Nxhxw)``. The trainer's auxiliary moving-mask
+  loss (``aux_mask_weight``) trains it; sampling never reads it.
 """
 
 from __future__ import annotations
