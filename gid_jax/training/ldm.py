@@ -33,6 +33,7 @@ from jax.sharding import NamedSharding
 
 from gid_jax.data import pipeline
 from gid_jax.diffusion import schedules
+from gid_jax.eval import motion as motion_metrics
 from gid_jax.models import ldm as ldm_lib
 from gid_jax.models import unet as unet_lib
 from gid_jax.models import vae as vae_lib
@@ -100,8 +101,7 @@ def _measure_latent_scale(vae, data_dir: str, stats, num_examples: int = 32) -> 
 def moving_fraction(nspec_BxKxHxWx4: jax.Array, stats, threshold_px: float, latent_hw) -> jax.Array:
   """B x h x w: the fraction of each latent pixel's image pixels whose motion RMS (``eval.motion.motion_rms``
   of the de-normalised volume) exceeds ``threshold_px``; the target of the auxiliary moving-mask loss."""
-  spec = norm_lib.denormalize(nspec_BxKxHxWx4, stats)
-  rms = jnp.sqrt(2.0 * jnp.sum(spec[:, 1:] ** 2, axis=(1, 4)))
+  rms = motion_metrics.motion_rms(norm_lib.denormalize(nspec_BxKxHxWx4, stats))
   moving = (rms > threshold_px).astype(jnp.float32)
   b, hh, ww = moving.shape
   h, w = latent_hw
