@@ -24,7 +24,10 @@ import warnings
 import jax
 
 SOURCE = pathlib.Path(__file__).with_name('splat_cpu.cc')
-FLAGS = ('-O3', '-std=c++17', '-shared', '-fPIC', '-fno-math-errno', '-w')
+# -ffp-contract=off: no fused multiply-adds the source does not write. With GCC's default (fast) the compiler
+# fused differently in different inlined copies of one loop (the copy the calling thread runs vs the helpers'),
+# so a result's last bits depended on which thread did which piece; off, they do not.
+FLAGS = ('-O3', '-std=c++17', '-shared', '-fPIC', '-fno-math-errno', '-ffp-contract=off', '-w')
 # Tried first: the library is built on the machine that runs it (the cache key holds the CPU's features, so
 # a home directory shared by different machines gets one build per kind of CPU). A compiler that does not
 # take it (some clang versions on arm64) builds without it.

@@ -297,6 +297,18 @@ ffi::Error Gather(ffi::ThreadPool pool, ffi::Buffer<D> x, ffi::Buffer<D> z, ffi:
   T* dx = d_x->typed_data();
   T* dz = d_z->typed_data();
   T* df = d_flow->typed_data();
+  // The normalisation's backward per output pixel q, once (a pixel is the corner of about four sources):
+  // inv_den[q] = 1 / den[q], g_den[q] = -<g_out[q], out[q]> / den[q].
+  std::vector<T> inv_den(normalize ? s.n : 0), g_den_q(normalize ? s.n : 0);
+  if (normalize) {
+    auto prepass = [&](int64_t q0, int64_t q1) {
+      for (int64_t t = q0; t < q1; ++t) {
+        inv_den[t] = T(1) / (exs[t * s.e] + eps_v);
+        g_den_q[t] = -inv_den[t] * Dot(gs + t * s.c, outs + t * s.c, s.blocks, s.c);
+      }
+    };
+    ParallelFor(pool, s.n, 4096, prepass);
+  }
   auto gather_piece = [&](int64_t p0, int64_t p1) {
     std::vector<Vec<T>> val(s.blocks + 1, Vec<T>{}), dv(s.blocks + 1, Vec<T>{});
     T* val_t = reinterpret_cast<T*>(val.data());
@@ -319,8 +331,8 @@ ffi::Error Gather(ffi::ThreadPool pool, ffi::Buffer<D> x, ffi::Buffer<D> z, ffi:
         q[i] = t < 0 ? zero.data() : gs + t * s.c;
         qe[i] = t < 0 ? zero.data() : ge + t * s.e;
         if (normalize && t >= 0) {  // the cotangents of the sums at t, from those of out = num / den
-          scale[i] = T(1) / (exs[t * s.e] + eps_v);
-          g_den[i] = -scale[i] * Dot(q[i], outs + t * s.c, s.blocks, s.c);
+          scale[i] = inv_den[t];
+          g_den[i] = g_den_q[t];
         }
       }
       // weight = (1 - fx)(1 - fy), fx (1 - fy), (1 - fx) fy, fx fy, so with v = [x z, z, 1]:
@@ -360,14 +372,11 @@ ffi::Error Gather(ffi::ThreadPool pool, ffi::Buffer<D> x, ffi::Buffer<D> z, ffi:
       T* dxp = dx + p * s.c;
       if (s.has_z) {
         // values [x z, z]: d x = d num z, d z = <d num, x> + d extra[0]
-        T dot = T(0);
-        for (int64_t j = 0; j < s.c; ++j) {
-          dxp[j] = dv_t[j] * zp;
-          dot += dv_t[j] * xp[j];
-        }
-        dz[p] = dot + dv_z;
+        for (int64_t bk = 0; bk < s.blocks; ++bk) Store(dxp + bk * L, dv[bk] * zp);
+        for (int64_t j = s.blocks * L; j < s.c; ++j) dxp[j] = dv_t[j] * zp;
+        dz[p] = Dot(dv_t, xp, s.blocks, s.c) + dv_z;
       } else {
-        for (int64_t j = 0; j < s.c; ++j) dxp[j] = dv_t[j];
+        std::memcpy(dxp, dv_t, s.c * sizeof(T));
       }
     }
   };
