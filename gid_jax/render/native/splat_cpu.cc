@@ -27,6 +27,10 @@
 #include <thread>
 #include <vector>
 
+#if defined(__FMA__) && defined(__AVX__)
+#include <immintrin.h>
+#endif
+
 #include "xla/ffi/api/ffi.h"
 
 namespace ffi = xla::ffi;
@@ -148,6 +152,22 @@ inline void Store(T* p, const Vec<T>& v) {
   std::memcpy(p, &v, sizeof(v));
 }
 
+// a * b + c, fused where the CPU has FMA. Written out, because the library is built with -ffp-contract=off
+// (see gid_jax/render/native/__init__.py): every copy of a loop then rounds the same way.
+#if defined(__FMA__) && defined(__AVX__)
+inline Vec<float> MulAdd(const Vec<float>& a, float b, const Vec<float>& c) {
+  return (Vec<float>)_mm256_fmadd_ps((__m256)a, _mm256_set1_ps(b), (__m256)c);
+}
+inline Vec<double> MulAdd(const Vec<double>& a, double b, const Vec<double>& c) {
+  return (Vec<double>)_mm256_fmadd_pd((__m256d)a, _mm256_set1_pd(b), (__m256d)c);
+}
+#else
+template <typename T>
+inline Vec<T> MulAdd(const Vec<T>& a, T b, const Vec<T>& c) {
+  return a * b + c;
+}
+#endif
+
 // The lanes' sum as a tree with constant lane numbers (a loop over the lanes went through memory).
 inline float Sum(const Vec<float>& v) {
   return ((v[0] + v[4]) + (v[1] + v[5])) + ((v[2] + v[6]) + (v[3] + v[7]));
@@ -239,7 +259,7 @@ ffi::Error Scatter(ffi::ThreadPool pool, ffi::Buffer<D> x, ffi::Buffer<D> z, ffi
         if (k.index[i] < t0 || k.index[i] >= t1) continue;  // outside the image (-1) or another band's
         T* o = acc + k.index[i] * s.c;
         const T a = k.weight[i];
-        for (int64_t bk = 0; bk < s.blocks; ++bk) Store(o + bk * L, Load(o + bk * L) + val[bk] * a);
+        for (int64_t bk = 0; bk < s.blocks; ++bk) Store(o + bk * L, MulAdd(val[bk], a, Load(o + bk * L)));
         for (int64_t j = s.blocks * L; j < s.c; ++j) o[j] += val_t[j] * a;
         T* oe = ext_acc + k.index[i] * s.e;
         for (int64_t j = 0; j < s.e; ++j) oe[j] += ext[j] * a;
