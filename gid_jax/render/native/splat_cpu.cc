@@ -249,8 +249,15 @@ ffi::Error Scatter(ffi::ThreadPool pool, ffi::Buffer<D> x, ffi::Buffer<D> z, ffi
     T ext[2] = {T(0), T(0)};
     Corners<T> k;
     for (int64_t p = 0, base = 0, r = 0, col = 0; p < s.n; ++p) {
-      FindCorners(p, base, r, col, fs, h, w, k);
+      const int64_t pb = base, pr = r, pc = col;
       Advance(base, r, col, h, w);
+      // Most sources land in another thread's band: rule them out from the target row alone (conservative:
+      // rows y0 and y0 + 1 with any column in [-2, w + 1]); a non-finite row drops the source anyway.
+      const T gy = static_cast<T>(pr) + fs[2 * p + 1];
+      if (!std::isfinite(gy)) continue;
+      const int64_t y0 = static_cast<int64_t>(Floor(std::min(std::max(gy, T(-2)), static_cast<T>(h) + T(1))));
+      if (pb + (y0 + 2) * w + 2 <= t0 || pb + y0 * w - 2 >= t1) continue;
+      FindCorners(p, pb, pr, pc, fs, h, w, k);
       bool mine = false;
       for (int i = 0; i < 4; ++i) mine |= k.index[i] >= t0 && k.index[i] < t1;
       if (!mine) continue;
