@@ -111,7 +111,8 @@ def sampling_time(sample_steps: int, out=print) -> list[dict]:
     t0 = time.perf_counter()
     sampler.sample(image, num_steps=sample_steps, guidance=guidance, seed=1)
     rows.append({'guidance': guidance, 'seconds': time.perf_counter() - t0})
-  out(f'\n### Sampling one spectral volume, tiny stage-2 model, {sample_steps} DDIM steps, ' + jax.devices()[0].device_kind + '\n')
+  out(f'\n### Sampling one spectral volume, tiny stage-2 model, {sample_steps} DDIM steps, '
+      + jax.devices()[0].device_kind + '\n')
   out('| classifier-free guidance | seconds | vs unguided |')
   out('|---|---:|---:|')
   for r in rows:
@@ -144,7 +145,8 @@ def paper_cost(out=print, devices: int = 16, time_steps: int = 0) -> list[dict]:
         real, m = compiled(real, real_batch, jax.random.PRNGKey(i))
       jax.block_until_ready(m)
       sec = (time.perf_counter() - t0) / time_steps
-    rows.append({'sec_per_step': sec, 'config': name, 'trained_params': count(state['params']), 'frozen_params': count(state['frozen']),
+    rows.append({'sec_per_step': sec, 'config': name, 'trained_params': count(state['params']),
+                 'frozen_params': count(state['frozen']),
                  'flops': float(cost.get('flops', float('nan'))), 'batch_per_device': c.batch_size,
                  'arg_bytes': getattr(mem, 'argument_size_in_bytes', 0),
                  'temp_bytes': getattr(mem, 'temp_size_in_bytes', 0)})

@@ -6,9 +6,10 @@ For every size (B x H x W x C, float32, flow uniform in [-5, 5] px, importance ~
 forward softmax splat and forward + backward (the gradient with respect to x, flow and importance for a
 random output cotangent). On CPU "JAX" is ``softmax_splat``'s default there, the C++ kernel of
 gid_jax.render.native, and "JAX XLA" the same splat with ``impl='xla'``: XLA's scatter-add (in chunks for
-large inputs), which is what GPUs and TPUs run. NumPy has
-no autodiff, so it only runs forward; torch is imported lazily and its rows say so when it is missing. Before timing, the three forward outputs must agree to 1e-5 (and the JAX
-and torch gradients closely), so the comparison is between implementations of the same function.
+large inputs), which is what GPUs and TPUs run. NumPy has no autodiff, so it only runs forward; torch is
+imported lazily and its rows say so when it is missing. Before timing, the three forward outputs must agree
+to 1e-5 (and the JAX and torch gradients closely), so the comparison is between implementations of the same
+function.
 
 Each figure is the median over ``repeats`` calls after a warm-up call (which for JAX includes the compile),
 timed in three passes of consecutive calls per implementation (see ``_timed_blocks`` for why). The load

@@ -213,7 +213,8 @@ def sample_motion(sampler, photo_HxWx3: np.ndarray, opts: Options, progress: Cal
   periodic = abs(length / sampler.num_frames - round(length / sampler.num_frames)) < 1e-9
   kw = dict(num_steps=opts.steps, eta=opts.eta, guidance=opts.guidance, progress=progress)
   if opts.loop and not periodic:
-    kw.update(guidance=opts.loop_weight, guidance_fn=loop_loss_fn(sampler.stats, sampler.num_frames, length, opts.num_frames),
+    kw.update(guidance=opts.loop_weight,
+              guidance_fn=loop_loss_fn(sampler.stats, sampler.num_frames, length, opts.num_frames),
               guidance_scale=opts.loop_scale, recurrence=opts.loop_recurrence)
   nspec = sampler.sample_normalized(x, jax.random.PRNGKey(opts.seed), **kw)
   return np.asarray(norm_lib.denormalize(nspec[0], sampler.stats), np.float32)

@@ -65,7 +65,8 @@ def run(args) -> str:
                          steps=s.num_steps if args.steps is None else args.steps,
                          eta=s.eta if args.eta is None else args.eta,
                          guidance=s.guidance if args.guidance is None else args.guidance, seed=args.seed,
-                         loop=args.loop, loop_scale=args.loop_scale, motion_scale=args.motion_scale, slowdown=args.slowdown,
+                         loop=args.loop, loop_scale=args.loop_scale, motion_scale=args.motion_scale,
+                         slowdown=args.slowdown,
                          max_side=args.max_side)
   opts.check()
   progress = None

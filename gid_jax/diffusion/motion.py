@@ -112,7 +112,8 @@ def _sample(graphdef, state, sched, image_BxHxWx3, rng, eta, guidance_scale, *, 
   gfn = None if guidance_fn is None else (lambda x0: guidance_fn(decode(x0)))
   x0 = sampling.ddim_sample(sampling.classifier_free(f, guidance), sched, model.sample_shape(b, latent_hw),
                             rng, num_steps=num_steps, eta=eta, objective=objective, guidance_fn=gfn,
-                            guidance_scale=0.0 if gfn is None else guidance_scale, recurrence=recurrence, progress=progress)
+                            guidance_scale=0.0 if gfn is None else guidance_scale, recurrence=recurrence,
+                            progress=progress)
   return decode(x0)
 
 

@@ -307,7 +307,8 @@ def main(argv=None) -> int:
     results['methods'][name] = dict(motion_metrics(pred, true, args.moving_px), sec_per_volume=secs)
   keys = ('iou', 'auc', 'power_log_err', 'pixel_fd', 'coherence_err', 'amp_log_err', 'moving_fraction')
   from gid_jax.eval import motion as mm  # pylint: disable=g-import-not-at-top
-  print(f'{len(images)} held-out clips; true moving fraction {float((mm.motion_rms(true) > args.moving_px).mean()):.3f}')
+  moving = float((mm.motion_rms(true) > args.moving_px).mean())
+  print(f'{len(images)} held-out clips; true moving fraction {moving:.3f}')
   print(f'AUC of the synthetic world\'s per-pixel movability score: {results["movability_score_auc"]:.3f}')
   print('| method | ' + ' | '.join(keys) + ' |')
   print('|---|' + '---:|' * len(keys))

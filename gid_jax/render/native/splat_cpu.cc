@@ -92,8 +92,8 @@ struct Corners {
 // The four bilinear corners of source p (row r, column c of the image that starts at flat pixel base)
 // moved by (flow_x, flow_y); the same float operations as splat._corners.
 template <typename T>
-__attribute__((always_inline)) inline void FindCorners(int64_t p, int64_t base, int64_t r, int64_t c, const T* flow, int64_t h, int64_t w,
-                        Corners<T>& k) {
+__attribute__((always_inline)) inline void FindCorners(int64_t p, int64_t base, int64_t r, int64_t c, const T* flow,
+                                                      int64_t h, int64_t w, Corners<T>& k) {
   T gx = static_cast<T>(c) + flow[2 * p];
   T gy = static_cast<T>(r) + flow[2 * p + 1];
   const bool finite = std::isfinite(gx) && std::isfinite(gy);
