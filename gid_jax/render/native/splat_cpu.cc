@@ -15,7 +15,7 @@
 //             with `normalize`, num[q] is then divided by extra[q, 0] + eps (eps: a 1-element input)
 //   backward: the cotangents g_out (N, C), g_extra (N, E) of the outputs, the outputs themselves (out,
 //             extra) and eps -> d x (N, C), d z (N or 0, 1), d flow (N, 2). With `normalize` the
-//             normalisation's backward is done on the fly for every corner row that is read:
+//             normalisation's backward is folded in (1 / den and the dot once per pixel, first):
 //             g_num[q] = g_out[q] / den[q], g_extra[q, 0] -= <g_out[q], out[q]> / den[q], den = extra[:, 0] + eps.
 
 #include <algorithm>
