@@ -76,9 +76,9 @@ def get_config(arg=None):
   c.diffusion.min_snr_gamma = 0.0
   c.diffusion.cond_dropout = 0.1  # the first frame is dropped (zeroed) for 10% of examples: enables CFG
   # Auxiliary moving-mask loss (not in the paper; 0 = off; see gid_jax/training/ldm.py): a 1x1 head on the
-  # U-Net's last features predicts, per latent pixel, the fraction of pixels whose motion RMS exceeds
-  # aux_mask_px (BCE), so that the U-Net learns to read *where* from the first frame. docs/RESULTS.md
-  # ("It learns") measures it on the synthetic world.
+  # U-Net's bottleneck (or, with aux_mask_at='out', its last features) predicts, per latent pixel, the
+  # fraction of pixels whose motion RMS exceeds aux_mask_px (BCE), so that the U-Net learns to read *where*
+  # from the first frame. docs/RESULTS.md ("It learns", "Placement") measures it on the synthetic world.
   c.aux_mask_weight = 0.0
   c.aux_mask_px = 0.1
   c.aux_mask_at = 'middle'  # the head reads 'middle' (the bottleneck) or 'out' (the last features)

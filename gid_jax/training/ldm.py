@@ -15,8 +15,9 @@ have random phases, so where things move changes only the *variance* of the late
 the eps loss then rewards reading *where* from the first frame only at high noise, with weight ~SNR
 (0.005 at t = 999), and a tiny U-Net learns to read it from the noisy latent instead: its predictions were
 the same with and without the image (``eval.motion_model --condition_check``), and samples placed motion
-at random. The auxiliary loss asks the U-Net's last features for the moving mask (``moving_fraction``,
-binary cross-entropy) at every noise level, which at high noise only the image can answer.
+at random. The auxiliary loss asks a 1x1 head on the U-Net's bottleneck (``aux_mask_at='middle'``, the default) or
+on its last features (``'out'``) for the moving mask (``moving_fraction``, binary cross-entropy) at every
+noise level, which at high noise only the image can answer.
 """
 
 from __future__ import annotations
@@ -113,6 +114,15 @@ def get_default(name: str):
   return ldm_config.get_config('size=tiny')[name]
 
 
+def _check_number(name: str, value, bound: str):
+  """``value`` if it is a finite number satisfying ``bound`` ('>= 0 ...' or '> 0 ...'), else a one-line error."""
+  ok = isinstance(value, (int, float)) and np.isfinite(value)
+  ok = ok and (value > 0 if bound.startswith('> 0') else value >= 0)
+  if not ok:
+    raise ValueError(f'config.{name} must be a finite number {bound}, got {value!r}')
+  return value
+
+
 def complete_config(config) -> None:
   """Fill in data_info, norm stats, VAE config and latent scale (see module docstring); in place."""
   vae_task.require_data_dir(config)
@@ -120,15 +130,9 @@ def complete_config(config) -> None:
     raise ValueError(f'config.mode must be one of {ldm_lib.MODES}, got {config.mode!r}')
   if config.trainable not in TRAINABLE:
     raise ValueError(f'config.trainable must be one of {tuple(TRAINABLE)}, got {config.trainable!r}')
-  gamma = config.diffusion.get('min_snr_gamma', 0.0)
-  if not (isinstance(gamma, (int, float)) and np.isfinite(gamma) and gamma >= 0):
-    raise ValueError(f'config.diffusion.min_snr_gamma must be a finite number >= 0 (0 = off), got {gamma!r}')
-  mask_weight = config.get('aux_mask_weight', 0.0)
-  if not (isinstance(mask_weight, (int, float)) and np.isfinite(mask_weight) and mask_weight >= 0):
-    raise ValueError(f'config.aux_mask_weight must be a finite number >= 0 (0 = off), got {mask_weight!r}')
-  mask_px = config.get('aux_mask_px', 0.1)
-  if not (isinstance(mask_px, (int, float)) and np.isfinite(mask_px) and mask_px > 0):
-    raise ValueError(f'config.aux_mask_px must be a finite number > 0 (pixels), got {mask_px!r}')
+  _check_number('diffusion.min_snr_gamma', config.diffusion.get('min_snr_gamma', 0.0), '>= 0 (0 = off)')
+  mask_weight = _check_number('aux_mask_weight', config.get('aux_mask_weight', 0.0), '>= 0 (0 = off)')
+  _check_number('aux_mask_px', config.get('aux_mask_px', 0.1), '> 0 (pixels)')
   mask_at = config.get('aux_mask_at', 'middle')
   if mask_at not in unet_lib.MASK_HEADS[1:]:
     raise ValueError(f'config.aux_mask_at must be one of {unet_lib.MASK_HEADS[1:]}, got {mask_at!r}')
