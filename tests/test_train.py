@@ -109,8 +109,11 @@ def test_evaluate_cli(data_dir, tmp_path, capsys):
   out = str(tmp_path / 'r.json')
   assert evaluate.main(['--data', data_dir, '--out', out]) == 0
   res = json.load(open(out))['held-out synthetic (test split)']
-  assert set(res) == {'backward_warp', 'average_splat', 'softmax_splat'}
+  assert set(res) == {'still', 'backward_warp', 'average_splat', 'softmax_splat'}
   assert all(r['psnr'] > 25 and 0 < r['ssim'] <= 1 and r['lpips'] >= 0 for r in res.values())
+  # 'still' scores I_0 itself against I_t (the uint8 round trip through [-1, 1] is exact).
+  examples = list(evaluate.dataset_examples(data_dir))
+  assert res['still']['psnr'] == pytest.approx(np.mean([evaluate.psnr(e['image'], e['target']) for e in examples]))
   assert '| average_splat |' in capsys.readouterr().out
   assert evaluate.main(['--data', str(tmp_path / 'missing')]) == 2
   assert 'no gid_frames dataset' in capsys.readouterr().err
@@ -120,7 +123,7 @@ def test_evaluate_cli(data_dir, tmp_path, capsys):
   loop.train(c, w, renderer_task.make_task(c), progress=False)
   assert evaluate.main(['--data', data_dir, '--workdir', w, '--out', out]) == 0
   res = json.load(open(out))['held-out synthetic (test split)']
-  assert set(res) == {'backward_warp', 'average_splat', 'softmax_splat', 'renderer'}
+  assert set(res) == {'still', 'backward_warp', 'average_splat', 'softmax_splat', 'renderer'}
   assert res['renderer']['psnr'] > 25 and 0 < res['renderer']['ssim'] <= 1
   capsys.readouterr()
   assert evaluate.main(['--data', data_dir, '--workdir', str(tmp_path / 'nothing')]) == 2

@@ -7,6 +7,8 @@ overrides (widths, blocks, ...) evaluates as it was trained.
 
 Methods compared on the same (I_0, I_t, F_t, W) examples:
 
+* ``still``: I_0 itself (no motion at all): how far I_t is from the first frame, i.e. how much there is to
+  render,
 * ``backward_warp``: I_t(q) ~ I_0(q - F_t(q)) (bilinear sampling; the usual cheap approximation),
 * ``average_splat``: RGB average splatting (the paper's "baseline splat" ablation),
 * ``softmax_splat``: RGB softmax splatting with importance W(p) = mean_t ||F_t(p)||,
@@ -38,7 +40,7 @@ from gid_jax.motion import flow as flow_lib
 from gid_jax.render import splat
 from gid_jax.render.video import fill_holes, to_uint8
 
-METHODS = ('backward_warp', 'average_splat', 'softmax_splat', 'renderer')
+METHODS = ('still', 'backward_warp', 'average_splat', 'softmax_splat', 'renderer')
 
 
 @jax.jit
@@ -46,7 +48,7 @@ def _baselines(image, flow, importance):
   back = splat.backward_warp(image, -flow)
   avg, m_avg = splat.softmax_splat(image, flow, mode='average', return_mask=True)
   soft, m_soft = splat.softmax_splat(image, flow, importance, mode='softmax', return_mask=True)
-  return {'backward_warp': back, 'average_splat': fill_holes(avg, m_avg),
+  return {'still': image, 'backward_warp': back, 'average_splat': fill_holes(avg, m_avg),
           'softmax_splat': fill_holes(soft, m_soft)}
 
 
