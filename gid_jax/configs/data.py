@@ -37,7 +37,7 @@ def get_config(arg=None):
 
   c.flow = ml_collections.ConfigDict()
   # 'dis' | 'farneback' estimate flow; 'ground_truth' reads the exact trajectories that the synthetic world
-  # writes beside each video (<name>.scene.npz).
+  # writes beside each video (<name>.scene.npz); 'auto' reads them where they exist and uses DIS elsewhere.
   c.flow.method = 'dis'
   c.flow.preset = 'medium'  # DIS: ultrafast | fast | medium | fine (medium: ~0.1-0.2 px EPE, ~4 ms/pair)
   c.flow.warm_start = True

@@ -55,6 +55,8 @@ FRAMES_DATASET_NAME = 'gid_frames'
 DATASET_VERSION = '1.0.0'
 REPORT_FILENAME = 'build_report.json'
 _RECORD = 'record.json'
+# 'auto': synthetic scenes' exact motion where a scene file exists, DIS flow elsewhere (ClipMotion).
+FLOW_METHODS = flow_lib.METHODS + ('ground_truth', 'auto')
 
 log = logging.getLogger('gid_jax.build')
 
@@ -91,9 +93,9 @@ def validate_config(config) -> None:
     bad('num_freqs', config.num_freqs, f'fewer than {config.num_frames // 2 + 1} (Nyquist of num_frames)')
   if config.spectral_dtype not in ('float32', 'float16'):
     bad('spectral_dtype', config.spectral_dtype, "'float32' or 'float16'")
-  if config.flow.method not in flow_lib.METHODS + ('ground_truth',):
-    bad('flow.method', config.flow.method, f'one of {flow_lib.METHODS + ("ground_truth",)}')
-  if config.flow.method == 'dis' and config.flow.preset not in flow_lib.DIS_PRESETS:
+  if config.flow.method not in FLOW_METHODS:
+    bad('flow.method', config.flow.method, f'one of {FLOW_METHODS}')
+  if config.flow.method in ('dis', 'auto') and config.flow.preset not in flow_lib.DIS_PRESETS:
     bad('flow.preset', config.flow.preset, f'one of {tuple(flow_lib.DIS_PRESETS)}')
   if not 0.0 <= config.split.test_fraction < 1.0:
     bad('split.test_fraction', config.split.test_fraction, 'a number in [0, 1)')
@@ -133,19 +135,28 @@ def _cache_name(vid: str) -> str:
 # ------------------------------------------------------------------------------------------- per video
 
 class ClipMotion:
-  """Trajectories of a clip: estimated flow, or the synthetic world's exact ground truth."""
+  """Trajectories of a clip: estimated flow, or the synthetic world's exact ground truth.
+
+  ``flow.method='auto'``: the ground truth for videos with a synthetic-world scene file beside them, DIS
+  flow (``flow.preset``) for the rest, e.g. a renderer dataset of synthetic scenes and real videos.
+  """
 
   def __init__(self, config):
     self.config = config
     self.estimator = None
-    if config.flow.method != 'ground_truth':
-      self.estimator = flow_lib.FlowEstimator(config.flow.method, config.flow.preset, config.flow.warm_start)
+    method = config.flow.method
+    if method != 'ground_truth':
+      self.estimator = flow_lib.FlowEstimator('dis' if method == 'auto' else method, config.flow.preset,
+                                              config.flow.warm_start)
 
   def scene_for(self, path: str):
-    if self.estimator is not None:
+    method = self.config.flow.method
+    if method not in ('ground_truth', 'auto'):
       return None
     sp = synthetic.scene_path(path)
     if not os.path.exists(sp):
+      if method == 'auto':
+        return None
       raise video_lib.VideoError(f'{path}: flow.method=ground_truth needs the scene file {sp}')
     scene = synthetic.Scene.load(sp)
     c = self.config

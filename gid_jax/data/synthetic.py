@@ -27,9 +27,18 @@ How a scene is made from a photo (all of it a function of the image, except wher
 * Amplitudes are scaled down, if needed, so that the displacement field is a contraction
   (sum of |grad| < 0.5): then the warp is invertible and frames are rendered exactly.
 
+* Optional *occluding layer* (``layer_amp_px > 0``, off by default; for renderer data, where splatting must
+  resolve overlaps and fill disocclusions): one more superpixel (not a moving one, the most textured of
+  those covering 2-15% of the picture) is cut out as a rigid layer that sways as a whole by ``t(tau) =
+  sum_l a_l dir_l cos(2 pi f_l tau + phi_l)`` (two modes, about ``layer_amp_px`` at 256 px width, far more
+  than the contraction allows the modal motion) in front of a background plate: the photo with that
+  superpixel inpainted (OpenCV Telea), itself animated by the modes. So the layer covers background on one
+  side and uncovers plate on the other, with exact motion for both.
+
 Frame at time tau: the rest photo forward-warped by ``D_tau(p) = sum_m a_m dir_m shape_m(p) cos(2 pi f_m tau
 + phi_m)``, i.e. ``I_tau(p + D_tau(p)) = photo(p)``, computed by inverting the warp with a fixed-point
-iteration (residual < 1e-4 px) and sampling the photo bilinearly.
+iteration (residual < 1e-4 px) and sampling the photo bilinearly. With a layer, that frame is made of the
+plate, and the layer (the photo and its alpha mask shifted by ``t(tau)``) is composited over it.
 """
 
 from __future__ import annotations
@@ -64,6 +73,18 @@ class Scene:
   region: np.ndarray
   fps: float
   num_frames: int
+  # The optional occluding layer (empty arrays when there is none; scene files from before it load as such):
+  # plate HxWx3 (the photo with the layer's region inpainted), layer_mask HxW alpha at rest, and L rigid modes.
+  plate: np.ndarray = dataclasses.field(default_factory=lambda: np.zeros((0, 0, 3), np.uint8))
+  layer_mask: np.ndarray = dataclasses.field(default_factory=lambda: np.zeros((0, 0), np.float32))
+  layer_amp: np.ndarray = dataclasses.field(default_factory=lambda: np.zeros((0,), np.float32))
+  layer_direction: np.ndarray = dataclasses.field(default_factory=lambda: np.zeros((0, 2), np.float32))
+  layer_freq: np.ndarray = dataclasses.field(default_factory=lambda: np.zeros((0,), np.float32))
+  layer_phase: np.ndarray = dataclasses.field(default_factory=lambda: np.zeros((0,), np.float32))
+
+  @property
+  def has_layer(self) -> bool:
+    return self.layer_amp.size > 0
 
   @property
   def height(self) -> int:
@@ -90,7 +111,10 @@ class Scene:
 
   def amplitude_map(self) -> np.ndarray:
     """Upper bound of the displacement magnitude at every rest pixel, H x W (px)."""
-    return np.tensordot(self.amp, np.abs(self.shapes), axes=1)
+    amp = np.tensordot(self.amp, np.abs(self.shapes), axes=1)
+    if self.has_layer:  # the layer's pixels (alpha > 1/2 at rest) move with it
+      amp = np.where(self.layer_mask > 0.5, float(np.sum(self.layer_amp)), amp)
+    return amp
 
 
 def load_photo(name: str) -> np.ndarray:
@@ -148,8 +172,12 @@ def _segment_features(photo: np.ndarray, n_segments: int):
 def make_scene(photo: np.ndarray, seed: int, width: int = 256, height: int = 160, fps: float = 30.0,
                num_frames: int = 300, amp_px: float = 2.5, n_segments: int = 24, min_score: float = 0.35,
                max_area: float = 0.4, num_modes: int = 3, max_freq_hz: float = 2.9,
-               falloff_hz: float = 0.6, blur_px: float = 4.0) -> Scene:
-  """Build a scene from a photo (any size; centre-cropped and resized to width x height)."""
+               falloff_hz: float = 0.6, blur_px: float = 4.0, layer_amp_px: float = 0.0) -> Scene:
+  """Build a scene from a photo (any size; centre-cropped and resized to width x height).
+
+  ``layer_amp_px > 0`` adds the occluding layer (module docstring), its sway about that many pixels at a
+  width of 256 (scaled with the width like the modal amplitudes).
+  """
   rng = np.random.default_rng(seed)
   photo = video_lib.center_crop_resize(np.asarray(photo, np.uint8), width, height)
   labels, pixel_score, feat = _segment_features(photo, n_segments)
@@ -195,10 +223,40 @@ def make_scene(photo: np.ndarray, seed: int, width: int = 256, height: int = 160
   lip = float(np.max(np.tensordot(amps, np.hypot(gx, gy), axes=1)))
   if lip > 0.5:
     amps *= 0.5 / lip
+  layer = {}
+  if layer_amp_px > 0:  # its own random stream: scenes without a layer are unchanged by this option
+    layer = _make_layer(photo, labels, feat, set(regions), layer_amp_px * scale, np.random.default_rng([seed, 1]))
   return Scene(photo=photo, shapes=shapes, amp=amps.astype(np.float32),
                direction=np.asarray(dirs, np.float32), freq=np.asarray(freqs, np.float32),
                phase=np.asarray(phases, np.float32), region=np.asarray(regions, np.int32), fps=float(fps),
-               num_frames=int(num_frames))
+               num_frames=int(num_frames), **layer)
+
+
+def _make_layer(photo, labels, feat, moving, amp_px: float, rng) -> dict:
+  """The occluding layer's Scene fields (module docstring); {} if no superpixel qualifies."""
+  candidates = [seg for seg in range(len(feat['area']))
+                if seg not in moving and 0.02 <= feat['area'][seg] <= 0.15]
+  if not candidates:
+    return {}
+  seg = max(candidates, key=lambda g: (feat['texture'][g], -g))
+  hard = (labels == seg).astype(np.uint8)
+  alpha = cv2.GaussianBlur(hard.astype(np.float32), (0, 0), 0.5)  # an anti-aliased edge
+  plate = cv2.inpaint(np.ascontiguousarray(photo), cv2.dilate(hard, np.ones((3, 3), np.uint8)), 3,
+                      cv2.INPAINT_TELEA)
+  f0 = rng.uniform(0.4, 1.2)
+  freq = f0 * np.array([1.0, 2.4])
+  amp = amp_px * np.array([0.8, 0.3]) * rng.lognormal(0.0, 0.2, 2)
+  theta = rng.uniform(-0.5, 0.5) + rng.uniform(-0.3, 0.3, 2)
+  return {'plate': plate, 'layer_mask': alpha.astype(np.float32), 'layer_amp': amp.astype(np.float32),
+          'layer_direction': np.stack([np.cos(theta), np.sin(theta)], -1).astype(np.float32),
+          'layer_freq': freq.astype(np.float32), 'layer_phase': rng.uniform(0, 2 * np.pi, 2).astype(np.float32)}
+
+
+def layer_offset(scene: Scene, frame_indices) -> np.ndarray:
+  """(N, 2): the occluding layer's shift t(tau) at the frame times (zeros without a layer)."""
+  tau = np.asarray(frame_indices, np.float64)[:, None] / scene.fps
+  c = np.cos(2 * np.pi * scene.layer_freq[None].astype(np.float64) * tau + scene.layer_phase[None])
+  return (c * scene.layer_amp[None]) @ scene.layer_direction.astype(np.float64)
 
 
 def _coefficients(scene: Scene, frame_indices) -> np.ndarray:
@@ -253,8 +311,17 @@ def rest_positions(d_HxWx2: np.ndarray, iters: int = 20, exact_iters: int = 5) -
 def render(scene: Scene, frame_indices) -> np.ndarray:
   """Frames (N, H, W, 3) uint8 at the given frame indices."""
   out = np.empty((len(frame_indices), scene.height, scene.width, 3), np.uint8)
+  grid = _grid(scene.height, scene.width)
+  shifts = layer_offset(scene, frame_indices).astype(np.float32)
   for i, d in enumerate(field(scene, frame_indices)):
-    out[i] = np.clip(np.rint(_sample(scene.photo, rest_positions(d))), 0, 255).astype(np.uint8)
+    if scene.has_layer:
+      back = _sample(scene.plate, rest_positions(d))
+      src = grid - shifts[i]
+      alpha = _sample(scene.layer_mask, src)[..., None]
+      frame = alpha * _sample(scene.photo, src) + (1 - alpha) * back
+    else:
+      frame = _sample(scene.photo, rest_positions(d))
+    out[i] = np.clip(np.rint(frame), 0, 255).astype(np.uint8)
   return out
 
 
@@ -264,7 +331,12 @@ def trajectories(scene: Scene, start: int, num_frames: int) -> np.ndarray:
   shapes_at_p = np.stack([_sample(s, p) for s in scene.shapes])  # M x H x W
   coef = _coefficients(scene, np.arange(start, start + num_frames)).astype(np.float32)
   d = np.einsum('nmc,mhw->nhwc', coef, shapes_at_p)
-  return d - d[:1]
+  d = d - d[:1]
+  if scene.has_layer:  # pixels of the layer at frame 0 move rigidly with it
+    shifts = layer_offset(scene, np.arange(start, start + num_frames)).astype(np.float32)
+    on_layer = _sample(scene.layer_mask, _grid(scene.height, scene.width) - shifts[0]) > 0.5
+    d[:, on_layer] = (shifts - shifts[:1])[:, None]
+  return d
 
 
 def moving_mask(scene: Scene, threshold_px: float = 0.1) -> np.ndarray:
@@ -332,6 +404,8 @@ def main(argv=None) -> int:
   parser.add_argument('--num_frames', type=int, default=300, help='frames per video')
   parser.add_argument('--crop_min', type=float, default=0.6,
                       help='smallest random crop of a photo, as a fraction of each side (default 0.6)')
+  parser.add_argument('--layer_amp_px', type=float, default=0.0,
+                      help='add an occluding layer swaying about this many px at 256 px width (default 0: none)')
   args = parser.parse_args(argv)
   photos = DEFAULT_PHOTOS
   names = args.photos and not os.path.isdir(args.photos) and (',' in args.photos or args.photos in DEFAULT_PHOTOS)
@@ -358,8 +432,11 @@ def main(argv=None) -> int:
   if not 0.0 < args.crop_min <= 1.0:
     print(f'error: --crop_min must be in (0, 1], got {args.crop_min}', file=sys.stderr)
     return 2
+  if not 0.0 <= args.layer_amp_px < float('inf'):
+    print(f'error: --layer_amp_px must be a finite number >= 0, got {args.layer_amp_px}', file=sys.stderr)
+    return 2
   paths = generate(args.out, args.num_scenes, photos, args.seed, args.width, args.height, args.fps,
-                   args.num_frames, crop_min=args.crop_min)
+                   args.num_frames, crop_min=args.crop_min, layer_amp_px=args.layer_amp_px)
   print(f'wrote {len(paths)} scenes to {args.out}')
   return 0
 

@@ -102,13 +102,14 @@ def dataset_examples(data_dir: str, split: str = 'test'):
 
 def video_examples(path: str, data_config, pairs_per_clip: int = 4, seed: int = 0):
   """(I_0, I_t, F_t, W) from the clips of a real video, with DIS flow from each clip's frame 0."""
-  est = flow_lib.FlowEstimator(data_config.flow.method if data_config.flow.method != 'ground_truth'
-                               else 'dis', data_config.flow.preset)
+  method = data_config.flow.method
+  est = flow_lib.FlowEstimator(method if method in flow_lib.METHODS else 'dis', data_config.flow.preset)
   rng = np.random.default_rng(seed)
   for _, frames in build_lib.iter_clips(path, data_config):
     disp = flow_lib.extract_trajectories(frames, estimator=est)
     importance = np.asarray(splat.splat_weight(disp))
-    for t in np.sort(rng.choice(np.arange(1, len(frames)), pairs_per_clip, replace=False)):
+    n = min(pairs_per_clip, len(frames) - 1)
+    for t in np.sort(rng.choice(np.arange(1, len(frames)), n, replace=False)):
       yield {'image': frames[0], 'target': frames[t], 'flow': disp[t], 'importance': importance}
 
 
@@ -126,8 +127,12 @@ def main(argv=None) -> int:
   ap.add_argument('--data', required=True, help='a python -m gid_jax.data.build --out folder')
   ap.add_argument('--workdir', default=None, help='a renderer training run (its latest checkpoint)')
   ap.add_argument('--real_videos', default=None, help='folder of held-out real videos')
+  ap.add_argument('--real_pairs', type=int, default=4, help='(I_0, I_t) pairs per clip of a real video')
   ap.add_argument('--out', default=None, help='write the results as JSON here')
   args = ap.parse_args(argv)
+  if args.real_pairs < 1:
+    print(f'error: --real_pairs must be at least 1, got {args.real_pairs}', file=sys.stderr)
+    return 2
   try:
     from gid_jax import animate  # pylint: disable=g-import-not-at-top
     renderer = animate.load_renderer(args.workdir)  # from the run's own config, overrides included
@@ -138,7 +143,7 @@ def main(argv=None) -> int:
         data_cfg = ml_collections.ConfigDict(json.load(f)['config'])  # decode real clips like the data
       for path in video_lib.list_videos(args.real_videos):
         results[f'held-out real: {os.path.basename(path)}'] = evaluate_examples(
-            video_examples(path, data_cfg), renderer)
+            video_examples(path, data_cfg, args.real_pairs), renderer)
   except (ValueError, FileNotFoundError) as e:
     print(f'error: {str(e).splitlines()[0]}', file=sys.stderr)
     return 2
