@@ -254,16 +254,20 @@ def _make_layer(photo, labels, feat, moving, amp_px: float, rng) -> dict:
 
 def layer_offset(scene: Scene, frame_indices) -> np.ndarray:
   """(N, 2): the occluding layer's shift t(tau) at the frame times (zeros without a layer)."""
-  tau = np.asarray(frame_indices, np.float64)[:, None] / scene.fps
-  c = np.cos(2 * np.pi * scene.layer_freq[None].astype(np.float64) * tau + scene.layer_phase[None])
-  return (c * scene.layer_amp[None]) @ scene.layer_direction.astype(np.float64)
+  return _oscillators(scene.fps, frame_indices, scene.layer_freq, scene.layer_phase, scene.layer_amp,
+                      scene.layer_direction).sum(axis=1)
+
+
+def _oscillators(fps: float, frame_indices, freq, phase, amp, direction) -> np.ndarray:
+  """(N, M, 2): a_m * dir_m * cos(2 pi f_m tau + phi_m) at the frame times (float64)."""
+  tau = np.asarray(frame_indices, np.float64)[:, None] / fps
+  c = np.cos(2 * np.pi * freq[None].astype(np.float64) * tau + phase[None])
+  return (c * amp[None])[..., None] * direction[None].astype(np.float64)
 
 
 def _coefficients(scene: Scene, frame_indices) -> np.ndarray:
-  """(N, M, 2): a_m * dir_m * cos(2 pi f_m tau + phi_m) at the frame times."""
-  tau = np.asarray(frame_indices, np.float64)[:, None] / scene.fps
-  c = np.cos(2 * np.pi * scene.freq[None].astype(np.float64) * tau + scene.phase[None])
-  return (c * scene.amp[None])[..., None] * scene.direction[None].astype(np.float64)
+  """(N, M, 2): the modes' a_m * dir_m * cos(2 pi f_m tau + phi_m) at the frame times."""
+  return _oscillators(scene.fps, frame_indices, scene.freq, scene.phase, scene.amp, scene.direction)
 
 
 def field(scene: Scene, frame_indices) -> np.ndarray:
