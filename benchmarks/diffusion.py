@@ -41,7 +41,7 @@ def _fill(c, size: str):
   k = d.num_freqs
   c.model.num_freqs = k
   c.model.in_channels = c.model.out_channels = 4 * (k if c.mode == 'volume' else 1)
-  c.model.cond_channels = 3 * 2 ** (2 * (len(c.vae.model.widths) - 1))
+  c.model.cond_channels = ldm_task.cond_channels(c)
   return c
 
 

@@ -35,3 +35,21 @@ def test_one_command_runs_benchmarks_in_processes_and_prints_one_table(capsys, t
   rows = bench.summarize('render', [{'renderer': 'fallback', 'seconds': 1.0, 'fps': 100.0},
                                     {'renderer': 'tiny', 'seconds': 10.0, 'fps': 10.0}])
   assert rows[1] == ('render, tiny', 10.0, 'frames/s', 'RGB splat fallback', 100.0, 0.1)
+
+
+def test_diffusion_benchmark_configs_build_and_trace():
+  # Every benchmarked config traces a whole train step (shapes only, no compile): the benchmark's filled-in
+  # configs stay in step with what training fills in (e.g. the conditioning channels).
+  import jax
+  import jax.numpy as jnp
+
+  from benchmarks import diffusion
+  from gid_jax.training import ldm as ldm_task
+  from gid_jax.training import loop
+  for name, c in diffusion._configs('tiny').items():
+    task = diffusion._vae_task(c) if name == 'vae' else ldm_task.build_task(c)
+    graphdef, rest, state, tx = loop.init_state(c, task)
+    step = loop.make_train_step(graphdef, rest, tx, task, 0.99)
+    batch = jax.tree.map(jnp.asarray, diffusion._batch(c, 2))
+    _, metrics = jax.eval_shape(step, state, batch, jax.random.PRNGKey(0))
+    assert metrics['loss'].shape == (), name

@@ -177,3 +177,37 @@ def test_occluding_layer_follows_its_ground_truth_and_occludes(tmp_path):
   with pytest.raises(SystemExit):
     synthetic.main(['--out', str(tmp_path / 'bad'), '--layer_amp_px', 'x'])
   assert synthetic.main(['--out', str(tmp_path / 'bad'), '--layer_amp_px', '-1']) == 2
+
+
+def test_camera_shake_moves_every_pixel_by_its_ground_truth(tmp_path):
+  photo = synthetic.load_photo('chelsea')
+  plain = synthetic.make_scene(photo, seed=5, width=128, height=80, num_frames=90, layer_amp_px=8.0)
+  s = synthetic.make_scene(photo, seed=5, width=128, height=80, num_frames=90, layer_amp_px=8.0, camera_px=12.0)
+  assert s.has_camera and not plain.has_camera
+  for k in ('shapes', 'phase', 'plate', 'layer_amp'):  # the option leaves the scene's own motion alone
+    np.testing.assert_array_equal(getattr(s, k), getattr(plain, k))
+  view = synthetic.camera_offset(s, np.arange(90))
+  assert 1.5 < np.abs(view - view.mean(0)).max() < 6.0  # about 12 px at 256 width -> ~6 px peak at 128
+  frames = synthetic.render(s, np.arange(20, 50))
+  disp = synthetic.trajectories(s, 20, 30)
+  disp_plain = synthetic.trajectories(plain, 20, 30)
+  grid = synthetic._grid(80, 128)
+  inner = np.zeros((80, 128), bool)
+  inner[10:-10, 10:-10] = True
+  for t in (9, 17, 29):
+    # Where a layer does not cover it, each pixel lands where its exact trajectory says (as in the photo).
+    err = np.abs(synthetic._sample(frames[t], grid + disp[t]) - frames[0].astype(np.float32)).mean(-1)
+    still = np.abs(frames[t].astype(np.float32) - frames[0]).mean(-1)
+    moving = inner & (np.linalg.norm(view[20 + t] - view[20]) > 0.5)
+    if moving.any():
+      assert np.median(err[moving]) < 0.3 * np.median(still[moving]) and np.median(err[moving]) < 2.0, (
+          t, np.median(err[moving]), np.median(still[moving]))
+    # The camera adds the same shift to every pixel's own motion (here the view at frame 0 differs, so
+    # compare where the scene's own motion is smooth: the median over the inner pixels).
+    extra = np.median((disp[t] - disp_plain[t])[inner], axis=0)
+    np.testing.assert_allclose(extra, view[20 + t] - view[20], atol=0.05)
+  assert (s.amplitude_map() >= float(np.sum(s.camera_amp))).all()  # every pixel moves
+  path = str(tmp_path / 'c.scene.npz')
+  s.save(path)
+  np.testing.assert_array_equal(synthetic.trajectories(synthetic.Scene.load(path), 20, 5), disp[:5])
+  assert synthetic.main(['--out', str(tmp_path / 'bad'), '--camera_px', '-1']) == 2

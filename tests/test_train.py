@@ -119,6 +119,27 @@ def test_evaluate_cli(data_dir, tmp_path, capsys):
   assert 'no gid_frames dataset' in capsys.readouterr().err
   assert evaluate.main(['--data', data_dir, '--real_pairs', '0']) == 2
   assert capsys.readouterr().err == 'error: --real_pairs must be at least 1, got 0\n'
+  assert evaluate.main(['--data', data_dir, '--motion_bins', '-1']) == 2
+  assert capsys.readouterr().err == 'error: --motion_bins must be >= 0, got -1\n'
+  # Motion bins partition the frames by median |F_t|: their sizes add up and their means average back.
+  assert evaluate.main(['--data', data_dir, '--motion_bins', '2', '--out', out]) == 0
+  binned = json.load(open(out))
+  whole = binned['held-out synthetic (test split)']
+  bins = [v for k, v in binned.items() if 'median motion' in k]
+  assert len(bins) == 2 and sum(b['still']['n'] for b in bins) == whole['still']['n'] == len(examples)
+  assert sum(b['still']['psnr'] * b['still']['n'] for b in bins) / len(examples) == pytest.approx(
+      whole['still']['psnr'])
+  ranges = [tuple(float(x) for x in k.split('median motion ')[1][:-3].split('-')) for k in binned if 'motion' in k]
+  motion = np.sort(evaluate.median_motion(examples))
+  assert ranges[0][0] == pytest.approx(motion[0], abs=0.005) and ranges[1][1] == pytest.approx(motion[-1], abs=0.005)
+  assert ranges[0][1] <= ranges[1][0]
+  # Several top-level folders in the test split: each is reported on its own too.
+  fake = [{'group': g, 'flow': np.zeros((4, 4, 2))} for g in ('a', 'b', 'a')]
+  scores = {'still': {'psnr': [1.0, 2.0, 3.0], 'ssim': [0.1, 0.2, 0.3], 'lpips': [0.0, 0.0, 0.0]}}
+  parts = evaluate.breakdown('set', fake, scores)
+  assert parts['set: a/']['still'] == {'psnr': 2.0, 'ssim': pytest.approx(0.2), 'lpips': 0.0, 'n': 2}
+  assert parts['set: b/']['still']['psnr'] == 2.0 and parts['set']['still']['n'] == 3
+  capsys.readouterr()
   # A run trained with non-default model settings (widths, blocks) is rebuilt from its stored config.
   w = str(tmp_path / 'run')
   c = cfg(data_dir, num_steps=2)

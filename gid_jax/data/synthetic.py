@@ -34,11 +34,18 @@ How a scene is made from a photo (all of it a function of the image, except wher
   than the contraction allows the modal motion) in front of a background plate: the photo with that
   superpixel inpainted (OpenCV Telea), itself animated by the modes. So the layer covers background on one
   side and uncovers plate on the other, with exact motion for both.
+* Optional *camera shake* (``camera_px > 0``, off by default; for renderer data like hand-held video): the
+  whole view shifts by ``c(tau) = sum_l a_l dir_l cos(2 pi f_l tau + phi_l)`` (three components at 0.2-0.6,
+  0.8-1.6 and 2-3 Hz, amplitudes about 0.7 / 0.25 / 0.1 of ``camera_px`` at 256 px width, random
+  directions), so every pixel moves; what enters the view at the borders is the photo's edge, replicated
+  (a band at most ``sum a_l`` wide).
 
 Frame at time tau: the rest photo forward-warped by ``D_tau(p) = sum_m a_m dir_m shape_m(p) cos(2 pi f_m tau
 + phi_m)``, i.e. ``I_tau(p + D_tau(p)) = photo(p)``, computed by inverting the warp with a fixed-point
 iteration (residual < 1e-4 px) and sampling the photo bilinearly. With a layer, that frame is made of the
-plate, and the layer (the photo and its alpha mask shifted by ``t(tau)``) is composited over it.
+plate, and the layer (the photo and its alpha mask shifted by ``t(tau)``) is composited over it. With camera
+shake, the frame shows that picture shifted by ``c(tau)`` (one bilinear sampling in all: the shift enters
+the warp inversion's target positions).
 """
 
 from __future__ import annotations
@@ -81,10 +88,19 @@ class Scene:
   layer_direction: np.ndarray = dataclasses.field(default_factory=lambda: np.zeros((0, 2), np.float32))
   layer_freq: np.ndarray = dataclasses.field(default_factory=lambda: np.zeros((0,), np.float32))
   layer_phase: np.ndarray = dataclasses.field(default_factory=lambda: np.zeros((0,), np.float32))
+  # Optional camera shake (empty when none): C rigid components of the view's shift c(tau).
+  camera_amp: np.ndarray = dataclasses.field(default_factory=lambda: np.zeros((0,), np.float32))
+  camera_direction: np.ndarray = dataclasses.field(default_factory=lambda: np.zeros((0, 2), np.float32))
+  camera_freq: np.ndarray = dataclasses.field(default_factory=lambda: np.zeros((0,), np.float32))
+  camera_phase: np.ndarray = dataclasses.field(default_factory=lambda: np.zeros((0,), np.float32))
 
   @property
   def has_layer(self) -> bool:
     return self.layer_amp.size > 0
+
+  @property
+  def has_camera(self) -> bool:
+    return self.camera_amp.size > 0
 
   @property
   def height(self) -> int:
@@ -114,7 +130,7 @@ class Scene:
     amp = np.tensordot(self.amp, np.abs(self.shapes), axes=1)
     if self.has_layer:  # the layer's pixels (alpha > 1/2 at rest) move with it
       amp = np.where(self.layer_mask > 0.5, float(np.sum(self.layer_amp)), amp)
-    return amp
+    return amp + float(np.sum(self.camera_amp))  # the camera moves every pixel
 
 
 def load_photo(name: str) -> np.ndarray:
@@ -172,11 +188,13 @@ def _segment_features(photo: np.ndarray, n_segments: int):
 def make_scene(photo: np.ndarray, seed: int, width: int = 256, height: int = 160, fps: float = 30.0,
                num_frames: int = 300, amp_px: float = 2.5, n_segments: int = 24, min_score: float = 0.35,
                max_area: float = 0.4, num_modes: int = 3, max_freq_hz: float = 2.9,
-               falloff_hz: float = 0.6, blur_px: float = 4.0, layer_amp_px: float = 0.0) -> Scene:
+               falloff_hz: float = 0.6, blur_px: float = 4.0, layer_amp_px: float = 0.0,
+               camera_px: float = 0.0) -> Scene:
   """Build a scene from a photo (any size; centre-cropped and resized to width x height).
 
   ``layer_amp_px > 0`` adds the occluding layer (module docstring), its sway about that many pixels at a
-  width of 256 (scaled with the width like the modal amplitudes).
+  width of 256 (scaled with the width like the modal amplitudes); ``camera_px > 0`` adds camera shake of
+  about that many pixels at 256 width. Each has its own random stream, so either leaves the rest unchanged.
   """
   rng = np.random.default_rng(seed)
   photo = video_lib.center_crop_resize(np.asarray(photo, np.uint8), width, height)
@@ -226,6 +244,8 @@ def make_scene(photo: np.ndarray, seed: int, width: int = 256, height: int = 160
   layer = {}
   if layer_amp_px > 0:  # its own random stream: scenes without a layer are unchanged by this option
     layer = _make_layer(photo, labels, feat, set(regions), layer_amp_px * scale, np.random.default_rng([seed, 1]))
+  if camera_px > 0:
+    layer.update(_make_camera(camera_px * scale, np.random.default_rng([seed, 2])))
   return Scene(photo=photo, shapes=shapes, amp=amps.astype(np.float32),
                direction=np.asarray(dirs, np.float32), freq=np.asarray(freqs, np.float32),
                phase=np.asarray(phases, np.float32), region=np.asarray(regions, np.int32), fps=float(fps),
@@ -250,6 +270,22 @@ def _make_layer(photo, labels, feat, moving, amp_px: float, rng) -> dict:
   return {'plate': plate, 'layer_mask': alpha.astype(np.float32), 'layer_amp': amp.astype(np.float32),
           'layer_direction': np.stack([np.cos(theta), np.sin(theta)], -1).astype(np.float32),
           'layer_freq': freq.astype(np.float32), 'layer_phase': rng.uniform(0, 2 * np.pi, 2).astype(np.float32)}
+
+
+def _make_camera(amp_px: float, rng) -> dict:
+  """The camera shake's Scene fields (module docstring)."""
+  freq = np.array([rng.uniform(0.2, 0.6), rng.uniform(0.8, 1.6), rng.uniform(2.0, 3.0)])
+  amp = amp_px * np.array([0.7, 0.25, 0.1]) * rng.lognormal(0.0, 0.2, 3)
+  theta = rng.uniform(0, 2 * np.pi, 3)
+  return {'camera_amp': amp.astype(np.float32),
+          'camera_direction': np.stack([np.cos(theta), np.sin(theta)], -1).astype(np.float32),
+          'camera_freq': freq.astype(np.float32), 'camera_phase': rng.uniform(0, 2 * np.pi, 3).astype(np.float32)}
+
+
+def camera_offset(scene: Scene, frame_indices) -> np.ndarray:
+  """(N, 2): the view's shift c(tau) at the frame times (zeros without camera shake)."""
+  return _oscillators(scene.fps, frame_indices, scene.camera_freq, scene.camera_phase, scene.camera_amp,
+                      scene.camera_direction).sum(axis=1)
 
 
 def layer_offset(scene: Scene, frame_indices) -> np.ndarray:
@@ -297,14 +333,19 @@ def _sample(img: np.ndarray, pos_HxWx2: np.ndarray) -> np.ndarray:
   return top * (1 - fy) + bot * fy
 
 
-def rest_positions(d_HxWx2: np.ndarray, iters: int = 20, exact_iters: int = 5) -> np.ndarray:
+def rest_positions(d_HxWx2: np.ndarray, iters: int = 20, exact_iters: int = 5, q=None) -> np.ndarray:
   """For every output pixel q, the rest pixel p with p + D(p) = q (fixed point; D is a contraction).
+
+  ``q`` (H x W x 2, default the pixel grid) gives other target positions, e.g. the grid shifted by the camera.
 
   The first iterations use cv2.remap (fast, positions rounded to 1/32 px), the last ones an exact float32
   bilinear sampler, which brings the residual |p + D(p) - q| below 1e-4 px.
   """
-  q = _grid(*d_HxWx2.shape[:2])
-  p = q - d_HxWx2
+  if q is None:
+    q = _grid(*d_HxWx2.shape[:2])
+    p = q - d_HxWx2
+  else:
+    p = q - _sample(d_HxWx2, q)
   for _ in range(iters):
     p = q - cv2.remap(d_HxWx2, p[..., 0], p[..., 1], cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
   for _ in range(exact_iters):
@@ -317,30 +358,35 @@ def render(scene: Scene, frame_indices) -> np.ndarray:
   out = np.empty((len(frame_indices), scene.height, scene.width, 3), np.uint8)
   grid = _grid(scene.height, scene.width)
   shifts = layer_offset(scene, frame_indices).astype(np.float32)
+  view = camera_offset(scene, frame_indices).astype(np.float32)
   for i, d in enumerate(field(scene, frame_indices)):
+    q = grid - view[i]  # where each pixel of the frame looks in the scene (the grid without camera shake)
     if scene.has_layer:
-      back = _sample(scene.plate, rest_positions(d))
-      src = grid - shifts[i]
+      back = _sample(scene.plate, rest_positions(d, q=q))
+      src = q - shifts[i]
       alpha = _sample(scene.layer_mask, src)[..., None]
       frame = alpha * _sample(scene.photo, src) + (1 - alpha) * back
     else:
-      frame = _sample(scene.photo, rest_positions(d))
+      frame = _sample(scene.photo, rest_positions(d, q=q))
     out[i] = np.clip(np.rint(frame), 0, 255).astype(np.uint8)
   return out
 
 
 def trajectories(scene: Scene, start: int, num_frames: int) -> np.ndarray:
   """Exact disp_TxHxWx2 of the clip whose frame 0 is video frame ``start`` (disp[0] = 0)."""
-  p = rest_positions(field(scene, [start])[0])
+  frames = np.arange(start, start + num_frames)
+  view = camera_offset(scene, frames).astype(np.float32)
+  q = _grid(scene.height, scene.width) - view[0]
+  p = rest_positions(field(scene, [start])[0], q=q)
   shapes_at_p = np.stack([_sample(s, p) for s in scene.shapes])  # M x H x W
-  coef = _coefficients(scene, np.arange(start, start + num_frames)).astype(np.float32)
+  coef = _coefficients(scene, frames).astype(np.float32)
   d = np.einsum('nmc,mhw->nhwc', coef, shapes_at_p)
   d = d - d[:1]
   if scene.has_layer:  # pixels of the layer at frame 0 move rigidly with it
-    shifts = layer_offset(scene, np.arange(start, start + num_frames)).astype(np.float32)
-    on_layer = _sample(scene.layer_mask, _grid(scene.height, scene.width) - shifts[0]) > 0.5
+    shifts = layer_offset(scene, frames).astype(np.float32)
+    on_layer = _sample(scene.layer_mask, q - shifts[0]) > 0.5
     d[:, on_layer] = (shifts - shifts[:1])[:, None]
-  return d
+  return d + (view - view[:1])[:, None, None]  # and everything with the view
 
 
 def moving_mask(scene: Scene, threshold_px: float = 0.1) -> np.ndarray:
@@ -410,6 +456,8 @@ def main(argv=None) -> int:
                       help='smallest random crop of a photo, as a fraction of each side (default 0.6)')
   parser.add_argument('--layer_amp_px', type=float, default=0.0,
                       help='add an occluding layer swaying about this many px at 256 px width (default 0: none)')
+  parser.add_argument('--camera_px', type=float, default=0.0,
+                      help='add camera shake of about this many px at 256 px width (default 0: none)')
   args = parser.parse_args(argv)
   photos = DEFAULT_PHOTOS
   names = args.photos and not os.path.isdir(args.photos) and (',' in args.photos or args.photos in DEFAULT_PHOTOS)
@@ -436,11 +484,13 @@ def main(argv=None) -> int:
   if not 0.0 < args.crop_min <= 1.0:
     print(f'error: --crop_min must be in (0, 1], got {args.crop_min}', file=sys.stderr)
     return 2
-  if not 0.0 <= args.layer_amp_px < float('inf'):
-    print(f'error: --layer_amp_px must be a finite number >= 0, got {args.layer_amp_px}', file=sys.stderr)
-    return 2
+  for v in ('layer_amp_px', 'camera_px'):
+    if not 0.0 <= getattr(args, v) < float('inf'):
+      print(f'error: --{v} must be a finite number >= 0, got {getattr(args, v)}', file=sys.stderr)
+      return 2
   paths = generate(args.out, args.num_scenes, photos, args.seed, args.width, args.height, args.fps,
-                   args.num_frames, crop_min=args.crop_min, layer_amp_px=args.layer_amp_px)
+                   args.num_frames, crop_min=args.crop_min, layer_amp_px=args.layer_amp_px,
+                   camera_px=args.camera_px)
   print(f'wrote {len(paths)} scenes to {args.out}')
   return 0
 

@@ -20,6 +20,10 @@ not penalised for leaving black holes. Held-out sets: the ``test`` split of the 
 the dataset's size and fps with DIS flow from frame 0 (a few frames t per clip, seeded).
 SSIM is scikit-image's (Gaussian window, sigma 1.5); LPIPS uses AlexNet (the usual metric; the renderer
 trains with the VGG variant, so it is not scored by its own loss); PSNR on uint8 frames.
+
+When the test split holds videos from several top-level folders of the build's video folder (e.g.
+``synthetic/`` and ``handheld/``), each folder is also reported on its own. ``--motion_bins N`` also reports
+every set in N bins of equal size by the frame's median motion (median over pixels of |F_t|, px).
 """
 
 from __future__ import annotations
@@ -65,6 +69,20 @@ def ssim(a_uint8: np.ndarray, b_uint8: np.ndarray) -> float:
 
 def evaluate_examples(examples, renderer=None, batch_size: int = 8) -> dict:
   """examples: iterable of dicts image/target (uint8 HxWx3), flow (HxWx2), importance (HxWx1)."""
+  return summarize(score_examples(examples, renderer, batch_size))
+
+
+def summarize(scores: dict, keep=None) -> dict:
+  """Mean of every method's per-frame scores (over the frames where ``keep`` is True, default all)."""
+  out = {}
+  for m, s in scores.items():
+    k = np.ones(len(s['psnr']), bool) if keep is None else np.asarray(keep, bool)
+    out[m] = {name: float(np.mean(np.asarray(v)[k])) for name, v in s.items()} | {'n': int(k.sum())}
+  return out
+
+
+def score_examples(examples, renderer=None, batch_size: int = 8) -> dict:
+  """Per-frame scores {method: {'psnr'|'ssim'|'lpips': [one per example, in order]}}."""
   from gid_jax.models import perceptual  # pylint: disable=g-import-not-at-top
   lpips = jax.jit(perceptual.get('alexnet').__call__)
   if renderer is not None:
@@ -90,14 +108,39 @@ def evaluate_examples(examples, renderer=None, batch_size: int = 8) -> dict:
         scores[m]['psnr'].append(psnr(out8[j], tgt[j]))
         scores[m]['ssim'].append(ssim(out8[j], tgt[j]))
         scores[m]['lpips'].append(float(d[j]))
-  return {m: {k: float(np.mean(v)) for k, v in s.items()} | {'n': len(s['psnr'])} for m, s in scores.items()}
+  return scores
+
+
+def median_motion(examples) -> np.ndarray:
+  """Each example's median over pixels of |F_t| (px)."""
+  return np.array([float(np.median(np.linalg.norm(e['flow'], axis=-1))) for e in examples])
+
+
+def breakdown(name: str, examples: list, scores: dict, motion_bins: int = 0) -> dict:
+  """{set name: summary}: the whole set, each top-level folder (if several), each motion bin."""
+  results = {name: summarize(scores)}
+  groups = np.array([e.get('group', '') for e in examples])
+  if len(set(groups)) > 1:
+    for g in sorted(set(groups)):
+      results[f'{name}: {g}/'] = summarize(scores, groups == g)
+  if motion_bins > 0 and examples:
+    motion = median_motion(examples)
+    order = np.argsort(motion, kind='stable')
+    for b, idx in enumerate(np.array_split(order, motion_bins)):
+      if len(idx):
+        keep = np.zeros(len(examples), bool)
+        keep[idx] = True
+        results[f'{name}: median motion {motion[idx].min():.2f}-{motion[idx].max():.2f} px'] = summarize(scores, keep)
+  return results
 
 
 def dataset_examples(data_dir: str, split: str = 'test'):
   src = pipeline.data_source(data_dir, split, build_lib.FRAMES_DATASET_NAME)
   for i in range(len(src)):
     ex = src[i]
-    yield {k: ex[k] for k in ('image', 'target', 'flow', 'importance')}
+    vid = ex['video_id'].decode() if isinstance(ex['video_id'], bytes) else str(ex['video_id'])
+    yield {k: ex[k] for k in ('image', 'target', 'flow', 'importance')} | {
+        'group': vid.split('/')[0] if '/' in vid else ''}
 
 
 def video_examples(path: str, data_config, pairs_per_clip: int = 4, seed: int = 0):
@@ -128,22 +171,30 @@ def main(argv=None) -> int:
   ap.add_argument('--workdir', default=None, help='a renderer training run (its latest checkpoint)')
   ap.add_argument('--real_videos', default=None, help='folder of held-out real videos')
   ap.add_argument('--real_pairs', type=int, default=4, help='(I_0, I_t) pairs per clip of a real video')
+  ap.add_argument('--motion_bins', type=int, default=0,
+                  help='also report each set in this many bins by median motion (default 0: no bins)')
   ap.add_argument('--out', default=None, help='write the results as JSON here')
   args = ap.parse_args(argv)
   if args.real_pairs < 1:
     print(f'error: --real_pairs must be at least 1, got {args.real_pairs}', file=sys.stderr)
     return 2
+  if args.motion_bins < 0:
+    print(f'error: --motion_bins must be >= 0, got {args.motion_bins}', file=sys.stderr)
+    return 2
   try:
     from gid_jax import animate  # pylint: disable=g-import-not-at-top
     renderer = animate.load_renderer(args.workdir)  # from the run's own config, overrides included
-    results = {'held-out synthetic (test split)': evaluate_examples(dataset_examples(args.data), renderer)}
+    examples = list(dataset_examples(args.data))
+    results = breakdown('held-out synthetic (test split)', examples, score_examples(examples, renderer),
+                        args.motion_bins)
     if args.real_videos:
       import ml_collections  # pylint: disable=g-import-not-at-top
       with open(os.path.join(args.data, build_lib.REPORT_FILENAME)) as f:
         data_cfg = ml_collections.ConfigDict(json.load(f)['config'])  # decode real clips like the data
       for path in video_lib.list_videos(args.real_videos):
-        results[f'held-out real: {os.path.basename(path)}'] = evaluate_examples(
-            video_examples(path, data_cfg, args.real_pairs), renderer)
+        examples = list(video_examples(path, data_cfg, args.real_pairs))
+        results.update(breakdown(f'held-out real: {os.path.basename(path)}', examples,
+                                 score_examples(examples, renderer), args.motion_bins))
   except (ValueError, FileNotFoundError) as e:
     print(f'error: {str(e).splitlines()[0]}', file=sys.stderr)
     return 2

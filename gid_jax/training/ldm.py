@@ -181,10 +181,15 @@ def complete_config(config) -> None:
       config.latent_scale = _measure_latent_scale(vae, config.data_dir, stats)
       log.info('latent scale %.4f', config.latent_scale)
   latent = int(config.vae.model.latent_channels)
-  f = 2 ** (len(config.vae.model.widths) - 1)
-  config.model.cond_channels = 3 * f * f if config.model.get('cond_mode', 'resize') == 'space_to_depth' else 3
+  config.model.cond_channels = cond_channels(config)
   config.model.num_freqs = k
   config.model.in_channels = config.model.out_channels = latent * (k if config.mode == 'volume' else 1)
+
+
+def cond_channels(config) -> int:
+  """Channels of the first-frame condition: 3 resized, or 3 f^2 space-to-depth (f = the VAE's downsampling)."""
+  f = 2 ** (len(config.vae.model.widths) - 1)
+  return 3 * f * f if config.model.get('cond_mode', 'resize') == 'space_to_depth' else 3
 
 
 def make_task(config) -> loop.Task:
