@@ -68,11 +68,6 @@ def ssim(a_uint8: np.ndarray, b_uint8: np.ndarray) -> float:
                                      gaussian_weights=True, sigma=1.5, use_sample_covariance=False))
 
 
-def evaluate_examples(examples, renderer=None, batch_size: int = 8) -> dict:
-  """examples: iterable of dicts image/target (uint8 HxWx3), flow (HxWx2), importance (HxWx1)."""
-  return summarize(score_examples(examples, renderer, batch_size))
-
-
 def summarize(scores: dict, keep=None) -> dict:
   """Mean of every method's per-frame scores (over the frames where ``keep`` is True, default all)."""
   out = {}
@@ -83,7 +78,10 @@ def summarize(scores: dict, keep=None) -> dict:
 
 
 def score_examples(examples, renderer=None, batch_size: int = 8) -> dict:
-  """Per-frame scores {method: {'psnr'|'ssim'|'lpips': [one per example, in order]}}."""
+  """Per-frame scores {method: {'psnr'|'ssim'|'lpips': [one per example, in order]}}.
+
+  examples: iterable of dicts image/target (uint8 HxWx3), flow (HxWx2), importance (HxWx1).
+  """
   from gid_jax.models import perceptual  # pylint: disable=g-import-not-at-top
   lpips = jax.jit(perceptual.get('alexnet').__call__)
   if renderer is not None:
@@ -127,7 +125,7 @@ def breakdown(name: str, examples: list, scores: dict, motion_bins: int = 0) -> 
   if motion_bins > 0 and examples:
     motion = median_motion(examples)
     order = np.argsort(motion, kind='stable')
-    for b, idx in enumerate(np.array_split(order, motion_bins)):
+    for idx in np.array_split(order, motion_bins):
       if len(idx):
         keep = np.zeros(len(examples), bool)
         keep[idx] = True
