@@ -108,7 +108,7 @@ def test_evaluate_cli(data_dir, tmp_path, capsys):
   from gid_jax.render import evaluate
   out = str(tmp_path / 'r.json')
   assert evaluate.main(['--data', data_dir, '--out', out]) == 0
-  res = json.load(open(out))['held-out synthetic (test split)']
+  res = json.load(open(out))['held-out test split']
   assert set(res) == {'still', 'backward_warp', 'average_splat', 'softmax_splat'}
   assert all(r['psnr'] > 25 and 0 < r['ssim'] <= 1 and r['lpips'] >= 0 for r in res.values())
   # 'still' scores I_0 itself against I_t (the uint8 round trip through [-1, 1] is exact).
@@ -124,7 +124,7 @@ def test_evaluate_cli(data_dir, tmp_path, capsys):
   # Motion bins partition the frames by median |F_t|: their sizes add up and their means average back.
   assert evaluate.main(['--data', data_dir, '--motion_bins', '2', '--out', out]) == 0
   binned = json.load(open(out))
-  whole = binned['held-out synthetic (test split)']
+  whole = binned['held-out test split']
   bins = [v for k, v in binned.items() if 'median motion' in k]
   assert len(bins) == 2 and sum(b['still']['n'] for b in bins) == whole['still']['n'] == len(examples)
   assert sum(b['still']['psnr'] * b['still']['n'] for b in bins) / len(examples) == pytest.approx(
@@ -145,7 +145,7 @@ def test_evaluate_cli(data_dir, tmp_path, capsys):
   c = cfg(data_dir, num_steps=2)
   loop.train(c, w, renderer_task.make_task(c), progress=False)
   assert evaluate.main(['--data', data_dir, '--workdir', w, '--out', out]) == 0
-  res = json.load(open(out))['held-out synthetic (test split)']
+  res = json.load(open(out))['held-out test split']
   assert set(res) == {'still', 'backward_warp', 'average_splat', 'softmax_splat', 'renderer'}
   assert res['renderer']['psnr'] > 25 and 0 < res['renderer']['ssim'] <= 1
   capsys.readouterr()

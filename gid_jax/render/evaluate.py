@@ -201,7 +201,7 @@ def main(argv=None) -> int:
     from gid_jax import animate  # pylint: disable=g-import-not-at-top
     renderer = animate.load_renderer(args.workdir)  # from the run's own config, overrides included
     examples = list(dataset_examples(args.data))
-    results = breakdown('held-out synthetic (test split)', examples, score_examples(examples, renderer),
+    results = breakdown('held-out test split', examples, score_examples(examples, renderer),
                         args.motion_bins)
     if args.real_videos:
       import ml_collections  # pylint: disable=g-import-not-at-top
