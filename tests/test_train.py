@@ -148,6 +148,10 @@ def test_evaluate_cli(data_dir, tmp_path, capsys):
   res = json.load(open(out))['held-out test split']
   assert set(res) == {'still', 'backward_warp', 'average_splat', 'softmax_splat', 'renderer'}
   assert res['renderer']['psnr'] > 25 and 0 < res['renderer']['ssim'] <= 1
+  # --split train scores the training triples instead (every one of them, repeats of I_0 aside).
+  assert evaluate.main(['--data', data_dir, '--split', 'train', '--out', out]) == 0
+  train = json.load(open(out))['training split (seen in training)']
+  assert train['still']['n'] == len(list(evaluate.dataset_examples(data_dir, 'train'))) != len(examples)
   capsys.readouterr()
   assert evaluate.main(['--data', data_dir, '--workdir', str(tmp_path / 'nothing')]) == 2
   assert capsys.readouterr().err.startswith('error: no checkpoint in ')

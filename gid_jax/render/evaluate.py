@@ -26,6 +26,8 @@ When the test split holds videos from several top-level folders of the build's v
 ``synthetic/`` and ``handheld/``), each folder is also reported on its own. ``--motion_bins N`` also reports
 every set in N bins of equal size by the frame's median motion (median over pixels of |F_t|, px).
 ``--camera_motion_px X`` keeps only the real clips that the build's camera-motion filter passes at X.
+``--split train`` scores the build's training split instead of its test split (to tell how well the
+renderer fits what it was trained on from how well it generalises).
 """
 
 from __future__ import annotations
@@ -186,6 +188,8 @@ def main(argv=None) -> int:
                   help='skip real clips with camera motion above this (as the build filter does; default 0: keep all)')
   ap.add_argument('--motion_bins', type=int, default=0,
                   help='also report each set in this many bins by median motion (default 0: no bins)')
+  ap.add_argument('--split', default='test', choices=('test', 'train'),
+                  help="the build's split to score (default test; train tells fitting from generalising)")
   ap.add_argument('--out', default=None, help='write the results as JSON here')
   args = ap.parse_args(argv)
   if args.real_pairs < 1:
@@ -200,8 +204,9 @@ def main(argv=None) -> int:
   try:
     from gid_jax import animate  # pylint: disable=g-import-not-at-top
     renderer = animate.load_renderer(args.workdir)  # from the run's own config, overrides included
-    examples = list(dataset_examples(args.data))
-    results = breakdown('held-out test split', examples, score_examples(examples, renderer),
+    examples = list(dataset_examples(args.data, args.split))
+    name = 'held-out test split' if args.split == 'test' else 'training split (seen in training)'
+    results = breakdown(name, examples, score_examples(examples, renderer),
                         args.motion_bins)
     if args.real_videos:
       import ml_collections  # pylint: disable=g-import-not-at-top
