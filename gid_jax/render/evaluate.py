@@ -214,9 +214,10 @@ def main(argv=None) -> int:
         data_cfg = ml_collections.ConfigDict(json.load(f)['config'])  # decode real clips like the data
       for path in video_lib.list_videos(args.real_videos):
         examples = list(video_examples(path, data_cfg, args.real_pairs, camera_motion_px=args.camera_motion_px))
-        if not examples:
-          print(f'note: {path}: every clip has camera motion above {args.camera_motion_px} px; skipped',
-                file=sys.stderr)
+        if not examples:  # every clip filtered out, or not one frame differs from its clip's first
+          why = (f'every clip has camera motion above {args.camera_motion_px} px or no frame that moves'
+                 if args.camera_motion_px > 0 else 'no clip has a frame that differs from its first')
+          print(f'note: {path}: {why}; skipped', file=sys.stderr)
           continue
         results.update(breakdown(f'held-out real: {os.path.basename(path)}', examples,
                                  score_examples(examples, renderer), args.motion_bins))
