@@ -57,11 +57,15 @@ def test_resume_gives_the_identical_next_loss(data_dir, tmp_path):
 
 
 def test_training_with_the_perceptual_loss_logs_it_and_restores(data_dir, tmp_path):
-  c = cfg(data_dir, num_steps=4, **{'loss.perceptual': 1.0, 'loss.ssim': 0.5, 'optimizer.warmup_steps': 2,
-                                     'optimizer.learning_rate': 3e-3})
+  c = cfg(data_dir, num_steps=4, **{'loss.perceptual': 1.0, 'loss.ssim': 0.5, 'loss.psnr': 0.3,
+                                     'optimizer.warmup_steps': 2, 'optimizer.learning_rate': 3e-3})
   loop.train(c, str(tmp_path / 'w'), renderer_task.make_task(c), progress=False)
   ms = metrics.read_metrics(str(tmp_path / 'w'))
   assert all('perceptual' in m and 0 <= m['dssim'] <= 2 and np.isfinite(m['loss']) for m in ms)
+  for m in ms:  # the logged terms are the same batch's: the loss is their weighted sum
+    assert 10 < m['psnr'] < 100
+    assert m['loss'] == pytest.approx(m['l1'] + m['perceptual'] + 0.5 * m['dssim'] - 0.3 * m['psnr'] / 10,
+                                      rel=1e-5, abs=1e-6)
   model = loop.load_model(str(tmp_path / 'w'), c, renderer_task.make_task(c))
   assert model.num_levels == 2
 

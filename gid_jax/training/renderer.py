@@ -1,5 +1,5 @@
-"""Renderer training task: (I_0, F_t, W) -> I_t with L1 + VGG perceptual (+ optional 1 - SSIM) loss on real
-(I_0, I_t) pairs."""
+"""Renderer training task: (I_0, F_t, W) -> I_t with L1 + VGG perceptual (+ optional 1 - SSIM, - PSNR / 10)
+loss on real (I_0, I_t) pairs."""
 
 from __future__ import annotations
 
@@ -24,7 +24,7 @@ def model_task(cfg) -> Task:
 def make_task(config) -> Task:
   if not config.data_dir:
     raise ValueError('config.data_dir is empty: pass --config.data_dir=<a python -m gid_jax.data.build --out>')
-  for name in ('l1', 'perceptual', 'ssim'):
+  for name in ('l1', 'perceptual', 'ssim', 'psnr'):
     weight = config.loss.get(name, 0.0)
     if not (isinstance(weight, (int, float)) and math.isfinite(weight) and weight >= 0):
       raise ValueError(f'config.loss.{name} must be a finite weight >= 0, got {weight!r}')
@@ -47,6 +47,14 @@ def make_task(config) -> Task:
       d = 1.0 - jnp.mean(ssim_lib.ssim(pred, batch['target']))
       metrics['dssim'] = d
       loss = loss + config.loss.ssim * d
+    if config.loss.get('psnr', 0.0) > 0:
+      # The mean per-frame PSNR (images in [0, 1], as the evaluation scores them), as a loss: - PSNR / 10 =
+      # log10 of each frame's MSE. Unlike L1 or a batch MSE it weighs every frame's error relative to that
+      # frame's own, so near-still, high-PSNR frames count as much as the evaluation counts them.
+      mse = jnp.mean(jnp.square((pred - batch['target']) / 2), axis=(1, 2, 3))
+      psnr = -10.0 * jnp.log10(mse + 1e-10)
+      metrics['psnr'] = jnp.mean(psnr)
+      loss = loss - config.loss.psnr * jnp.mean(psnr) / 10.0
     return loss, metrics
 
   def make_dataset(cfg):
