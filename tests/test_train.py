@@ -106,6 +106,12 @@ def test_cli_errors_are_one_line(tmp_path):
                       '--workdir', str(tmp_path / 'w')], capture_output=True, text=True)
   assert r.returncode == 2
   assert r.stderr.strip().splitlines()[-1] == 'error: config.loss.ssim must be a finite weight >= 0, got -0.5'
+  r = subprocess.run([sys.executable, '-m', 'gid_jax.train', '--config=' + renderer_config.__file__,
+                      '--config.data_dir', str(tmp_path / 'missing'), '--config.model.rgb_base=median',
+                      '--workdir', str(tmp_path / 'w')], capture_output=True, text=True)
+  assert r.returncode == 2
+  assert r.stderr.strip().splitlines()[-1] == ("error: config.model.rgb_base must be one of ('softmax', 'average'), "
+                                               "got 'median'")
 
 
 def test_evaluate_cli(data_dir, tmp_path, capsys):

@@ -39,6 +39,7 @@ def get_config(arg=None):
   c.model.widths = widths
   c.model.blocks = blocks
   c.model.decoder_blocks = decoder_blocks
+  c.model.rgb_base = 'softmax'  # the splatted RGB the decoder's correction is added to: softmax (with W) or average
 
   c.loss = ml_collections.ConfigDict()
   c.loss.l1 = 1.0

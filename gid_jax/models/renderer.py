@@ -9,10 +9,11 @@ SPEC.md section 5. ``Renderer(image_BxHxWx3, flow_BxHxWx2, importance_BxHxWx1) -
   and the features are softmax-splatted forward; a mask marks pixels that received nothing.
 * ``Synthesis`` (an inpainting-style decoder): starts from the coarsest warped features and their mask,
   and at every finer level upsamples, concatenates that level's warped features and mask (and, at full
-  resolution, the softmax-splatted RGB of I_0 with its holes push-pull filled), and refines with residual
+  resolution, the splatted RGB of I_0 with its holes push-pull filled), and refines with residual
   blocks; a final 3x3 conv predicts a correction that is added to that filled RGB (our choice: zero-
   initialised, so training starts from the splatting baseline and learns what it gets wrong: bilinear
-  blur, overlaps, disocclusions). The masks tell it where to inpaint.
+  blur, overlaps, disocclusions). The masks tell it where to inpaint. That RGB base is softmax-splatted
+  with W like the features (``rgb_base='softmax'``) or average-splatted (``'average'``).
 
 Images are float32 in [-1, 1]; flow in pixels (channel 0 = x, 1 = y).
 """
@@ -28,6 +29,8 @@ from flax import nnx
 from gid_jax.models.layers import ResBlock, avg_pool, upsample_to
 from gid_jax.render import splat
 from gid_jax.render.video import fill_holes
+
+RGB_BASES = ('softmax', 'average')
 
 
 class FeaturePyramid(nnx.Module):
@@ -92,8 +95,11 @@ class Renderer(nnx.Module):
   """(I_0, F_t, W) -> I_t. See the module docstring."""
 
   def __init__(self, widths: Sequence[int] = (32, 64, 128, 256), blocks: Sequence[int] = (3, 4, 6, 3),
-               decoder_blocks: int = 2, *, rngs: nnx.Rngs):
+               decoder_blocks: int = 2, rgb_base: str = 'softmax', *, rngs: nnx.Rngs):
+    if rgb_base not in RGB_BASES:
+      raise ValueError(f'rgb_base must be one of {RGB_BASES}, got {rgb_base!r}')
     self.num_levels = len(widths)
+    self.rgb_base = rgb_base
     self.encoder = FeaturePyramid(widths, blocks, rngs=rngs)
     self.synthesis = Synthesis(widths, decoder_blocks, rngs=rngs)
 
@@ -108,10 +114,14 @@ class Renderer(nnx.Module):
       w, m = splat.softmax_splat(f, flow_l, imp_l, mode='softmax', return_mask=True)
       warped.append(w)
       masks.append(m)
-    rgb, rgb_mask = splat.softmax_splat(image_BxHxWx3, flow_BxHxWx2, importance_BxHxWx1, mode='softmax',
+    # The RGB the correction is added to: I_0 softmax-splatted with W like the features, or average-splatted
+    # (``rgb_base``; the features are softmax-splatted either way). Both leave the same holes.
+    rgb, rgb_mask = splat.softmax_splat(image_BxHxWx3, flow_BxHxWx2, importance_BxHxWx1, mode=self.rgb_base,
                                         return_mask=True)
     return self.synthesis(warped, masks, fill_holes(rgb, rgb_mask), rgb_mask)
 
 
 def from_config(model_cfg, rngs: nnx.Rngs) -> Renderer:
-  return Renderer(tuple(model_cfg.widths), tuple(model_cfg.blocks), model_cfg.decoder_blocks, rngs=rngs)
+  # Runs stored before ``rgb_base`` existed have none in their config: they were trained on the softmax base.
+  return Renderer(tuple(model_cfg.widths), tuple(model_cfg.blocks), model_cfg.decoder_blocks,
+                  model_cfg.get('rgb_base', 'softmax'), rngs=rngs)

@@ -28,6 +28,9 @@ def make_task(config) -> Task:
     weight = config.loss.get(name, 0.0)
     if not (isinstance(weight, (int, float)) and math.isfinite(weight) and weight >= 0):
       raise ValueError(f'config.loss.{name} must be a finite weight >= 0, got {weight!r}')
+  if config.model.get('rgb_base', 'softmax') not in renderer_lib.RGB_BASES:
+    raise ValueError(f'config.model.rgb_base must be one of {renderer_lib.RGB_BASES}, '
+                     f'got {config.model.rgb_base!r}')
   perceptual = perceptual_lib.get(config.loss.perceptual_net) if config.loss.perceptual > 0 else None
 
   def make_model(cfg, rngs):
