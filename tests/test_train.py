@@ -5,6 +5,8 @@ import os
 import subprocess
 import sys
 
+import jax
+import jax.numpy as jnp
 import numpy as np
 import orbax.checkpoint as ocp
 import pytest
@@ -68,6 +70,20 @@ def test_training_with_the_perceptual_loss_logs_it_and_restores(data_dir, tmp_pa
                                       rel=1e-5, abs=1e-6)
   model = loop.load_model(str(tmp_path / 'w'), c, renderer_task.make_task(c))
   assert model.num_levels == 2
+
+
+def test_frame_psnr_matches_a_float64_reference_with_its_gradient():
+  rng = np.random.default_rng()
+  pred = rng.uniform(-1, 1, (3, 5, 7, 3)).astype(np.float32)
+  tgt = np.clip(pred + rng.normal(0, 0.1, pred.shape), -1, 1).astype(np.float32)
+  p64, t64 = pred.astype(np.float64), tgt.astype(np.float64)
+  mse = np.mean(((p64 - t64) / 2) ** 2, axis=(1, 2, 3))
+  np.testing.assert_allclose(renderer_task.frame_psnr(pred, tgt), -10 * np.log10(mse), rtol=1e-5)
+  # d mean_i PSNR_i / d pred = mean_i (-10 / ln 10) (1 / mse_i) (pred - target) / (2 N)
+  n = pred[0].size
+  want = -10 / np.log(10) * (p64 - t64) / (2 * n * mse[:, None, None, None]) / len(pred)
+  got = jax.grad(lambda x: jnp.mean(renderer_task.frame_psnr(x, tgt)))(pred)
+  np.testing.assert_allclose(got, want, rtol=1e-3, atol=1e-7)
 
 
 def test_divergence_stops_and_keeps_the_last_good_checkpoint(data_dir, tmp_path):

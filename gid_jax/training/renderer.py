@@ -21,6 +21,12 @@ def model_task(cfg) -> Task:
   return Task('renderer', lambda c, rngs: renderer_lib.from_config(c.model, rngs), None, None)
 
 
+def frame_psnr(pred_BxHxWx3: jax.Array, target_BxHxWx3: jax.Array) -> jax.Array:
+  """Each frame's PSNR in dB (B,), of images in [-1, 1] scored in [0, 1] as the evaluation scores them."""
+  mse = jnp.mean(jnp.square((pred_BxHxWx3 - target_BxHxWx3) / 2), axis=(1, 2, 3))
+  return -10.0 * jnp.log10(mse + 1e-10)
+
+
 def make_task(config) -> Task:
   if not config.data_dir:
     raise ValueError('config.data_dir is empty: pass --config.data_dir=<a python -m gid_jax.data.build --out>')
@@ -54,8 +60,7 @@ def make_task(config) -> Task:
       # The mean per-frame PSNR (images in [0, 1], as the evaluation scores them), as a loss: - PSNR / 10 =
       # log10 of each frame's MSE. Unlike L1 or a batch MSE it weighs every frame's error relative to that
       # frame's own, so near-still, high-PSNR frames count as much as the evaluation counts them.
-      mse = jnp.mean(jnp.square((pred - batch['target']) / 2), axis=(1, 2, 3))
-      psnr = -10.0 * jnp.log10(mse + 1e-10)
+      psnr = frame_psnr(pred, batch['target'])
       metrics['psnr'] = jnp.mean(psnr)
       loss = loss - config.loss.psnr * jnp.mean(psnr) / 10.0
     return loss, metrics
