@@ -36,6 +36,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from gid_jax.errors import InputError  # pylint: disable=unused-import  (gid_jax.animate.InputError)
 from gid_jax.motion import edit
 from gid_jax.motion import normalize as norm_lib
 
@@ -46,8 +47,7 @@ DEFAULT_RENDERER = os.path.join(ASSETS, 'default', 'renderer')
 EXAMPLE_PHOTO = os.path.join(ASSETS, 'example.png')
 
 
-class InputError(ValueError):
-  """Bad user input (photo, mask, checkpoint, option): the message is one line naming the problem."""
+MIN_SIDE = 32  # photos with a shorter side below this are refused: too small to animate
 
 
 @dataclasses.dataclass
@@ -86,21 +86,46 @@ class Options:
       raise InputError(f'--max-side must be at least 16, got {self.max_side}')
 
 
-def load_photo(path: str, max_pixels: int = MAX_PIXELS) -> np.ndarray:
-  """Any PIL-readable photo as uint8 RGB: EXIF rotation applied, alpha composited on white, greyscale
-  replicated, 16-bit and float images scaled from their full range."""
-  from PIL import Image, ImageOps, UnidentifiedImageError  # pylint: disable=g-import-not-at-top
+def check_photo_file(path: str, max_pixels: int = MAX_PIXELS) -> tuple[int, int]:
+  """(width, height) from the file's header, without decoding it; InputError if missing, unreadable, too
+  large (over ``max_pixels``) or too small (shorter side under :data:`MIN_SIDE`)."""
+  import warnings  # pylint: disable=g-import-not-at-top
+  from PIL import Image, UnidentifiedImageError  # pylint: disable=g-import-not-at-top
   if not os.path.isfile(path):
     raise InputError(f'photo not found: {path}')
   try:
-    with Image.open(path) as im:
-      w, h = im.size
-      if w * h > max_pixels:
-        raise InputError(f'{path} is {w}x{h} = {w * h:,} pixels, over the limit of {max_pixels:,} pixels')
-      im = ImageOps.exif_transpose(im)
-      im.load()
+    with warnings.catch_warnings():
+      warnings.simplefilter('ignore', Image.DecompressionBombWarning)  # our own limit speaks first
+      with Image.open(path) as im:
+        w, h = im.size
+  except Image.DecompressionBombError:
+    raise InputError(f'{path} is over {max(max_pixels, Image.MAX_IMAGE_PIXELS or 0):,} pixels, too large to '
+                     'open safely') from None
+  except (UnidentifiedImageError, OSError) as e:
+    raise InputError(f'{path} is not a readable image ({str(e).splitlines()[0]})') from None
+  if w * h > max_pixels:
+    raise InputError(f'{path} is {w}x{h} = {w * h:,} pixels, over the limit of {max_pixels:,} pixels '
+                     '(--max-pixels)')
+  if min(w, h) < MIN_SIDE:
+    raise InputError(f'{path} is {w}x{h} pixels; photos need at least {MIN_SIDE} pixels on each side')
+  return w, h
+
+
+def load_photo(path: str, max_pixels: int = MAX_PIXELS) -> np.ndarray:
+  """Any PIL-readable photo as uint8 RGB: EXIF rotation applied, alpha composited on white, greyscale
+  replicated, 16-bit and float images scaled from their full range. Checked first by
+  :func:`check_photo_file` (size limits, one-line InputErrors)."""
+  import warnings  # pylint: disable=g-import-not-at-top
+  from PIL import Image, ImageOps, UnidentifiedImageError  # pylint: disable=g-import-not-at-top
+  check_photo_file(path, max_pixels)
+  try:
+    with warnings.catch_warnings():
+      warnings.simplefilter('ignore', Image.DecompressionBombWarning)
+      with Image.open(path) as im:
+        im = ImageOps.exif_transpose(im)
+        im.load()
   except (UnidentifiedImageError, OSError, Image.DecompressionBombError) as e:
-    raise InputError(f'{path} is not a readable image ({str(e).splitlines()[0]})') from e
+    raise InputError(f'{path} is not a readable image ({str(e).splitlines()[0]})') from None
   if im.mode in ('I;16', 'I;16B', 'I;16L', 'I', 'F'):
     a = np.asarray(im, np.float64)
     top = 65535.0 if im.mode.startswith('I;16') or a.max() > 255 else 255.0
@@ -228,10 +253,11 @@ def trajectories(spec_KxHxWx4: np.ndarray, num_frames_t: int, opts: Options) -> 
 
 
 def animate(photo_HxWx3: np.ndarray, opts: Options, sampler=None, renderer=None, mask_HxW=None,
-            spectral=None, progress: Callable | None = None):
+            spectral=None, progress: Callable | None = None, render_progress: Callable | None = None):
   """(frames_NxHxWx3 uint8, spec_KxHxWx4 at the output size, num_frames T of the volume).
 
   ``spectral``: a given (spec, T) instead of sampling one. ``mask_HxW`` at the photo's size.
+  ``progress(done, total)``: after every DDIM step; ``render_progress(done, total)``: frames rendered.
   """
   from gid_jax.render import video as render_video  # pylint: disable=g-import-not-at-top
   opts.check()
@@ -251,7 +277,7 @@ def animate(photo_HxWx3: np.ndarray, opts: Options, sampler=None, renderer=None,
       raise InputError(f'mask is {mask_HxW.shape[1]}x{mask_HxW.shape[0]} but the photo is {w}x{h}')
     spec = np.asarray(edit.mask_motion(spec, resize(mask_HxW.astype(np.float32), ow, oh), feather_px=4.0))
   disp = trajectories(spec, t, opts)
-  frames = render_video.render_frames(out_photo, disp, renderer=renderer)
+  frames = render_video.render_frames(out_photo, disp, renderer=renderer, progress=render_progress)
   frames[0] = out_photo  # frame 0 is the photo, bit for bit
   return frames, spec, t
 
@@ -266,6 +292,14 @@ def load_renderer(workdir: str):
   if cfg.get('trainer') != 'renderer':
     raise InputError(f'{workdir} is not a renderer run (its trainer is {cfg.get("trainer")!r})')
   return loop.load_model(workdir, cfg, renderer_task.model_task(cfg))
+
+
+def check_model_dirs(checkpoint: str | None, renderer: str | None) -> None:
+  """The fast check of ``load_models``' folders (no JAX): each exists, holds a checkpoint of the right kind."""
+  from gid_jax.training import runinfo  # pylint: disable=g-import-not-at-top
+  runinfo.check_run(checkpoint or DEFAULT_CHECKPOINT, ('ldm',), '--checkpoint')
+  if renderer not in (None, '', 'none'):
+    runinfo.check_run(renderer, ('renderer',), '--renderer')
 
 
 def load_models(checkpoint: str | None, renderer: str | None):

@@ -1,12 +1,25 @@
-"""Atomic file writes: a reader (or a resumed job) sees the old file or the new one, never half of one."""
+"""Atomic writes that never lose what the program did not create.
+
+* A reader (or a resumed job) sees the old file or the new one, never half of one.
+* A folder we write (a folder of PNG frames, an export) carries :data:`OWNER_FILE`, the list of the entries
+  we put there. Replacing a folder swaps it whole only when everything in it is ours; a folder that also
+  holds a user's files gets only our entries replaced, file by file, and the user's files are kept.
+* :func:`check_output` is the one policy of every command's output options: an existing file or non-empty
+  folder is refused (one line, exit 2) unless ``--overwrite`` is given.
+"""
 
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import shutil
 import tempfile
 from typing import Iterator
+
+from gid_jax.errors import InputError
+
+OWNER_FILE = '.gid_jax-output.json'  # in a folder we wrote: {"entries": [the names we put there]}
 
 
 @contextlib.contextmanager
@@ -27,14 +40,15 @@ def atomic_path(path: str, *, is_dir: bool = False) -> Iterator[str]:
     os.close(fd)
   try:
     yield tmp
-    if is_dir and os.path.isdir(path):
-      shutil.rmtree(path)
     # mkstemp/mkdtemp create owner-only files; give the result the usual permissions (umask applied).
     umask = os.umask(0)
     os.umask(umask)
     if os.path.exists(tmp):
       os.chmod(tmp, (0o777 if os.path.isdir(tmp) else 0o666) & ~umask)
-    os.replace(tmp, path)
+    if is_dir:
+      _publish_dir(tmp, path)
+    else:
+      os.replace(tmp, path)
   except BaseException:
     if os.path.isdir(tmp):
       shutil.rmtree(tmp, ignore_errors=True)
@@ -53,3 +67,86 @@ def atomic_write_bytes(path: str, data: bytes) -> None:
 
 def atomic_write_text(path: str, text: str) -> None:
   atomic_write_bytes(path, text.encode('utf-8'))
+
+
+def owned_entries(path: str) -> set[str] | None:
+  """The names we put in the folder ``path`` (from its :data:`OWNER_FILE`), or None if we did not write it."""
+  try:
+    with open(os.path.join(path, OWNER_FILE), encoding='utf-8') as f:
+      return set(json.load(f)['entries'])
+  except (OSError, ValueError, KeyError, TypeError):
+    return None
+
+
+def _publish_dir(tmp: str, path: str) -> None:
+  """Move the finished folder ``tmp`` to ``path`` without losing anything we did not create there."""
+  names = sorted(n for n in os.listdir(tmp) if n != OWNER_FILE)
+  with open(os.path.join(tmp, OWNER_FILE), 'w', encoding='utf-8') as f:
+    json.dump({'created_by': 'gid_jax', 'entries': names}, f)
+  if not os.path.lexists(path):
+    os.replace(tmp, path)
+    return
+  if not os.path.isdir(path) or os.path.islink(path):  # a file (or link) at path: the caller allowed it
+    os.remove(path)
+    os.replace(tmp, path)
+    return
+  old = owned_entries(path) or set()
+  present = set(os.listdir(path)) - {OWNER_FILE}
+  if present <= old:  # all ours (or empty): swap the folder whole
+    aside = tempfile.mkdtemp(dir=os.path.dirname(path), prefix='.old-')
+    os.replace(path, os.path.join(aside, 'old'))
+    os.replace(tmp, path)
+    shutil.rmtree(aside, ignore_errors=True)
+    return
+  # The folder holds files we did not create: replace our own entries only, one atomic rename each.
+  for n in names:
+    dest = os.path.join(path, n)
+    if os.path.isdir(dest) and not os.path.islink(dest):
+      if n not in old:
+        raise InputError(f'{path} holds a folder {n} that this program did not create; nothing was replaced')
+      shutil.rmtree(dest)
+    os.replace(os.path.join(tmp, n), dest)
+  for n in old - set(names):  # ours from an earlier run, not written this time
+    dest = os.path.join(path, n)
+    if os.path.isdir(dest) and not os.path.islink(dest):
+      shutil.rmtree(dest, ignore_errors=True)
+    elif os.path.lexists(dest):
+      os.remove(dest)
+  os.replace(os.path.join(tmp, OWNER_FILE), os.path.join(path, OWNER_FILE))
+  shutil.rmtree(tmp, ignore_errors=True)
+
+
+def check_output(path: str, overwrite: bool = False, option: str = '--out', kind: str = 'any') -> None:
+  """The output policy of every command: refuse (InputError, one line) to replace what exists at ``path``.
+
+  An existing file, or a folder that is not empty, is refused unless ``overwrite``; with it, a file is
+  replaced atomically and a folder gets only our own entries replaced (see :func:`_publish_dir`).
+  ``kind``: 'file' or 'dir' refuses the other kind even with ``overwrite`` (a file never replaces a folder).
+  Also refused: a parent that is a file, or a folder we cannot write to.
+  """
+  if not path:
+    raise InputError(f'{option} must not be empty')
+  full = os.path.abspath(path)
+  parent = os.path.dirname(full)
+  probe = parent
+  while not os.path.exists(probe):
+    probe = os.path.dirname(probe)
+  if not os.path.isdir(probe):
+    raise InputError(f'{option} {path}: {probe} is a file, not a folder')
+  if not os.access(probe, os.W_OK):
+    raise InputError(f'{option} {path}: cannot write in {probe} (permission denied)')
+  if not os.path.lexists(full):
+    return
+  if os.path.isdir(full):
+    if kind == 'file':
+      raise InputError(f'{option} {path} is a folder; give a file name')
+    if not os.listdir(full):
+      return
+    if not overwrite:
+      raise InputError(f'{option} {path} is a folder that is not empty; choose a new name, or pass --overwrite '
+                       'to replace only our own output in it (other files are kept)')
+    return
+  if kind == 'dir':
+    raise InputError(f'{option} {path} is a file, not a folder; choose another name')
+  if not overwrite:
+    raise InputError(f'{option} {path} exists; choose a new name, or pass --overwrite to replace it')

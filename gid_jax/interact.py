@@ -1,6 +1,6 @@
 """Interactive dynamics from the command line: poke a photo, get the video of its response.
 
-    python -m gid_jax.interact --image photo.jpg --spectral spec.npz --poke 0.5,0.3,4,0 --out poke.mp4
+    gid-interact (or python -m gid_jax.interact) --image photo.jpg --spectral spec.npz --poke 0.5,0.3,4,0 --out poke.mp4
 
 ``--spectral`` is an .npz from :func:`gid_jax.motion.modal.save_spectral` (``spectral_volume`` K x H x W x 4
 in pixels, ``num_frames`` T and ``fps`` of the clip the bins refer to). The photo is centre-cropped to the
@@ -18,24 +18,16 @@ exit code 2, and nothing is written.
 
 from __future__ import annotations
 
-import argparse
 import os
 import sys
 
 import numpy as np
 
+from gid_jax import cli
+from gid_jax.errors import InputError
 from gid_jax.motion import modal
 
-
-class _Parser(argparse.ArgumentParser):
-  """argparse that reports a usage error in one line (exit 2) instead of usage + message."""
-
-  def error(self, message):
-    self.exit(2, f'error: {message}\n')
-
-
-class InputError(ValueError):
-  """Bad command-line input; its message is printed as is."""
+PROG = 'gid-interact'
 
 
 def parse_poke(text: str) -> tuple[float, float, float, float, int]:
@@ -65,19 +57,22 @@ def load_image(path: str, width: int, height: int) -> np.ndarray:
   return video.center_crop_resize(image, width, height)
 
 
-def load_or_sample_spectral(args) -> modal.SpectralFile:
+def load_or_sample_spectral(args, progress: cli.Progress | None = None) -> modal.SpectralFile:
   """The spectral volume to animate. The one place to add sampling from a model when --spectral is absent."""
+  progress = progress or cli.Progress(False)
   if not args.spectral:
     # Sample one with the motion model (the bundled default unless --checkpoint), at the output size.
     from gid_jax import animate  # pylint: disable=g-import-not-at-top
-    from gid_jax.diffusion import motion  # pylint: disable=g-import-not-at-top
     checkpoint = args.checkpoint or animate.DEFAULT_CHECKPOINT
-    if not os.path.isdir(os.path.join(checkpoint, 'checkpoints')):
-      raise InputError(f'no motion model checkpoint in {checkpoint}')
+    animate.check_model_dirs(checkpoint, None)
     photo = animate.load_photo(args.image)
-    sampler = motion.MotionSampler(checkpoint)
-    opts = animate.Options(seed=args.seed, max_side=args.max_side, steps=sampler.config.sampling.num_steps)
-    spec = animate.sample_motion(sampler, photo, opts)
+    with progress.phase('loading the motion model'):
+      from gid_jax.diffusion import motion  # pylint: disable=g-import-not-at-top
+      sampler = motion.MotionSampler(checkpoint)
+    steps = sampler.config.sampling.num_steps if args.steps is None else args.steps
+    opts = animate.Options(seed=args.seed, max_side=args.max_side, steps=steps)
+    with progress.bar('sampling motion', steps).start() as bar:
+      spec = animate.sample_motion(sampler, photo, opts, progress=bar)
     ow, oh = animate.output_size(photo.shape[1], photo.shape[0], opts.max_side)
     return modal.SpectralFile(animate.resize_spectral(spec, ow, oh), sampler.num_frames, sampler.fps)
   try:
@@ -87,7 +82,7 @@ def load_or_sample_spectral(args) -> modal.SpectralFile:
 
 
 def poke_video(image_HxWx3: np.ndarray, spec: modal.SpectralFile, pokes, num_frames: int,
-               params: modal.ModalParams, strength: float = 1.0, renderer=None) -> np.ndarray:
+               params: modal.ModalParams, strength: float = 1.0, renderer=None, progress=None) -> np.ndarray:
   """Frames (num_frames, H, W, 3) uint8 of the photo responding to ``pokes`` [(x, y, dx, dy, frame)].
 
   x, y are fractions of the width and height; dx, dy pixels. Frame 0 is the photo itself.
@@ -100,19 +95,21 @@ def poke_video(image_HxWx3: np.ndarray, spec: modal.SpectralFile, pokes, num_fra
       raise InputError(f'a poke at frame {frame} is past the last frame ({num_frames - 1})')
     scheduled.append((frame, (x * (sim.width - 1), y * (sim.height - 1), dx, dy, strength)))
   disp = sim.simulate(num_frames, scheduled)
-  return render_video.render_frames(image_HxWx3, disp, renderer)
+  return render_video.render_frames(image_HxWx3, disp, renderer, progress=progress)
 
 
-def main(argv=None) -> int:
-  parser = _Parser(prog='python -m gid_jax.interact', description=__doc__.split('\n')[0])
+def build_parser() -> cli.Parser:
+  parser = cli.Parser(PROG, __doc__)
   parser.add_argument('--image', required=True, help='the photo (any format PIL reads)')
   parser.add_argument('--spectral', help='.npz with spectral_volume (K x H x W x 4, pixels), num_frames, fps '
-                      '(python -m gid_jax.sample --save-spectral writes one); default: sample one')
+                      '(gid-sample --save-spectral writes one); default: sample one with the model')
   parser.add_argument('--checkpoint', default=None, help='motion model for sampling (default: bundled)')
   parser.add_argument('--seed', type=int, default=0, help='sampling seed')
+  parser.add_argument('--steps', type=int, default=None, help="DDIM steps when sampling (default: the model's)")
   parser.add_argument('--max-side', type=int, default=512, help='longer side of a sampled volume / output')
   parser.add_argument('--poke', action='append', default=[], metavar='X,Y,DX,DY[,FRAME]',
-                      help='X, Y in [0, 1] (fractions of width, height); DX, DY pixels; FRAME default 0')
+                      help='X, Y in [0, 1] (fractions of width, height); DX, DY pixels; FRAME default 0; '
+                           'repeat for several pokes')
   defaults = modal.ModalParams()
   parser.add_argument('--strength', type=float, default=1.0, help='multiplies every poke')
   parser.add_argument('--num-frames', type=int, default=150, help='frames to render')
@@ -121,32 +118,61 @@ def main(argv=None) -> int:
   parser.add_argument('--damping', type=float, default=defaults.damping, help='damping ratio zeta')
   parser.add_argument('--mass', type=float, default=defaults.mass, help='modal mass')
   parser.add_argument('--out', required=True, help='.mp4, .webm, .gif, or a folder name for PNGs')
-  args = parser.parse_args(argv)
-  try:
-    from gid_jax.data import video  # pylint: disable=g-import-not-at-top
-    if not args.poke:
-      raise InputError('give at least one --poke X,Y,DX,DY (the scene is at rest without one)')
-    pokes = [parse_poke(p) for p in args.poke]
-    if not np.isfinite(args.strength):
-      raise InputError(f'--strength must be finite, got {args.strength}')
-    if args.num_frames < 1:
-      raise InputError(f'--num-frames must be >= 1, got {args.num_frames}')
-    ext = os.path.splitext(args.out)[1].lower()
-    if ext not in video.WRITE_FORMATS:
-      raise InputError(f'--out {args.out}: unsupported format {ext!r}; use .mp4, .webm, .gif or a folder '
-                       'name')
-    spec = load_or_sample_spectral(args)
-    fps = spec.fps if args.fps is None else args.fps
-    params = modal.ModalParams(fps=fps, mass=args.mass, damping=args.damping)
-    _, h, w, _ = spec.spectral_volume.shape
-    image = load_image(args.image, w, h)
-    frames = poke_video(image, spec, pokes, args.num_frames, params, args.strength)
-  except ValueError as e:  # InputError and the library's own ValueErrors (e.g. bad ModalParams)
-    print(f'error: {str(e).splitlines()[0]}', file=sys.stderr)
-    return 2
-  video.write_video(args.out, frames, fps=fps)
+  parser.add_argument('--overwrite', action='store_true',
+                      help='replace an existing --out (in a folder: only our own frames)')
+  return parser
+
+
+def check_args(args) -> list:
+  """Every option checked before any model or JAX work; returns the parsed pokes."""
+  from gid_jax import animate  # pylint: disable=g-import-not-at-top
+  from gid_jax import fileio  # pylint: disable=g-import-not-at-top
+  from gid_jax.data import video  # pylint: disable=g-import-not-at-top
+  if not args.poke:
+    raise InputError('give at least one --poke X,Y,DX,DY (the scene is at rest without one)')
+  pokes = [parse_poke(p) for p in args.poke]
+  if not np.isfinite(args.strength):
+    raise InputError(f'--strength must be finite, got {args.strength}')
+  if args.num_frames < 1:
+    raise InputError(f'--num-frames must be >= 1, got {args.num_frames}')
+  if args.steps is not None and args.steps < 1:
+    raise InputError(f'--steps must be >= 1, got {args.steps}')
+  if args.max_side < 16:
+    raise InputError(f'--max-side must be at least 16, got {args.max_side}')
+  if args.fps is not None and not 0 < args.fps <= 240:
+    raise InputError(f'--fps must be in (0, 240], got {args.fps}')
+  modal.ModalParams(fps=args.fps or 30.0, mass=args.mass, damping=args.damping)  # ValueError if bad
+  ext = os.path.splitext(args.out)[1].lower()
+  if ext not in video.WRITE_FORMATS:
+    raise InputError(f'--out {args.out}: unsupported format {ext!r}; use .mp4, .webm, .gif or a folder name')
+  fileio.check_output(args.out, args.overwrite, '--out', kind='file' if ext else 'any')
+  animate.check_photo_file(args.image)
+  if args.spectral and not os.path.isfile(args.spectral):
+    raise InputError(f'--spectral {args.spectral}: no such file')
+  if not args.spectral:
+    animate.check_model_dirs(args.checkpoint, None)
+  return pokes
+
+
+def run(args) -> None:
+  from gid_jax.data import video  # pylint: disable=g-import-not-at-top
+  pokes = check_args(args)
+  progress = cli.Progress(args.progress)
+  spec = load_or_sample_spectral(args, progress)
+  fps = spec.fps if args.fps is None else args.fps
+  params = modal.ModalParams(fps=fps, mass=args.mass, damping=args.damping)
+  _, h, w, _ = spec.spectral_volume.shape
+  image = load_image(args.image, w, h)
+  with progress.bar('simulating and rendering', args.num_frames, unit='frame') as bar:
+    frames = poke_video(image, spec, pokes, args.num_frames, params, args.strength, progress=bar)
+  with progress.bar('encoding', len(frames), unit='frame', compiles=False) as bar:
+    video.write_video(args.out, frames, fps=fps, progress=bar)
   print(f'wrote {len(frames)} frames to {args.out}')
-  return 0
+
+
+def main(argv=None) -> int:
+  # ValueError: the library's own checks (a bad .npz, bad ModalParams) are input errors here.
+  return cli.main(run, build_parser(), argv, expected=(ValueError,))
 
 
 if __name__ == '__main__':

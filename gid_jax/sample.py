@@ -1,103 +1,131 @@
 """Animate a photo: ``python -m gid_jax.sample --image PHOTO --out OUT.mp4``.
 
+    gid-sample --image PHOTO --out OUT.mp4        (the same as python -m gid_jax.sample)
+
 Photo -> spectral volume (the motion LDM, DDIM) -> trajectories -> rendered frames -> mp4 / gif / webm /
 a folder of PNGs (by the extension of --out; no extension = PNG folder). Without --checkpoint the bundled
 default model is used; without --image the bundled example photo is animated. See gid_jax.animate for the
 size policy, the motion edits and seamless loops. Bad input: one line on stderr, exit code 2, nothing
-written at --out.
+written at --out; an existing --out is never replaced without --overwrite.
 """
 
 from __future__ import annotations
 
-import argparse
 import os
 import sys
 
+from gid_jax import cli
+from gid_jax.errors import InputError
+
+PROG = 'gid-sample'
 
 
-class _Parser(argparse.ArgumentParser):
-  def error(self, message):  # one line and exit code 2, like every other bad input
-    print(f'error: {message}', file=sys.stderr)
-    sys.exit(2)
-
-
-def parse_args(argv):
+def build_parser() -> cli.Parser:
   from gid_jax import animate  # pylint: disable=g-import-not-at-top
   d = animate.Options()
-  p = _Parser(prog='python -m gid_jax.sample', description=__doc__.split('\n')[0])
+  p = cli.Parser(PROG, __doc__)
   p.add_argument('--image', default=None, help='photo to animate (default: the bundled example photo)')
-  p.add_argument('--out', default='out.mp4', help='.mp4 | .gif | .webm | folder for PNG frames')
+  p.add_argument('--out', default='out.mp4',
+                 help='.mp4 | .gif | .webm, or a name without extension for a folder of PNG frames')
+  p.add_argument('--overwrite', action='store_true',
+                 help='replace an existing --out / --save-spectral (in a folder: only our own frames)')
   p.add_argument('--checkpoint', default=None, help='motion LDM run or export (default: the bundled model)')
   p.add_argument('--renderer', default=None,
                  help='renderer run or export (default: the bundled one; "none" = softmax splatting)')
-  p.add_argument('--seed', type=int, default=d.seed)
-  p.add_argument('--num-frames', type=int, default=d.num_frames)
-  p.add_argument('--fps', type=float, default=d.fps)
-  p.add_argument('--steps', type=int, default=None, help='DDIM steps (default: the checkpoint\'s, 250)')
-  p.add_argument('--eta', type=float, default=None)
-  p.add_argument('--guidance', type=float, default=None, help='classifier-free guidance weight w')
+  p.add_argument('--seed', type=int, default=d.seed, help='random seed: the same seed gives the same video')
+  p.add_argument('--num-frames', type=int, default=d.num_frames, help='frames in the video (>= 2)')
+  p.add_argument('--fps', type=float, default=d.fps, help='frame rate of the video, in (0, 240]')
+  p.add_argument('--steps', type=int, default=None, help="DDIM steps (default: the checkpoint's, 250)")
+  p.add_argument('--eta', type=float, default=None, help="DDIM eta, >= 0 (default: the checkpoint's, 0)")
+  p.add_argument('--guidance', type=float, default=None,
+                 help="classifier-free guidance weight w, >= 0 (default: the checkpoint's, 0)")
   p.add_argument('--loop', action='store_true', help='seamless loop (motion self-guidance)')
   p.add_argument('--loop-scale', type=float, default=d.loop_scale, help='u of the loop self-guidance')
   p.add_argument('--motion-scale', type=float, default=d.motion_scale, help='>1 magnifies, <1 calms')
   p.add_argument('--slowdown', type=float, default=d.slowdown, help='slow motion factor (>1 slower)')
-  p.add_argument('--mask', default=None, help='PNG of the photo\'s size: white = animate, black = still')
+  p.add_argument('--mask', default=None, help="PNG of the photo's size: white = animate, black = still")
   p.add_argument('--save-spectral', default=None, help='also save the spectral volume (.npz)')
-  p.add_argument('--max-side', type=int, default=d.max_side, help='longer side of the output video')
+  p.add_argument('--max-side', type=int, default=d.max_side, help='longer side of the output video (>= 16)')
   p.add_argument('--max-pixels', type=int, default=animate.MAX_PIXELS, help='larger photos are refused')
-  p.add_argument('--no-progress', action='store_true')
-  return p.parse_args(argv)
+  return p
+
+
+def parse_args(argv):
+  return build_parser().parse(argv)
+
+
+def check_args(args):
+  """Every option checked before any model or JAX work: (Options, photo size); InputError if bad."""
+  from gid_jax import animate  # pylint: disable=g-import-not-at-top
+  from gid_jax import fileio  # pylint: disable=g-import-not-at-top
+  out_ext = os.path.splitext(args.out)[1].lower()
+  if out_ext not in ('', '.mp4', '.gif', '.webm'):
+    raise InputError(f'--out must end in .mp4, .gif or .webm (or have no extension for PNGs), got {args.out}')
+  opts = animate.Options(num_frames=args.num_frames, fps=args.fps,
+                         steps=1 if args.steps is None else args.steps,
+                         eta=0.0 if args.eta is None else args.eta,
+                         guidance=0.0 if args.guidance is None else args.guidance, seed=args.seed,
+                         loop=args.loop, loop_scale=args.loop_scale, motion_scale=args.motion_scale,
+                         slowdown=args.slowdown, max_side=args.max_side)
+  opts.check()
+  if opts.guidance < 0:
+    raise InputError(f'--guidance must be >= 0, got {opts.guidance}')
+  if args.loop_scale < 0:
+    raise InputError(f'--loop-scale must be >= 0, got {args.loop_scale}')
+  if args.max_pixels < 1:
+    raise InputError(f'--max-pixels must be >= 1, got {args.max_pixels}')
+  fileio.check_output(args.out, args.overwrite, '--out', kind='file' if out_ext else 'any')
+  if args.save_spectral:
+    if not args.save_spectral.endswith('.npz'):
+      raise InputError(f'--save-spectral must end in .npz, got {args.save_spectral}')
+    fileio.check_output(args.save_spectral, args.overwrite, '--save-spectral', kind='file')
+    if os.path.abspath(args.save_spectral) == os.path.abspath(args.out):
+      raise InputError('--save-spectral and --out name the same file')
+  size = animate.check_photo_file(args.image or animate.EXAMPLE_PHOTO, args.max_pixels)
+  animate.check_model_dirs(args.checkpoint, args.renderer)
+  return opts, size
 
 
 def run(args) -> str:
   from gid_jax import animate  # pylint: disable=g-import-not-at-top
-  from gid_jax.data import video as video_lib  # pylint: disable=g-import-not-at-top
-  from gid_jax.motion import modal  # pylint: disable=g-import-not-at-top
-
-  out_ext = os.path.splitext(args.out)[1].lower()
-  if out_ext not in ('', '.mp4', '.gif', '.webm'):
-    raise animate.InputError(f'--out must end in .mp4, .gif or .webm (or have no extension for PNGs), got {args.out}')
+  opts, _ = check_args(args)
+  progress = cli.Progress(args.progress)
   image_path = args.image or animate.EXAMPLE_PHOTO
   photo = animate.load_photo(image_path, args.max_pixels)
   mask = animate.load_mask(args.mask, photo.shape[1], photo.shape[0]) if args.mask else None
-  sampler, renderer = animate.load_models(args.checkpoint, args.renderer)
+  with progress.phase('loading models'):
+    from gid_jax.data import video as video_lib  # pylint: disable=g-import-not-at-top
+    from gid_jax.motion import modal  # pylint: disable=g-import-not-at-top
+    sampler, renderer = animate.load_models(args.checkpoint, args.renderer)
   s = sampler.config.sampling
-  opts = animate.Options(num_frames=args.num_frames, fps=args.fps,
-                         steps=s.num_steps if args.steps is None else args.steps,
-                         eta=s.eta if args.eta is None else args.eta,
-                         guidance=s.guidance if args.guidance is None else args.guidance, seed=args.seed,
-                         loop=args.loop, loop_scale=args.loop_scale, motion_scale=args.motion_scale,
-                         slowdown=args.slowdown,
-                         max_side=args.max_side)
-  opts.check()
-  progress = None
-  bar = None
-  if not args.no_progress:
-    from tqdm.auto import tqdm  # pylint: disable=g-import-not-at-top
-    bar = tqdm(total=opts.steps, desc='sampling motion', unit='step')
-
-    def progress(done, total):
-      bar.n = done
-      bar.refresh()
-  frames, spec, t = animate.animate(photo, opts, sampler=sampler, renderer=renderer, mask_HxW=mask,
-                                    progress=progress)
-  if bar is not None:
-    bar.close()
+  opts.steps = s.num_steps if args.steps is None else args.steps
+  opts.eta = s.eta if args.eta is None else args.eta
+  opts.guidance = s.guidance if args.guidance is None else args.guidance
+  with progress.bar('sampling motion', opts.steps) as sample_bar, \
+       progress.bar('rendering', opts.num_frames, unit='frame') as render_bar:
+    sample_bar.start()
+    frames, spec, t = animate.animate(photo, opts, sampler=sampler, renderer=renderer, mask_HxW=mask,
+                                      progress=sample_bar, render_progress=_after(sample_bar, render_bar))
   if args.save_spectral:
     modal.save_spectral(args.save_spectral, spec, t, sampler.fps)
-  video_lib.write_video(args.out, frames, fps=opts.fps)
+  with progress.bar('encoding', len(frames), unit='frame', compiles=False) as bar:
+    video_lib.write_video(args.out, frames, fps=opts.fps, progress=bar)
   return args.out
 
 
+def _after(first, second):
+  """A progress callback for ``second`` that first closes ``first`` (so bars do not interleave)."""
+  def callback(done, total):
+    first.close()
+    second(done, total)
+  return callback
+
+
 def main(argv=None) -> int:
-  args = parse_args(sys.argv[1:] if argv is None else argv)
-  from gid_jax import animate  # pylint: disable=g-import-not-at-top
-  try:
+  def _run(args):
     out = run(args)
-  except animate.InputError as e:
-    print(f'error: {str(e).splitlines()[0]}', file=sys.stderr)
-    return 2
-  print(f'wrote {out}')
-  return 0
+    print(f'wrote {out}')
+  return cli.main(_run, build_parser(), argv)
 
 
 if __name__ == '__main__':

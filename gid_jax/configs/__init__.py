@@ -25,3 +25,42 @@ def override(config, **values):
       node = node[p]
     node[last] = value
   return config
+
+
+# Value ranges by key name, wherever the key sits in a config (optimizer.learning_rate, sampling.eta, ...).
+# Checked by every entry point right after the config is loaded and overridden, before any model, dataset
+# or device work (gid_jax.cli.load_config).
+_POSITIVE = ('learning_rate', 'fps', 'percentile')
+_AT_LEAST_1 = ('batch_size', 'num_steps', 'log_every', 'checkpoint_every', 'keep_checkpoints', 'num_timesteps',
+               'width', 'height', 'start_stride', 'grad_scales', 'latent_channels', 'heads', 'blocks',
+               'fid_frame_stride', 'sliding_fid_window')
+_AT_LEAST_0 = ('warmup_steps', 'decay_steps', 'weight_decay', 'grad_clip', 'eta', 'guidance', 'num_freqs',
+               'frame_pairs_per_clip', 'min_snr_gamma', 'aux_mask_weight', 'aux_mask_px', 'kl_weight',
+               'grad_weight', 'l1', 'perceptual', 'ssim', 'psnr', 'camera_motion_px', 'static_px', 'moving_px')
+_FRACTION = ('ema_decay', 'cond_dropout', 'dropout', 'test_fraction', 'static_quantile')  # in [0, 1)
+
+
+def check_ranges(config, prefix: str = 'config.') -> None:
+  """ValueError (one line naming the key) for a value out of its range or a non-finite number."""
+  import math  # pylint: disable=g-import-not-at-top
+  for key, value in config.items():
+    name = prefix + key
+    if hasattr(value, 'items'):
+      check_ranges(value, name + '.')
+      continue
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+      continue
+    if not math.isfinite(value):
+      raise ValueError(f'{name} must be a finite number, got {value}')
+    if key in _POSITIVE and not value > 0:
+      raise ValueError(f'{name} must be > 0, got {value}')
+    if key in _AT_LEAST_1 and not value >= 1:
+      raise ValueError(f'{name} must be >= 1, got {value}')
+    if key in _AT_LEAST_0 and not value >= 0:
+      raise ValueError(f'{name} must be >= 0, got {value}')
+    if key in _FRACTION and not 0 <= value < 1:
+      raise ValueError(f'{name} must be in [0, 1), got {value}')
+    if key == 'num_frames' and not value >= 2:
+      raise ValueError(f'{name} must be >= 2, got {value}')
+    if key == 'percentile' and not value <= 100:
+      raise ValueError(f'{name} must be in (0, 100], got {value}')

@@ -156,12 +156,17 @@ def _even(frames: np.ndarray) -> np.ndarray:
   return np.pad(frames, ((0, 0), (0, h % 2), (0, w % 2), (0, 0)), mode='edge')
 
 
-def write_video(path: str, frames_TxHxWx3: np.ndarray, fps: float = 30.0, quality: int = 18) -> str:
+def write_video(path: str, frames_TxHxWx3: np.ndarray, fps: float = 30.0, quality: int = 18,
+                progress=None) -> str:
   """Write frames by the extension of ``path``: .mp4 (H.264), .webm (VP9), .gif, or no extension = PNGs.
 
   ``quality`` is the CRF for mp4/webm (lower is better; 18 is visually lossless for H.264). The write is
-  atomic: a reader never sees a half-written file (or folder). Returns ``path``.
+  atomic: a reader never sees a half-written file (or folder), and a folder of PNGs written into an
+  existing folder replaces only the frames we wrote there before (gid_jax.fileio). ``progress(done,
+  total)`` after every frame encoded. Returns ``path``. Whether replacing what exists at ``path`` is
+  allowed is the caller's decision (gid_jax.fileio.check_output).
   """
+  tick = progress or (lambda done, total: None)
   frames = np.asarray(frames_TxHxWx3)
   if frames.ndim != 4 or frames.shape[-1] != 3 or frames.dtype != np.uint8:
     raise ValueError(f'expected uint8 frames of shape (T, H, W, 3), got {frames.dtype} {frames.shape}')
@@ -174,6 +179,7 @@ def write_video(path: str, frames_TxHxWx3: np.ndarray, fps: float = 30.0, qualit
     with atomic_path(path, is_dir=True) as tmp:
       for i, frame in enumerate(frames):
         cv2.imwrite(os.path.join(tmp, f'{i:05d}.png'), frame[..., ::-1])
+        tick(i + 1, len(frames))
     return path
   with atomic_path(path) as tmp:
     if ext == '.gif':
@@ -181,12 +187,13 @@ def write_video(path: str, frames_TxHxWx3: np.ndarray, fps: float = 30.0, qualit
       images = [Image.fromarray(f) for f in frames]
       images[0].save(tmp, save_all=True, append_images=images[1:], duration=int(round(1000 / fps)),
                      loop=0, optimize=False)
+      tick(len(frames), len(frames))
     else:
-      _write_av(tmp, _even(frames), fps, ext, quality)
+      _write_av(tmp, _even(frames), fps, ext, quality, tick)
   return path
 
 
-def _write_av(path: str, frames: np.ndarray, fps: float, ext: str, quality: int) -> None:
+def _write_av(path: str, frames: np.ndarray, fps: float, ext: str, quality: int, tick) -> None:
   import av  # pylint: disable=g-import-not-at-top
   from fractions import Fraction  # pylint: disable=g-import-not-at-top
   codec = {'.mp4': 'libx264', '.webm': 'libvpx-vp9'}[ext]
@@ -198,9 +205,10 @@ def _write_av(path: str, frames: np.ndarray, fps: float, ext: str, quality: int)
       stream.options = {'crf': str(quality), 'preset': 'medium'}
     else:
       stream.options = {'crf': str(quality), 'b': '0', 'deadline': 'good', 'cpu-used': '4'}
-    for f in frames:
+    for i, f in enumerate(frames):
       for packet in stream.encode(av.VideoFrame.from_ndarray(f, format='rgb24')):
         container.mux(packet)
+      tick(i + 1, len(frames))
     for packet in stream.encode():
       container.mux(packet)
 

@@ -71,10 +71,11 @@ def to_uint8(x: jax.Array) -> np.ndarray:
 
 
 def render_frames(image_HxWx3: np.ndarray, disp_TxHxWx2, renderer=None, chunk: int = 16,
-                  importance_HxWx1=None, splat_mode: str = 'softmax') -> np.ndarray:
+                  importance_HxWx1=None, splat_mode: str = 'softmax', progress=None) -> np.ndarray:
   """Frames (T, H, W, 3) uint8 of the photo moved by ``disp`` (pixels of frame 0 -> their positions).
 
-  ``splat_mode`` picks the RGB splat of the renderer-free path (used when ``renderer`` is None)."""
+  ``splat_mode`` picks the RGB splat of the renderer-free path (used when ``renderer`` is None).
+  ``progress(done, total)`` is called after every chunk of frames."""
   img = to_float(image_HxWx3)
   disp = jnp.asarray(disp_TxHxWx2, jnp.float32)
   if disp.ndim != 4 or disp.shape[1:] != img.shape[:2] + (2,):
@@ -88,12 +89,16 @@ def render_frames(image_HxWx3: np.ndarray, disp_TxHxWx2, renderer=None, chunk: i
   else:
     fn = lambda f: splat_frames(img[None], f, imp[None], mode=splat_mode)
   frames = []
+  if progress is not None:
+    progress(0, disp.shape[0])  # starting (the first chunk compiles)
   for i in range(0, disp.shape[0], chunk):
     f = disp[i:i + chunk]
     n = f.shape[0]
     if n < chunk and disp.shape[0] > chunk:  # pad the last chunk: one compiled shape for all chunks
       f = jnp.concatenate([f, jnp.zeros((chunk - n,) + f.shape[1:], f.dtype)])
     frames.append(to_uint8(fn(f))[:n])
+    if progress is not None:
+      progress(i + n, disp.shape[0])
   return np.concatenate(frames)
 
 
