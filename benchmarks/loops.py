@@ -1,6 +1,6 @@
 """Benchmark: loop closure of seamless loops (motion self-guidance) against unguided sampling.
 
-    python -m benchmarks.loops [--checkpoint DIR] [--num_frames 100] [--steps 20]
+    python -m benchmarks.loops [--checkpoint DIR] [--num-frames 100] [--steps 20]
 
 The bundled model and example photo by default; a loop of ``num_frames`` frames (not a multiple of the
 model's T, so guidance is needed). Closure error: mean |F(N) - F(0)| (position, px) and mean
@@ -57,7 +57,7 @@ def run(checkpoint: str | None = None, num_frames: int = 100, steps: int = 20, s
 def main():
   ap = argparse.ArgumentParser(description=__doc__.split('\n')[0])
   ap.add_argument('--checkpoint', default=None)
-  ap.add_argument('--num_frames', type=int, default=100)
+  ap.add_argument('--num-frames', type=int, default=100)
   ap.add_argument('--steps', type=int, default=20)
   a = ap.parse_args()
   run(a.checkpoint, a.num_frames, a.steps)

@@ -22,19 +22,18 @@ from __future__ import annotations
 
 import argparse
 import ast
-import contextlib
 import difflib
 import importlib
 import importlib.util
 import logging
 import os
 import sys
-import time
 import warnings
 from typing import Callable, Sequence
 
 from gid_jax import __version__
 from gid_jax.errors import InputError
+from gid_jax.progress import Bar, Progress  # pylint: disable=unused-import  (cli.Progress for entry points)
 
 EXIT_INPUT = 2
 EXIT_DIVERGED = 3
@@ -175,6 +174,11 @@ def _parse_value(text: str, current, key: str):
     raise InputError(f'--config.{key}={text}: expected true or false')
   if isinstance(current, str):
     return text
+  if isinstance(current, float):
+    try:
+      return float(text)  # also nan / inf, which the range check then names
+    except ValueError:
+      pass
   try:
     value = ast.literal_eval(text)
   except (ValueError, SyntaxError):
@@ -287,105 +291,6 @@ def setup_logging(verbose: bool = False) -> None:
 
 
 # --------------------------------------------------------------------------------------------------------
-# Progress for every long phase
-
-
-class Progress:
-  """Phase lines and bars on stderr: ``loading models ... done (2.1 s)``; bars whose ETA skips compiling.
-
-  A bar for a jitted loop starts after its first step (which includes XLA's compile): until then the line
-  says ``compiling``, so the rate and ETA count only steps that ran compiled code.
-  """
-
-  def __init__(self, enabled: bool = True, stream=None):
-    self.enabled = enabled
-    self.stream = stream or sys.stderr
-
-  def _say(self, text: str) -> None:
-    print(text, file=self.stream, flush=True)
-
-  @contextlib.contextmanager
-  def phase(self, name: str):
-    t0 = time.perf_counter()
-    if self.enabled:
-      self.stream.write(f'{name} ...')
-      self.stream.flush()
-    try:
-      yield
-    except BaseException:
-      if self.enabled:
-        self._say(' failed')
-      raise
-    if self.enabled:
-      self._say(f' done ({time.perf_counter() - t0:.1f} s)')
-
-  def bar(self, name: str, total: int, unit: str = 'step', compiles: bool = True) -> 'Bar':
-    return Bar(self, name, total, unit, compiles)
-
-
-class Bar:
-  """``callback(done, total)`` target for a loop's progress; also a context manager that closes it.
-
-  ``start()`` (or a first call with done = 0) says ``NAME: compiling ...``; the tqdm bar opens at the first
-  call with done > 0, with everything before it (XLA's compile) outside its rate and ETA. ``compiles=False``
-  opens the bar at once (nothing to compile: encoding, extraction).
-  """
-
-  def __init__(self, progress: Progress, name: str, total: int, unit: str, compiles: bool):
-    self.p, self.name, self.total, self.unit, self.compiles = progress, name, total, unit, compiles
-    self._bar = None
-    self._t0 = None
-    self._closed = False
-
-  def start(self) -> 'Bar':
-    if self._t0 is None:
-      self._t0 = time.perf_counter()
-      if self.p.enabled:
-        if self.compiles:
-          self.p.stream.write(f'{self.name}: compiling ...\n')
-          self.p.stream.flush()
-        else:
-          self._open(0)
-    return self
-
-  def _open(self, initial: int) -> None:
-    from tqdm.auto import tqdm  # pylint: disable=g-import-not-at-top
-    self._bar = tqdm(total=self.total, initial=initial, desc=self.name, unit=self.unit, file=self.p.stream,
-                     dynamic_ncols=True, leave=True)
-
-  def __call__(self, done: int, total: int | None = None) -> None:
-    if self._closed:
-      return
-    self.start()
-    if total is not None:
-      self.total = total
-    if not self.p.enabled or done == 0:
-      return
-    if self._bar is None:
-      self._open(done)  # everything up to here included compiling: not part of the rate
-      return
-    self._bar.total = self.total
-    self._bar.n = done
-    self._bar.refresh()
-
-  def close(self) -> None:
-    if self._closed:
-      return
-    self._closed = True
-    if self._bar is not None:
-      self._bar.close()
-      self._bar = None
-    elif self.p.enabled and self._t0 is not None:
-      self.p._say(f'{self.name}: done ({time.perf_counter() - self._t0:.1f} s)')  # pylint: disable=protected-access
-
-  def __enter__(self):
-    return self
-
-  def __exit__(self, *exc):
-    self.close()
-
-
-# --------------------------------------------------------------------------------------------------------
 # The one error-to-exit-code wrapper
 
 
@@ -410,12 +315,3 @@ def _one_line(e: BaseException) -> str:
   if isinstance(e, FileNotFoundError) and e.filename:
     return f'not found: {e.filename}'
   return text.splitlines()[0] if text else type(e).__name__
-
-
-def entry(module_main: Callable[[Sequence[str] | None], int]) -> Callable[[], None]:
-  """A console-script function (setup.cfg) for ``module_main(argv) -> exit code``."""
-
-  def script() -> None:
-    sys.exit(module_main(None))
-
-  return script

@@ -1,6 +1,7 @@
 """Table-1 style evaluation: every method's videos against the real held-out videos.
 
-    python -m gid_jax.evaluate --config=configs/eval.py[:size=tiny] [--config.out_dir=out/eval_table]
+    gid-evaluate --config=configs/eval.py[:size=tiny] [--config.out_dir=out/eval_table]
+    (or python -m gid_jax.evaluate ...)
 
 For every evaluation set (``config.sets``: the synthetic held-out videos and a folder of real held-out
 videos) the clips are cut as the dataset builder cuts them (``configs/data.py`` at ``config.size``: same
@@ -39,7 +40,9 @@ import time
 
 import numpy as np
 
+from gid_jax.errors import InputError
 from gid_jax.fileio import atomic_path, atomic_write_text
+from gid_jax.progress import Progress
 
 log = logging.getLogger('gid_jax.evaluate')
 KINDS = ('ldm', 'repeat', 'mean', 'truth')
@@ -48,7 +51,7 @@ COLUMNS = (('fid', 'FID'), ('kid100', 'KID x100'), ('fvd', 'FVD'), ('fvd32', 'FV
            ('train_steps', 'train steps'))
 
 
-class EvalError(ValueError):
+class EvalError(InputError):
   """Bad evaluation input (missing folder or checkpoint, bad config value): one line for the user."""
 
 
@@ -285,11 +288,26 @@ def check_config(config) -> None:
       raise EvalError(f'sets.{name}.flow must be ground_truth, dis or farneback, got {s.flow!r}')
 
 
-def evaluate(config) -> dict:
+def _method_features(method, evalset, config, mean_volume, renderer) -> dict:
+  """One method's videos for every clip of ``evalset``, their features and (with a volume) motion metrics."""
+  from gid_jax.eval import motion_model  # pylint: disable=g-import-not-at-top
+  spec = method_volumes(method, evalset, config, mean_volume)
+  splat_mode = method.get('splat', '')
+  videos = render_videos(evalset, spec, None if splat_mode else renderer, splat_mode or 'softmax')
+  feats = video_features(videos, config)
+  if spec is not None:
+    mm = motion_model.motion_metrics(_fit_k(spec, evalset.spec.shape[1]), evalset.spec, config.moving_px)
+    feats['motion'] = np.asarray(json.dumps({k: mm[k] for k in ('iou', 'auc', 'pixel_fd', 'power_log_err',
+                                                                'moving_fraction')}))
+  return feats
+
+
+def evaluate(config, progress: bool = False) -> dict:
   """Run every method on every set (see module docstring); returns the results dict also written to JSON."""
   from gid_jax import animate  # pylint: disable=g-import-not-at-top
   from gid_jax.eval import motion_model  # pylint: disable=g-import-not-at-top
   check_config(config)
+  show = Progress(progress)
   os.makedirs(config.out_dir, exist_ok=True)
   cache = _Cache(config.out_dir, not config.overwrite)
   renderer_dir = config.renderer or (animate.DEFAULT_RENDERER if os.path.isdir(animate.DEFAULT_RENDERER) else '')
@@ -307,11 +325,13 @@ def evaluate(config) -> dict:
   for set_name, set_cfg in config.sets.items():
     if not set_cfg.videos:
       continue
-    evalset = load_set(set_name, set_cfg, config)
+    with show.phase(f'{set_name}: cutting clips and their true motion'):
+      evalset = load_set(set_name, set_cfg, config)
     real_key = f'{set_name}|real|{len(evalset.clip_ids)}|{"".join(evalset.clip_ids)}|{_feature_settings(config)}'
     real = cache.get(real_key)
     if real is None:
-      real = video_features(evalset.frames, config)
+      with show.phase(f'{set_name}: features of the real videos'):
+        real = video_features(evalset.frames, config)
       cache.put(real_key, real)
     rows = {}
     for name in order:
@@ -320,14 +340,8 @@ def evaluate(config) -> dict:
       t0 = time.time()
       feats = cache.get(key)
       if feats is None:
-        spec = method_volumes(method, evalset, config, mean_volume)
-        splat_mode = method.get('splat', '')
-        videos = render_videos(evalset, spec, None if splat_mode else renderer, splat_mode or 'softmax')
-        feats = video_features(videos, config)
-        if spec is not None:
-          mm = motion_model.motion_metrics(_fit_k(spec, evalset.spec.shape[1]), evalset.spec, config.moving_px)
-          feats['motion'] = np.asarray(json.dumps({k: mm[k] for k in ('iou', 'auc', 'pixel_fd', 'power_log_err',
-                                                                      'moving_fraction')}))
+        with show.phase(f'{set_name} / {name}: sampling, rendering and scoring {len(evalset.clip_ids)} clips'):
+          feats = _method_features(method, evalset, config, mean_volume, renderer)
         cache.put(key, feats)
       row = distances(real, feats, config)
       motion = json.loads(str(feats['motion'])) if 'motion' in feats else {}
@@ -390,30 +404,41 @@ def markdown(results: dict) -> str:
   return '\n'.join(lines) + '\n'
 
 
-def main(argv=None) -> int:
-  from absl import flags  # pylint: disable=g-import-not-at-top
-  from ml_collections import config_flags  # pylint: disable=g-import-not-at-top
-  argv = sys.argv if argv is None else argv
-  fv = flags.FlagValues()
-  config_flags.DEFINE_config_file('config', None, 'an evaluation config (configs/eval.py)', flag_values=fv,
-                                  lock_config=True, sys_argv=list(argv))
-  try:
-    fv(argv)
-  except (flags.Error, ValueError, KeyError, AttributeError) as e:
-    print(f'error: {str(e).splitlines()[0]}', file=sys.stderr)
-    return 2
-  if fv.config is None:
-    print('error: --config=configs/eval.py is required', file=sys.stderr)
-    return 2
-  logging.basicConfig(level=logging.WARNING, format='%(asctime)s %(message)s')
-  log.setLevel(logging.INFO)
-  try:
-    results = evaluate(fv.config)
-  except (EvalError, FileNotFoundError) as e:
-    print(f'error: {str(e).splitlines()[0]}', file=sys.stderr)
-    return 2
+def build_parser():
+  from gid_jax import cli  # pylint: disable=g-import-not-at-top
+  p = cli.Parser('gid-evaluate', __doc__, config_required=True)
+  p.add_argument('--overwrite', action='store_true',
+                 help='write results into a config.out_dir that holds other files (they are kept)')
+  return p
+
+
+def precheck(config, overwrite: bool) -> None:
+  """Every check that needs no model or data loading: config values, the sets' folders, the output folder."""
+  from gid_jax import fileio  # pylint: disable=g-import-not-at-top
+  out = config.out_dir
+  earlier = os.path.isfile(os.path.join(out, 'results.json')) or os.path.isdir(os.path.join(out, 'cache'))
+  if not earlier:
+    fileio.check_output(out, overwrite, '--config.out_dir', kind='dir')
+  check_config(config)
+  for name, s in config.sets.items():
+    if s.videos and not os.path.isdir(s.videos):
+      raise EvalError(f'sets.{name}.videos: no folder {s.videos!r}')
+
+
+def run(args) -> None:
+  precheck(args.config, args.overwrite)
+  results = evaluate(args.config, progress=args.progress)
   print(markdown(results))
-  return 0
+
+
+def main(argv=None) -> int:
+  from gid_jax import cli  # pylint: disable=g-import-not-at-top
+  return cli.main(run, build_parser(), argv, expected=(FileNotFoundError,))
+
+
+def script() -> None:
+  """The installed console command (setup.cfg)."""
+  sys.exit(main())
 
 
 if __name__ == '__main__':

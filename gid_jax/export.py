@@ -1,12 +1,15 @@
-"""Export a trained run for shipping: ``python -m gid_jax.export --workdir RUN --out DIR``.
+"""Export a trained run for shipping: ``gid-export --workdir RUN --out DIR`` (or python -m gid_jax.export).
 
 Writes the EMA parameters (and any frozen parts, e.g. the LDM's VAE) with the run's config, without the
 optimiser state, as an orbax checkpoint that ``gid_jax.sample --checkpoint DIR`` / ``--renderer DIR`` and
 ``gid_jax.training.loop.load_model`` read. This is how the bundled default model was made.
 """
 
-import argparse
+import os
+import shutil
 import sys
+
+from gid_jax.errors import InputError
 
 
 def model_task(config):
@@ -23,20 +26,41 @@ def model_task(config):
   raise ValueError(f'cannot export a run of trainer {trainer!r}')
 
 
-def main(argv=None) -> int:
-  p = argparse.ArgumentParser(description=__doc__.split('\n')[0])
-  p.add_argument('--workdir', required=True)
-  p.add_argument('--out', required=True)
-  args = p.parse_args(argv)
-  from gid_jax.training import loop  # pylint: disable=g-import-not-at-top
-  try:
+def build_parser():
+  from gid_jax import cli  # pylint: disable=g-import-not-at-top
+  p = cli.Parser('gid-export', __doc__)
+  p.add_argument('--workdir', required=True, help='the training run to export')
+  p.add_argument('--out', required=True, help='folder for the exported model (new or empty)')
+  p.add_argument('--overwrite', action='store_true', help='replace an earlier export at --out')
+  return p
+
+
+def run(args) -> None:
+  from gid_jax import fileio  # pylint: disable=g-import-not-at-top
+  from gid_jax.training import runinfo  # pylint: disable=g-import-not-at-top
+  runinfo.check_run(args.workdir, ('ldm', 'renderer', 'vae'), '--workdir')
+  if os.path.abspath(args.out) == os.path.abspath(args.workdir):
+    raise InputError('--out must differ from --workdir')
+  is_export = runinfo.stored_config(args.out) is not None and set(os.listdir(args.out)) <= {'checkpoints'}
+  if not (is_export and args.overwrite):
+    fileio.check_output(args.out, False, '--out', kind='dir')  # a user's folder is never written into
+  with cli.Progress(args.progress).phase(f'exporting {args.workdir}'):
+    from gid_jax.training import loop  # pylint: disable=g-import-not-at-top
     config = loop.read_config(args.workdir)
+    if is_export:
+      shutil.rmtree(os.path.join(args.out, 'checkpoints'))  # our own earlier export, --overwrite given
     loop.export_model(args.workdir, args.out, model_task(config))
-  except (ValueError, FileNotFoundError) as e:
-    print(f'error: {str(e).splitlines()[0]}', file=sys.stderr)
-    return 2
   print(f'exported {args.workdir} -> {args.out}')
-  return 0
+
+
+def main(argv=None) -> int:
+  from gid_jax import cli  # pylint: disable=g-import-not-at-top
+  return cli.main(run, build_parser(), argv, expected=(ValueError, FileNotFoundError))
+
+
+def script() -> None:
+  """The installed console command (setup.cfg)."""
+  sys.exit(main())
 
 
 if __name__ == '__main__':

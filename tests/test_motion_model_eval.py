@@ -20,9 +20,9 @@ def test_placement_probe_learns_its_training_pictures(ldm_runs):
 
 def test_report_cli(ldm_runs, tmp_path, capsys):
   out = str(tmp_path / 'r.json')
-  assert motion_model.main(['--data', ldm_runs['data'], '--split', 'train', '--train_data', ldm_runs['data'],
+  assert motion_model.main(['--data', ldm_runs['data'], '--split', 'train', '--train-data', ldm_runs['data'],
                             '--run', f's1={ldm_runs["s1"]}', '--samples', '1', '--steps', '2', '--limit', '2',
-                            '--probe_steps', '5', '--condition_check', '--out', out]) == 0
+                            '--probe-steps', '5', '--condition-check', '--out', out]) == 0
   table = capsys.readouterr().out
   res = json.load(open(out))
   assert res['held_out_clips'] == 2
@@ -52,7 +52,7 @@ def test_condition_use(ldm_runs):
 
 
 def test_report_cli_errors(capsys):
-  assert motion_model.main(['--data', 'x', '--train_data', 'y', '--probe_steps', '-1']) == 2
-  assert capsys.readouterr().err.strip() == 'error: --probe_steps must be >= 0, got -1'
-  assert motion_model.main(['--data', 'x', '--train_data', 'y', '--run', 'nope']) == 2
+  assert motion_model.main(['--data', 'x', '--train-data', 'y', '--probe-steps', '-1']) == 2
+  assert capsys.readouterr().err.strip() == 'error: --probe-steps must be >= 0, got -1'
+  assert motion_model.main(['--data', 'x', '--train-data', 'y', '--run', 'nope']) == 2
   assert 'NAME=WORKDIR' in capsys.readouterr().err

@@ -2,7 +2,7 @@
 
 What multi-host adds over one process with 8 devices, and what is checked here:
 
-* jax.distributed starts from the ``--coordinator_address/--num_processes/--process_id`` flags;
+* jax.distributed starts from the ``--coordinator-address/--num-processes/--process-id`` flags;
 * each process reads its own half of the examples (pipeline.make_dataset shards by process index: a
   contiguous half each, shuffled on its own) and hands its half of every global batch to
   ``jax.make_array_from_process_local_data``. The global batch is therefore [process 0's 2 examples;
@@ -63,7 +63,7 @@ def _xla_flags(devices: int) -> str:
 
 def _train_args(data: str, stage1: str, workdir: str, **extra) -> list[str]:
   values = dict(OVERRIDES, data_dir=data, stage1_workdir=stage1, **extra)
-  return ([sys.executable, '-m', 'gid_jax.train', f'--config={CONFIG}', f'--workdir={workdir}', '--noprogress']
+  return ([sys.executable, '-m', 'gid_jax.train', f'--config={CONFIG}', f'--workdir={workdir}', '--no-progress']
           + [f'--config.{k}={v}' for k, v in values.items()])
 
 
@@ -119,7 +119,7 @@ def runs(ldm_runs, tmp_path_factory):
   two, ref, one = str(root / 'two'), str(root / 'ref'), str(root / 'one')
   coordinator = f'127.0.0.1:{_free_port()}'
   multi = [(_train_args(ldm_runs['data'], ldm_runs['s1'], two) +
-            [f'--coordinator_address={coordinator}', '--num_processes=2', f'--process_id={i}'], 4) for i in range(2)]
+            [f'--coordinator-address={coordinator}', '--num-processes=2', f'--process-id={i}'], 4) for i in range(2)]
   script = [sys.executable, os.path.abspath(__file__), ldm_runs['data'], ldm_runs['s1']]
   references = [(script + [ref, '2,2,2'], 8), (script + [one, '1,1,1'], 1)]
   outs = _launch(multi + references, str(root / 'logs'), '2 processes + references')

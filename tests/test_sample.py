@@ -37,7 +37,7 @@ def test_photo_to_png_frames(ldm_runs, photo, tmp_path):
   r = _sample('--image', photo, '--out', out, '--checkpoint', ldm_runs['s1'], '--renderer', 'none',
               '--num-frames', '6', '--steps', '3', '--motion-scale', '20', '--save-spectral', spec_path)
   assert r.returncode == 0, r.stderr[-2000:]
-  files = sorted(os.listdir(out))
+  files = sorted(f for f in os.listdir(out) if not f.startswith('.'))
   assert len(files) == 6
   frames = [np.asarray(Image.open(os.path.join(out, f))) for f in files]
   assert frames[0].shape == (60, 90, 3)  # the photo's size and aspect (under --max-side)
@@ -105,10 +105,10 @@ def test_photo_modes(tmp_path):
     (['--image', 'missing.png'], 'photo not found'),
     (['--image', __file__], 'not a readable image'),
     (['--mask', 'MASK_WRONG'], 'but the photo is 90x60'),
-    (['--checkpoint', '/nonexistent'], 'no motion model checkpoint'),
+    (['--checkpoint', '/nonexistent'], '--checkpoint /nonexistent: no such folder'),
     (['--num-frames', '1'], '--num-frames must be at least 2'),
     (['--max-pixels', '1000'], 'over the limit of 1,000'),
-    (['--checkpoint', 'gid_jax/assets/default/renderer'], 'is not a motion LDM run'),
+    (['--checkpoint', 'gid_jax/assets/default/renderer'], "is a run of trainer 'renderer', not 'ldm'"),
 ])
 def test_bad_input_is_one_line_exit_2_and_writes_nothing(ldm_runs, photo, tmp_path, extra, message):
   wrong = str(tmp_path / 'wrong.png')

@@ -80,8 +80,8 @@ def test_dominant_frequency_of_each_mode_is_recoverable(scene):
 
 def test_generate_cli_and_resume(tmp_path):
   out = str(tmp_path / 'w')
-  assert synthetic.main(['--out', out, '--num_scenes', '2', '--width', '32', '--height', '24',
-                         '--num_frames', '8']) == 0
+  assert synthetic.main(['--out', out, '--num-scenes', '2', '--width', '32', '--height', '24',
+                         '--num-frames', '8']) == 0
   names = sorted(os.listdir(out))
   assert names == ['scene_00000.mp4', 'scene_00000.scene.npz', 'scene_00001.mp4', 'scene_00001.scene.npz']
   assert video.read_video(os.path.join(out, 'scene_00001.mp4')).shape == (8, 24, 32, 3)
@@ -96,8 +96,8 @@ def test_generate_cli_and_resume(tmp_path):
 def test_cli_bad_input(tmp_path, capsys):
   assert synthetic.main(['--out', str(tmp_path), '--photos', str(tmp_path / 'none')]) == 2
   assert 'photo folder not found' in capsys.readouterr().err
-  assert synthetic.main(['--out', str(tmp_path), '--crop_min', '0']) == 2
-  assert capsys.readouterr().err.strip() == 'error: --crop_min must be in (0, 1], got 0.0'
+  assert synthetic.main(['--out', str(tmp_path), '--crop-min', '0']) == 2
+  assert capsys.readouterr().err.strip() == 'error: --crop-min must be in (0, 1], got 0.0'
   with pytest.raises(ValueError, match='not a readable image'):
     bad = tmp_path / 'x.png'
     bad.write_bytes(b'nope')
@@ -106,7 +106,7 @@ def test_cli_bad_input(tmp_path, capsys):
 
 def test_cli_takes_scikit_image_photo_names(tmp_path, capsys):
   out = str(tmp_path / 'named')
-  assert synthetic.main(['--out', out, '--num_scenes', '2', '--width', '32', '--height', '24', '--num_frames', '8',
+  assert synthetic.main(['--out', out, '--num-scenes', '2', '--width', '32', '--height', '24', '--num-frames', '8',
                          '--photos', 'coins,grass', '--seed', '3']) == 0
   ref = str(tmp_path / 'ref')
   synthetic.generate(ref, 2, photos=('coins', 'grass'), seed=3, width=32, height=24, num_frames=8, progress=False)
@@ -175,8 +175,8 @@ def test_occluding_layer_follows_its_ground_truth_and_occludes(tmp_path):
   np.savez(str(tmp_path / 'old.scene.npz'), **old)
   assert not synthetic.Scene.load(str(tmp_path / 'old.scene.npz')).has_layer
   with pytest.raises(SystemExit):
-    synthetic.main(['--out', str(tmp_path / 'bad'), '--layer_amp_px', 'x'])
-  assert synthetic.main(['--out', str(tmp_path / 'bad'), '--layer_amp_px', '-1']) == 2
+    synthetic.main(['--out', str(tmp_path / 'bad'), '--layer-amp-px', 'x'])
+  assert synthetic.main(['--out', str(tmp_path / 'bad'), '--layer-amp-px', '-1']) == 2
 
 
 def test_camera_shake_moves_every_pixel_by_its_ground_truth(tmp_path):
@@ -210,4 +210,4 @@ def test_camera_shake_moves_every_pixel_by_its_ground_truth(tmp_path):
   path = str(tmp_path / 'c.scene.npz')
   s.save(path)
   np.testing.assert_array_equal(synthetic.trajectories(synthetic.Scene.load(path), 20, 5), disp[:5])
-  assert synthetic.main(['--out', str(tmp_path / 'bad'), '--camera_px', '-1']) == 2
+  assert synthetic.main(['--out', str(tmp_path / 'bad'), '--camera-px', '-1']) == 2

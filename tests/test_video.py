@@ -19,7 +19,7 @@ def test_write_then_read_back(tmp_path, ext):
   path = str(tmp_path / f'clip{ext}')
   video.write_video(path, frames, fps=30)
   if ext == '':
-    files = sorted(os.listdir(path))
+    files = sorted(f for f in os.listdir(path) if not f.startswith('.'))
     assert len(files) == len(frames) and files[0] == '00000.png'
     return
   back = video.read_video(path)

@@ -28,10 +28,10 @@ train() {  # workdir, then train.py arguments; skipped when the run has finished
   touch "$wd/done"
 }
 
-$PY -m gid_jax.data.synthetic --out data/ldm/videos_train --photos $TRAIN_PHOTOS --num_scenes 360 \
-    --width 64 --height 40 --num_frames 100 --seed 1
-$PY -m gid_jax.data.synthetic --out data/ldm/videos_test --photos $TEST_PHOTOS --num_scenes 40 \
-    --width 64 --height 40 --num_frames 100 --seed 2
+$PY -m gid_jax.data.synthetic --out data/ldm/videos_train --photos $TRAIN_PHOTOS --num-scenes 360 \
+    --width 64 --height 40 --num-frames 100 --seed 1
+$PY -m gid_jax.data.synthetic --out data/ldm/videos_test --photos $TEST_PHOTOS --num-scenes 40 \
+    --width 64 --height 40 --num-frames 100 --seed 2
 for k in 8 12; do
   ds=data/ldm/ds; [ $k = 8 ] || ds=data/ldm/ds_k$k
   [ -d $ds/gid_motion ] || $PY -m gid_jax.data.build --videos data/ldm/videos_train --out $ds \

@@ -1,6 +1,7 @@
 """Dataset builder: a folder of videos -> a TFDS ArrayRecord dataset of (image, spectral volume) pairs.
 
-    python -m gid_jax.data.build --videos DIR --out DIR [--config=configs/data.py:size=tiny] [--keep_cache]
+    gid-build --videos DIR --out DIR [--config=configs/data.py:size=tiny] [--keep-cache] [--overwrite]
+    (or python -m gid_jax.data.build ...)
 
 For every video (decoded at ``fps``, centre-cropped and resized to ``width x height``), every
 ``start_stride``-th frame starts a clip of ``num_frames`` frames; motion from the clip's first frame to each
@@ -15,7 +16,7 @@ Layout of ``--out``::
     gid_frames/1.0.0/        (I_0, I_t, F_t) triples for the renderer, frame_pairs_per_clip per clip
     norm_stats.json          normalisation statistics (gid_jax.motion.normalize.NormStats)
     build_report.json        per video: split, status, reason if skipped, clips kept / rejected and why
-    cache/                   per-video results while building (removed at the end unless --keep_cache)
+    cache/                   per-video results while building (removed at the end unless --keep-cache)
 
 Resuming: each video's clips are written to a temporary folder that is renamed into ``cache/`` only when
 the video is complete, with a record of the config it was made with; a rerun reuses every finished video
@@ -43,17 +44,18 @@ from typing import Iterator
 import numpy as np
 
 from gid_jax.data import synthetic
+from gid_jax.errors import InputError
 from gid_jax.data import video as video_lib
 from gid_jax.fileio import atomic_path, atomic_write_text
+from gid_jax.progress import Progress
 from gid_jax.motion import flow as flow_lib
 from gid_jax.motion import normalize as norm_lib
 from gid_jax.motion import spectral
 from gid_jax.render import splat
 
-DATASET_NAME = 'gid_motion'
-FRAMES_DATASET_NAME = 'gid_frames'
+from gid_jax.data import DATASET_NAME, FRAMES_DATASET_NAME, REPORT_FILENAME  # pylint: disable=g-bad-import-order
+
 DATASET_VERSION = '1.0.0'
-REPORT_FILENAME = 'build_report.json'
 _RECORD = 'record.json'
 # 'auto': synthetic scenes' exact motion where a scene file exists, DIS flow elsewhere (ClipMotion).
 FLOW_METHODS = flow_lib.METHODS + ('ground_truth', 'auto')
@@ -61,7 +63,7 @@ FLOW_METHODS = flow_lib.METHODS + ('ground_truth', 'auto')
 log = logging.getLogger('gid_jax.build')
 
 
-class BuildError(ValueError):
+class BuildError(InputError):
   """The build cannot produce a dataset (no videos, no usable clips, bad config)."""
 
 
@@ -472,7 +474,8 @@ def build(videos_dir: str, out_dir: str, config, keep_cache: bool = False, progr
   for name in names:
     builder = _tfds_builder_classes()[name](config_dict=config.to_dict(), clips=clips, metadata=meta,
                                         data_dir=out_dir, file_format='array_record')
-    builder.download_and_prepare(download_config=tfds.download.DownloadConfig(verify_ssl=False))
+    with Progress(progress).phase(f'writing the {name} ArrayRecord dataset'):
+      builder.download_and_prepare(download_config=tfds.download.DownloadConfig(verify_ssl=False))
 
   report = BuildReport(out_dir=out_dir, videos=records, reused=reused,
                        num_clips={s: len(c) for s, c in clips.items()},
@@ -485,32 +488,50 @@ def build(videos_dir: str, out_dir: str, config, keep_cache: bool = False, progr
   return report
 
 
-def main(argv):
-  from absl import flags  # pylint: disable=g-import-not-at-top
-  del argv
-  from absl import logging as absl_logging  # pylint: disable=g-import-not-at-top
-  f = flags.FLAGS
-  absl_logging.set_verbosity(absl_logging.WARNING)  # TFDS logs every shard at INFO
-  try:
-    report = build(f.videos, f.out, f.config, keep_cache=f.keep_cache)
-  except (BuildError, FileNotFoundError, ValueError) as e:
-    print(f'error: {e}', file=sys.stderr)
-    sys.exit(2)
+def build_parser():
+  from gid_jax import cli  # pylint: disable=g-import-not-at-top
+  p = cli.Parser('gid-build', __doc__, config_default='configs/data.py')
+  p.add_argument('--videos', required=True, help='folder of input videos (searched recursively)')
+  p.add_argument('--out', required=True, help='output folder for the dataset (a new, empty or earlier build)')
+  p.add_argument('--overwrite', action='store_true',
+                 help='build into a folder that holds other files (they are kept; our own parts are replaced)')
+  p.add_argument('--keep-cache', action='store_true',
+                 help='keep per-video extraction results after a successful build')
+  return p
+
+
+def is_build_folder(out_dir: str) -> bool:
+  """True if ``out_dir`` was made by this builder (a finished or interrupted build)."""
+  return (os.path.isfile(os.path.join(out_dir, REPORT_FILENAME))
+          or os.path.isdir(os.path.join(out_dir, 'cache')))
+
+
+def check_out(out_dir: str, overwrite: bool) -> None:
+  """A new or empty folder, or an earlier build (resumed); anything else only with ``overwrite``."""
+  from gid_jax import fileio  # pylint: disable=g-import-not-at-top
+  if os.path.isdir(out_dir) and is_build_folder(out_dir):
+    return
+  fileio.check_output(out_dir, overwrite, '--out', kind='dir')
+
+
+def run(args) -> None:
+  validate_config(args.config)
+  if not video_lib.list_videos(args.videos):
+    raise BuildError(f'no video files ({", ".join(video_lib.VIDEO_EXTENSIONS)}) found in {args.videos}')
+  check_out(args.out, args.overwrite)
+  report = build(args.videos, args.out, args.config, keep_cache=args.keep_cache, progress=args.progress)
   print(report.summary())
 
 
-def _define_flags():
-  from absl import flags  # pylint: disable=g-import-not-at-top
-  from ml_collections import config_flags  # pylint: disable=g-import-not-at-top
-  flags.DEFINE_string('videos', None, 'folder of input videos (searched recursively)', required=True)
-  flags.DEFINE_string('out', None, 'output folder for the dataset', required=True)
-  flags.DEFINE_bool('keep_cache', False, 'keep per-video extraction results after a successful build')
-  config_flags.DEFINE_config_file(
-      'config', os.path.join(os.path.dirname(os.path.dirname(__file__)), 'configs', 'data.py'),
-      'data config file (configs/data.py[:size=tiny|small|paper])', lock_config=True)
+def main(argv=None) -> int:
+  from gid_jax import cli  # pylint: disable=g-import-not-at-top
+  return cli.main(run, build_parser(), argv, expected=(FileNotFoundError,))
+
+
+def script() -> None:
+  """The installed console command (setup.cfg)."""
+  sys.exit(main())
 
 
 if __name__ == '__main__':
-  from absl import app  # pylint: disable=g-import-not-at-top
-  _define_flags()
-  app.run(main)
+  sys.exit(main())

@@ -50,9 +50,9 @@ the warp inversion's target positions).
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import os
+import re
 import sys
 
 import cv2
@@ -441,24 +441,32 @@ def generate(out_dir: str, num_scenes: int, photos=DEFAULT_PHOTOS, seed: int = 0
 
 
 def main(argv=None) -> int:
-  parser = argparse.ArgumentParser(prog='python -m gid_jax.data.synthetic', description=__doc__.split('\n')[0])
+  from gid_jax import cli  # pylint: disable=g-import-not-at-top
+  parser = cli.Parser('python -m gid_jax.data.synthetic', __doc__, progress=False)
   parser.add_argument('--out', required=True, help='output folder for videos and .scene.npz sidecars')
-  parser.add_argument('--num_scenes', type=int, default=16)
+  parser.add_argument('--overwrite', action='store_true', help='write into a folder that holds other files')
+  parser.add_argument('--num-scenes', type=int, default=16, help='scenes (videos) to write')
   parser.add_argument('--photos', default=None,
                       help='folder of photos to animate, or comma-separated scikit-image photo names '
                            '(default: all of DEFAULT_PHOTOS)')
-  parser.add_argument('--seed', type=int, default=0)
-  parser.add_argument('--width', type=int, default=256)
-  parser.add_argument('--height', type=int, default=160)
-  parser.add_argument('--fps', type=float, default=30.0)
-  parser.add_argument('--num_frames', type=int, default=300, help='frames per video')
-  parser.add_argument('--crop_min', type=float, default=0.6,
+  parser.add_argument('--seed', type=int, default=0, help='random seed of the scenes')
+  parser.add_argument('--width', type=int, default=256, help='video width')
+  parser.add_argument('--height', type=int, default=160, help='video height')
+  parser.add_argument('--fps', type=float, default=30.0, help='frame rate')
+  parser.add_argument('--num-frames', type=int, default=300, help='frames per video')
+  parser.add_argument('--crop-min', type=float, default=0.6,
                       help='smallest random crop of a photo, as a fraction of each side (default 0.6)')
-  parser.add_argument('--layer_amp_px', type=float, default=0.0,
+  parser.add_argument('--layer-amp-px', type=float, default=0.0,
                       help='add an occluding layer swaying about this many px at 256 px width (default 0: none)')
-  parser.add_argument('--camera_px', type=float, default=0.0,
+  parser.add_argument('--camera-px', type=float, default=0.0,
                       help='add camera shake of about this many px at 256 px width (default 0: none)')
-  args = parser.parse_args(argv)
+  args = parser.parse(argv)
+  if os.path.isdir(args.out) and not args.overwrite:
+    others = [f for f in os.listdir(args.out) if not re.fullmatch(r'scene_\d{5}(\.mp4|\.scene\.npz)', f)]
+    if others:
+      print(f'error: --out {args.out} holds files that are not synthetic scenes ({others[0]}, ...); choose a new '
+            'folder or pass --overwrite (those files are kept)', file=sys.stderr)
+      return 2
   photos = DEFAULT_PHOTOS
   names = args.photos and not os.path.isdir(args.photos) and (',' in args.photos or args.photos in DEFAULT_PHOTOS)
   if names:
@@ -479,14 +487,14 @@ def main(argv=None) -> int:
       return 2
   for v in ('width', 'height', 'num_frames'):
     if getattr(args, v) < 2:
-      print(f'error: --{v} must be >= 2', file=sys.stderr)
+      print(f'error: --{v.replace("_", "-")} must be >= 2', file=sys.stderr)
       return 2
   if not 0.0 < args.crop_min <= 1.0:
-    print(f'error: --crop_min must be in (0, 1], got {args.crop_min}', file=sys.stderr)
+    print(f'error: --crop-min must be in (0, 1], got {args.crop_min}', file=sys.stderr)
     return 2
   for v in ('layer_amp_px', 'camera_px'):
     if not 0.0 <= getattr(args, v) < float('inf'):
-      print(f'error: --{v} must be a finite number >= 0, got {getattr(args, v)}', file=sys.stderr)
+      print(f'error: --{v.replace("_", "-")} must be a finite number >= 0, got {getattr(args, v)}', file=sys.stderr)
       return 2
   paths = generate(args.out, args.num_scenes, photos, args.seed, args.width, args.height, args.fps,
                    args.num_frames, crop_min=args.crop_min, layer_amp_px=args.layer_amp_px,

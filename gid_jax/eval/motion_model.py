@@ -1,13 +1,13 @@
 """Does the motion model learn? Held-out scenes, sampled spectral volumes against the exact ground truth.
 
-    python -m gid_jax.eval.motion_model --data HELDOUT_DS --train_data TRAIN_DS \
+    python -m gid_jax.eval.motion_model --data HELDOUT_DS --train-data TRAIN_DS \
         --run stage1=RUN_LDM --run stage2=RUN_LDM_FREQ --samples 2 --steps 50 --out results.json
 
 For every held-out clip that starts at frame 0 (one per held-out video: the scene's first frame and its
 exact spectral volume), each run samples ``--samples`` volumes; the "mean spectral volume" baseline is the
 mean of the training set's volumes (pixel units). Reported, per method (see ``motion_metrics``):
 
-* ``iou``: moving-region IoU: pixels whose RMS motion over a period exceeds ``--moving_px``;
+* ``iou``: moving-region IoU: pixels whose RMS motion over a period exceeds ``--moving-px``;
 * ``auc``: threshold-free localisation: ROC AUC of the predicted RMS motion as a detector of the truly
   moving pixels (0.5 = chance); it separates *where* from *how much* (IoU mixes both);
 * ``power_log_err``: mean over k >= 1 of |log(mean power_k) - log(true mean power_k)|, and the powers;
@@ -24,13 +24,13 @@ mean of the training set's volumes (pixel units). Reported, per method (see ``mo
 * ``amp_log_err``: per-image mean |log amplitude error| on truly moving pixels (conditional accuracy).
 
 Two references for *where* things move, besides the truth of another clip: the AUC of the synthetic world's
-own per-pixel movability score (``movability_auc``), and, with ``--probe_steps N``, a **direct moving-mask
+own per-pixel movability score (``movability_auc``), and, with ``--probe-steps N``, a **direct moving-mask
 classifier** (``placement_probe``): a small CNN trained for N steps on the training set to predict the
 moving mask from the first frame, seen at the motion model's latent resolution. It is what plain supervised
 learning gets out of the same images; when it cannot place motion on held-out pictures either, the limit is
 the training pictures (too few, too alike), not the diffusion model.
 
-``--condition_check`` asks whether a run uses the first frame at all (``condition_use``): the true volumes'
+``--condition-check`` asks whether a run uses the first frame at all (``condition_use``): the true volumes'
 latents are noised to level t, the U-Net predicts x0 once with the image and once with the null (zeroed)
 image, and the AUC of each prediction's decoded motion RMS as a detector of the truly moving pixels is
 reported per t, with the mean |difference| of the two RMS maps. Equal AUCs mean the model places motion
@@ -39,7 +39,6 @@ from the noisy latent alone.
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 import time
@@ -250,31 +249,41 @@ def sample_run(run: str, images: np.ndarray, samples: int, steps: int, eta: floa
 
 
 def main(argv=None) -> int:
-  p = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+  from gid_jax import cli  # pylint: disable=g-import-not-at-top
+  p = cli.Parser('python -m gid_jax.eval.motion_model', __doc__, progress=False)
   p.add_argument('--data', required=True, help='held-out dataset (a gid_jax.data.build --out folder)')
-  p.add_argument('--split', default='test')
-  p.add_argument('--train_data', required=True, help='training dataset, for the mean-volume baseline')
+  p.add_argument('--split', default='test', help="the held-out dataset's split")
+  p.add_argument('--train-data', required=True, help='training dataset, for the mean-volume baseline')
   p.add_argument('--run', action='append', default=[], help='NAME=WORKDIR of an LDM run (repeatable)')
-  p.add_argument('--samples', type=int, default=2)
-  p.add_argument('--steps', type=int, default=50)
-  p.add_argument('--eta', type=float, default=0.0)
-  p.add_argument('--guidance', type=float, default=0.0)
-  p.add_argument('--seed', type=int, default=0)
-  p.add_argument('--moving_px', type=float, default=0.1)
+  p.add_argument('--samples', type=int, default=2, help='samples per clip and run')
+  p.add_argument('--steps', type=int, default=50, help='DDIM steps')
+  p.add_argument('--eta', type=float, default=0.0, help='DDIM eta')
+  p.add_argument('--guidance', type=float, default=0.0, help='classifier-free guidance weight w')
+  p.add_argument('--seed', type=int, default=0, help='sampling seed')
+  p.add_argument('--moving-px', type=float, default=0.1, help='motion RMS (px) above which a pixel moves')
   p.add_argument('--limit', type=int, default=None, help='at most this many held-out clips')
-  p.add_argument('--condition_check', action='store_true',
+  p.add_argument('--condition-check', action='store_true',
                  help='per run: do one-step x0 predictions place motion better with the image than without?')
-  p.add_argument('--probe_steps', type=int, default=0,
+  p.add_argument('--probe-steps', type=int, default=0,
                  help='train the direct moving-mask classifier reference for this many steps (0 = off)')
   p.add_argument('--out', default=None, help='write the results as JSON here')
-  args = p.parse_args(argv)
+  p.add_argument('--overwrite', action='store_true', help='replace an existing --out')
+  args = p.parse(argv)
+  if args.out:
+    from gid_jax.errors import InputError  # pylint: disable=g-import-not-at-top
+    from gid_jax.fileio import check_output  # pylint: disable=g-import-not-at-top
+    try:
+      check_output(args.out, args.overwrite, '--out', kind='file')
+    except InputError as e:
+      print(f'error: {e}', file=sys.stderr)
+      return 2
   try:
     runs = dict(r.split('=', 1) for r in args.run)
   except ValueError:
     print(f'error: --run must be NAME=WORKDIR, got {args.run}', file=sys.stderr)
     return 2
   if args.probe_steps < 0:
-    print(f'error: --probe_steps must be >= 0, got {args.probe_steps}', file=sys.stderr)
+    print(f'error: --probe-steps must be >= 0, got {args.probe_steps}', file=sys.stderr)
     return 2
   vids, images, true = load_clips(args.data, args.split, 0, args.limit)
   results = {'held_out_clips': len(images), 'settings': vars(args), 'methods': {}}

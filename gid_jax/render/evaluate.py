@@ -1,6 +1,6 @@
 """Renderer evaluation: PSNR / SSIM / LPIPS of rendered I_t against the true I_t on held-out data.
 
-    python -m gid_jax.render.evaluate --data DATA [--workdir RUN] [--real_videos DIR] [--out results.json]
+    python -m gid_jax.render.evaluate --data DATA [--workdir RUN] [--real-videos DIR] [--out results.json]
 
 The renderer is rebuilt from the config stored with the run's checkpoints, so a run trained with any
 overrides (widths, blocks, ...) evaluates as it was trained.
@@ -16,23 +16,22 @@ Methods compared on the same (I_0, I_t, F_t, W) examples:
 
 Both splatting baselines get the same push-pull hole filling as ``render_video``'s fallback, so they are
 not penalised for leaving black holes. Held-out sets: the ``test`` split of the ``gid_frames`` dataset in
-``--data`` (videos never seen in training) and, with ``--real_videos``, clips of real videos decoded at
+``--data`` (videos never seen in training) and, with ``--real-videos``, clips of real videos decoded at
 the dataset's size and fps with DIS flow from frame 0 (a few frames t per clip, seeded; never a frame
 that repeats frame 0 exactly).
 SSIM is scikit-image's (Gaussian window, sigma 1.5); LPIPS uses AlexNet (the usual metric; the renderer
 trains with the VGG variant, so it is not scored by its own loss); PSNR on uint8 frames.
 
 When the test split holds videos from several top-level folders of the build's video folder (e.g.
-``synthetic/`` and ``handheld/``), each folder is also reported on its own. ``--motion_bins N`` also reports
+``synthetic/`` and ``handheld/``), each folder is also reported on its own. ``--motion-bins N`` also reports
 every set in N bins of equal size by the frame's median motion (median over pixels of |F_t|, px).
-``--camera_motion_px X`` keeps only the real clips that the build's camera-motion filter passes at X.
+``--camera-motion-px X`` keeps only the real clips that the build's camera-motion filter passes at X.
 ``--split train`` scores the build's training split instead of its test split (to tell how well the
 renderer fits what it was trained on from how well it generalises).
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import sys
@@ -178,57 +177,67 @@ def table(results: dict) -> str:
   return '\n'.join(lines)
 
 
-def main(argv=None) -> int:
-  ap = argparse.ArgumentParser(prog='python -m gid_jax.render.evaluate', description=__doc__.split('\n')[0])
-  ap.add_argument('--data', required=True, help='a python -m gid_jax.data.build --out folder')
+def build_parser():
+  from gid_jax import cli  # pylint: disable=g-import-not-at-top
+  ap = cli.Parser('python -m gid_jax.render.evaluate', __doc__)
+  ap.add_argument('--data', required=True, help='a gid-build --out folder')
   ap.add_argument('--workdir', default=None, help='a renderer training run (its latest checkpoint)')
-  ap.add_argument('--real_videos', default=None, help='folder of held-out real videos')
-  ap.add_argument('--real_pairs', type=int, default=4, help='(I_0, I_t) pairs per clip of a real video')
-  ap.add_argument('--camera_motion_px', type=float, default=0.0,
-                  help='skip real clips with camera motion above this (as the build filter does; default 0: keep all)')
-  ap.add_argument('--motion_bins', type=int, default=0,
-                  help='also report each set in this many bins by median motion (default 0: no bins)')
+  ap.add_argument('--real-videos', default=None, help='folder of held-out real videos')
+  ap.add_argument('--real-pairs', type=int, default=4, help='(I_0, I_t) pairs per clip of a real video')
+  ap.add_argument('--camera-motion-px', type=float, default=0.0,
+                  help='skip real clips with camera motion above this (as the build filter does; 0: keep all)')
+  ap.add_argument('--motion-bins', type=int, default=0,
+                  help='also report each set in this many bins by median motion (0: no bins)')
   ap.add_argument('--split', default='test', choices=('test', 'train'),
-                  help="the build's split to score (default test; train tells fitting from generalising)")
+                  help="the build's split to score (train tells fitting from generalising)")
   ap.add_argument('--out', default=None, help='write the results as JSON here')
-  args = ap.parse_args(argv)
+  ap.add_argument('--overwrite', action='store_true', help='replace an existing --out')
+  return ap
+
+
+def main(argv=None) -> int:
+  from gid_jax import cli  # pylint: disable=g-import-not-at-top
+  return cli.main(_run, build_parser(), argv, expected=(ValueError, FileNotFoundError))
+
+
+def _run(args) -> None:
+  from gid_jax.errors import InputError  # pylint: disable=g-import-not-at-top
+  from gid_jax.fileio import atomic_write_text, check_output  # pylint: disable=g-import-not-at-top
   if args.real_pairs < 1:
-    print(f'error: --real_pairs must be at least 1, got {args.real_pairs}', file=sys.stderr)
-    return 2
+    raise InputError(f'--real-pairs must be at least 1, got {args.real_pairs}')
   if not 0.0 <= args.camera_motion_px < float('inf'):
-    print(f'error: --camera_motion_px must be a finite number >= 0, got {args.camera_motion_px}', file=sys.stderr)
-    return 2
+    raise InputError(f'--camera-motion-px must be a finite number >= 0, got {args.camera_motion_px}')
   if args.motion_bins < 0:
-    print(f'error: --motion_bins must be >= 0, got {args.motion_bins}', file=sys.stderr)
-    return 2
-  try:
-    from gid_jax import animate  # pylint: disable=g-import-not-at-top
-    renderer = animate.load_renderer(args.workdir)  # from the run's own config, overrides included
-    examples = list(dataset_examples(args.data, args.split))
-    name = 'held-out test split' if args.split == 'test' else 'training split (seen in training)'
-    results = breakdown(name, examples, score_examples(examples, renderer),
-                        args.motion_bins)
-    if args.real_videos:
-      import ml_collections  # pylint: disable=g-import-not-at-top
-      with open(os.path.join(args.data, build_lib.REPORT_FILENAME)) as f:
-        data_cfg = ml_collections.ConfigDict(json.load(f)['config'])  # decode real clips like the data
-      for path in video_lib.list_videos(args.real_videos):
-        examples = list(video_examples(path, data_cfg, args.real_pairs, camera_motion_px=args.camera_motion_px))
-        if not examples:  # every clip filtered out, or not one frame differs from its clip's first
-          why = (f'every clip has camera motion above {args.camera_motion_px} px or no frame that moves'
-                 if args.camera_motion_px > 0 else 'no clip has a frame that differs from its first')
-          print(f'note: {path}: {why}; skipped', file=sys.stderr)
-          continue
-        results.update(breakdown(f'held-out real: {os.path.basename(path)}', examples,
-                                 score_examples(examples, renderer), args.motion_bins))
-  except (ValueError, FileNotFoundError) as e:
-    print(f'error: {str(e).splitlines()[0]}', file=sys.stderr)
-    return 2
+    raise InputError(f'--motion-bins must be >= 0, got {args.motion_bins}')
+  if not os.path.isdir(args.data):
+    raise InputError(f'--data {args.data}: no such folder')
+  if args.out:
+    check_output(args.out, args.overwrite, '--out', kind='file')
+  if args.workdir:
+    from gid_jax.training import runinfo  # pylint: disable=g-import-not-at-top
+    runinfo.check_run(args.workdir, ('renderer',), '--workdir')
+  from gid_jax import animate  # pylint: disable=g-import-not-at-top
+  renderer = animate.load_renderer(args.workdir)  # from the run's own config, overrides included
+  examples = list(dataset_examples(args.data, args.split))
+  name = 'held-out test split' if args.split == 'test' else 'training split (seen in training)'
+  results = breakdown(name, examples, score_examples(examples, renderer),
+                      args.motion_bins)
+  if args.real_videos:
+    import ml_collections  # pylint: disable=g-import-not-at-top
+    with open(os.path.join(args.data, build_lib.REPORT_FILENAME)) as f:
+      data_cfg = ml_collections.ConfigDict(json.load(f)['config'])  # decode real clips like the data
+    for path in video_lib.list_videos(args.real_videos):
+      examples = list(video_examples(path, data_cfg, args.real_pairs, camera_motion_px=args.camera_motion_px))
+      if not examples:  # every clip filtered out, or not one frame differs from its clip's first
+        why = (f'every clip has camera motion above {args.camera_motion_px} px or no frame that moves'
+               if args.camera_motion_px > 0 else 'no clip has a frame that differs from its first')
+        print(f'note: {path}: {why}; skipped', file=sys.stderr)
+        continue
+      results.update(breakdown(f'held-out real: {os.path.basename(path)}', examples,
+                               score_examples(examples, renderer), args.motion_bins))
   print(table(results))
   if args.out:
-    from gid_jax.fileio import atomic_write_text  # pylint: disable=g-import-not-at-top
     atomic_write_text(args.out, json.dumps(results, indent=1))
-  return 0
 
 
 if __name__ == '__main__':

@@ -10,8 +10,8 @@ barriers); only process 0 writes metrics and shows a progress bar.
 ``maybe_initialize`` decides whether to call ``jax.distributed.initialize`` and with what, in this order:
 
 1. ``mode='off'``: never (one process, whatever the environment says);
-2. explicit arguments (``--coordinator_address``, ``--num_processes``, ``--process_id``,
-   ``--local_device_ids``): initialise with them; JAX fills in what is missing from the cluster;
+2. explicit arguments (``--coordinator-address``, ``--num-processes``, ``--process-id``,
+   ``--local-device-ids``): initialise with them; JAX fills in what is missing from the cluster;
 3. ``mode='on'``: initialise with no arguments, JAX detects everything (GCE TPU pods answer from the
    VM's metadata server, which is why tpu_pod.sh passes ``--distributed=on`` rather than relying on 4.);
 4. ``mode='auto'``: initialise when the environment names several processes: ``JAX_COORDINATOR_ADDRESS``,
@@ -77,7 +77,7 @@ def parse_device_ids(ids: str | Sequence[int | str] | None) -> list[int] | None:
   try:
     out = [int(i) for i in ids]
   except ValueError as e:
-    raise ValueError(f'--local_device_ids must be comma-separated integers, got {ids!r}') from e
+    raise ValueError(f'--local-device-ids must be comma-separated integers, got {ids!r}') from e
   return out or None
 
 
@@ -110,8 +110,8 @@ def maybe_initialize(coordinator_address: str | None = None, num_processes: int 
   device_ids = parse_device_ids(local_device_ids)
   explicit = any(v is not None for v in (coordinator_address, num_processes, process_id, device_ids))
   if mode == 'off' and explicit:
-    raise ValueError('--distributed=off contradicts --coordinator_address/--num_processes/--process_id/'
-                     '--local_device_ids')
+    raise ValueError('--distributed=off contradicts --coordinator-address/--num-processes/--process-id/'
+                     '--local-device-ids')
   # One process given explicitly is a plain run: no coordinator service to start or wait for.
   single = num_processes == 1 and coordinator_address is None
   if jax.distributed.is_initialized():

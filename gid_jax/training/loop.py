@@ -35,6 +35,7 @@ import optax
 import orbax.checkpoint as ocp
 from flax import nnx
 
+from gid_jax.progress import Progress
 from gid_jax.training import sharding as sharding_lib
 from gid_jax.training.metrics import make_writer
 
@@ -208,7 +209,6 @@ def export_model(workdir: str, out_dir: str, task: Task, ema: bool = True) -> st
 def train(config, workdir: str, task: Task, progress: bool = True) -> dict:
   """Train (or resume) until ``config.num_steps``; returns the last logged metrics."""
   import grain  # pylint: disable=g-import-not-at-top
-  from tqdm.auto import tqdm  # pylint: disable=g-import-not-at-top
 
   os.makedirs(workdir, exist_ok=True)
   writer = make_writer(workdir, enabled=jax.process_index() == 0)
@@ -245,8 +245,8 @@ def train(config, workdir: str, task: Task, progress: bool = True) -> dict:
         config=ocp.args.JsonSave(json.loads(config.to_json_best_effort()))), force=True)
 
   last = {}
-  bar = tqdm(total=config.num_steps, initial=start, desc=f'train {task.name}', unit='step',
-             disable=not progress or jax.process_index() != 0)
+  # The bar opens after the first step (XLA compiles it): its rate and ETA count compiled steps only.
+  bar = Progress(progress and jax.process_index() == 0).bar(f'train {task.name}', config.num_steps).start()
   t0 = time.perf_counter()
   for step in range(start, config.num_steps):
     batch = sharding_lib.global_batch(next(data), batch_sh)
@@ -258,8 +258,8 @@ def train(config, workdir: str, task: Task, progress: bool = True) -> dict:
       bar.close()
       raise TrainingDiverged(f'non-finite loss ({loss}) at step {step + 1}; training stopped, the last good '
                              f'checkpoint is step {good} in {workdir}')
-    bar.update(1)
     done = step + 1
+    bar(done)
     if done % config.log_every == 0 or done == config.num_steps:
       last = {k: float(v) for k, v in jax.device_get(metrics).items()}
       last['steps_per_sec'] = (done - start) / (time.perf_counter() - t0)

@@ -13,11 +13,13 @@ import os
 
 from gid_jax.errors import InputError
 
-# Keys that may differ between a run and its resumption: how long it runs, how often it logs and saves,
-# where its inputs are (a moved dataset) and what is filled in at the start of training.
-RESUMABLE_KEYS = ('num_steps', 'log_every', 'checkpoint_every', 'keep_checkpoints', 'data_dir', 'vae_workdir',
-                  'stage1_workdir', 'latent_scale', 'vae', 'data_info', 'norm_stats_json', 'model.in_channels',
-                  'model.num_freqs', 'model.cond_channels', 'model.mask_head', 'mesh')
+# What makes two configs the same run (resuming with a different value would be another experiment, or fail
+# to restore): compared when a workdir already holds checkpoints. Values filled in at the start of training
+# (the model's channel counts from the data and the VAE) are not compared.
+IDENTITY_KEYS = ('trainer', 'size', 'mode', 'trainable', 'model', 'diffusion', 'loss', 'num_freqs', 'normalize',
+                 'batch_size', 'seed')
+FILLED_IN = ('model.in_channels', 'model.out_channels', 'model.num_freqs', 'model.cond_channels',
+             'model.mask_head')
 
 
 def steps(workdir: str) -> list[int]:
@@ -66,7 +68,7 @@ def _flat(d: dict, prefix: str = '') -> dict:
 
 
 def config_differences(stored: dict, config: dict) -> list[str]:
-  """Keys (dotted) whose values differ between a stored run config and ``config``, resumable keys aside."""
+  """Keys (dotted) of :data:`IDENTITY_KEYS` whose values differ between a stored run config and ``config``."""
   a, b = _flat(stored), _flat(json.loads(json.dumps(config)))
-  skip = lambda k: any(k == r or k.startswith(r + '.') for r in RESUMABLE_KEYS)
-  return sorted(k for k in set(a) | set(b) if not skip(k) and a.get(k) != b.get(k))
+  compared = lambda k: (any(k == r or k.startswith(r + '.') for r in IDENTITY_KEYS) and k not in FILLED_IN)
+  return sorted(k for k in set(a) | set(b) if compared(k) and a.get(k) != b.get(k))
