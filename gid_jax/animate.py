@@ -47,7 +47,7 @@ DEFAULT_RENDERER = os.path.join(ASSETS, 'default', 'renderer')
 EXAMPLE_PHOTO = os.path.join(ASSETS, 'example.png')
 
 
-MIN_SIDE = 32  # photos with a shorter side below this are refused: too small to animate
+MIN_SIDE = 16  # photos with a shorter side below this are refused: too small to animate (1 x 1, icons)
 
 
 @dataclasses.dataclass
@@ -104,8 +104,7 @@ def check_photo_file(path: str, max_pixels: int = MAX_PIXELS) -> tuple[int, int]
   except (UnidentifiedImageError, OSError) as e:
     raise InputError(f'{path} is not a readable image ({str(e).splitlines()[0]})') from None
   if w * h > max_pixels:
-    raise InputError(f'{path} is {w}x{h} = {w * h:,} pixels, over the limit of {max_pixels:,} pixels '
-                     '(--max-pixels)')
+    raise InputError(f'{path} is {w}x{h} = {w * h:,} pixels, over the limit of {max_pixels:,} pixels')
   if min(w, h) < MIN_SIDE:
     raise InputError(f'{path} is {w}x{h} pixels; photos need at least {MIN_SIDE} pixels on each side')
   return w, h

@@ -141,7 +141,10 @@ def check_args(args) -> list:
     raise InputError(f'--max-side must be at least 16, got {args.max_side}')
   if args.fps is not None and not 0 < args.fps <= 240:
     raise InputError(f'--fps must be in (0, 240], got {args.fps}')
-  modal.ModalParams(fps=args.fps or 30.0, mass=args.mass, damping=args.damping)  # ValueError if bad
+  if not 0 <= args.damping < float('inf'):
+    raise InputError(f'--damping must be a finite number >= 0, got {args.damping}')
+  if not 0 < args.mass < float('inf'):
+    raise InputError(f'--mass must be a finite number > 0, got {args.mass}')
   ext = os.path.splitext(args.out)[1].lower()
   if ext not in video.WRITE_FORMATS:
     raise InputError(f'--out {args.out}: unsupported format {ext!r}; use .mp4, .webm, .gif or a folder name')

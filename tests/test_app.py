@@ -170,7 +170,8 @@ def test_api_refuses_bad_uploads_and_requests(app_server, photo_png):
 def test_cli_bad_options_are_one_line_exit_2(tmp_path, capsys):
   from gid_jax.app import __main__ as cli  # pylint: disable=g-import-not-at-top
   assert cli.main(['--checkpoint', str(tmp_path)]) == 2
-  assert capsys.readouterr().err == f'error: no motion model checkpoint in {tmp_path}\n'
+  assert capsys.readouterr().err == (f'error: --checkpoint {tmp_path}: no checkpoint in it (expected a training '
+                                     'run or an export)\n')
   assert cli.main(['--max-upload-mb', '0']) == 2
   assert capsys.readouterr().err == 'error: --max-upload-mb must be positive, got 0.0\n'
   with pytest.raises(SystemExit) as e:

@@ -217,7 +217,7 @@ def test_ldm_needs_its_vae_run_before_jax(tmp_path, capsys):
     (['--steps', '-5'], '--steps must be at least 1, got -5'),
     (['--guidance', '-1'], '--guidance must be >= 0'),
     (['--out', 'x.avi'], '--out must end in .mp4, .gif or .webm'),
-    (['--image', 'TINY'], 'photos need at least 32 pixels on each side'),
+    (['--image', 'TINY'], 'photos need at least 16 pixels on each side'),
     (['--image', 'BOMB'], 'over the limit of 50,000,000 pixels'),
     (['--checkpoint', '/nonexistent'], '--checkpoint /nonexistent: no such folder'),
     (['--renderer', BUNDLED_LDM], "is a run of trainer 'ldm', not 'renderer'"),
@@ -356,3 +356,40 @@ def test_notebook_install_cell_has_no_placeholder_and_detects_tpu():
   nb = json.load(open(os.path.join(ROOT, 'notebooks', 'demo.ipynb'), encoding='utf-8'))
   code = '\n'.join(''.join(c['source']) for c in nb['cells'] if c['cell_type'] == 'code')
   assert '<owner>' not in code and 'jax[tpu]' in code and 'jax[cuda12]' in code and 'COLAB_TPU_ADDR' in code
+
+
+def test_cli_doc_cases(tmp_path, capsys, monkeypatch):
+  """Every row of docs/CLI.md (tools/cli_table.py's CASES), in-process: exit 2, the one line, nothing written."""
+  sys.path.insert(0, os.path.join(ROOT, 'tools'))
+  try:
+    import cli_table  # pylint: disable=g-import-not-at-top
+  finally:
+    sys.path.pop(0)
+  cli_table.make_inputs(str(tmp_path))
+  before = sorted(os.listdir(tmp_path))
+  monkeypatch.chdir(tmp_path)
+  doc = open(os.path.join(ROOT, 'docs', 'CLI.md'), encoding='utf-8').read()
+  for case in cli_table.CASES:
+    module = importlib.import_module(case[0] if case[0] != 'gid_jax.app' else 'gid_jax.app.__main__')
+    assert _code(module.main, cli_table.argv(case, str(tmp_path))) == 2, case
+    assert case[3] in _err(capsys), case
+    assert case[3].replace('|', '\\|') in doc, f'docs/CLI.md has no row for {case}'
+  assert sorted(os.listdir(tmp_path)) == before
+  assert (tmp_path / 'mine' / 'notes.txt').read_text() == 'my notes' and (tmp_path / 'clip.mp4').read_bytes() == b'my video'
+
+
+def test_config_choices_agree_with_the_libraries():
+  from gid_jax import configs  # pylint: disable=g-import-not-at-top
+  from gid_jax.data import build  # pylint: disable=g-import-not-at-top
+  from gid_jax.diffusion import schedules  # pylint: disable=g-import-not-at-top
+  from gid_jax.models import ldm, renderer, unet  # pylint: disable=g-import-not-at-top
+  from gid_jax.motion import normalize  # pylint: disable=g-import-not-at-top
+  from gid_jax.training import ldm as ldm_task  # pylint: disable=g-import-not-at-top
+  c = configs.CHOICES
+  assert set(c['mode']) == set(ldm.MODES) and set(c['trainable']) == set(ldm_task.TRAINABLE)
+  assert set(c['aux_mask_at']) == set(unet.MASK_HEADS[1:]) and set(c['model.rgb_base']) == set(renderer.RGB_BASES)
+  assert set(c['model.cond_mode']) == set(ldm.COND_MODES) and set(c['diffusion.objective']) == set(schedules.OBJECTIVES)
+  assert set(c['diffusion.schedule']) == set(schedules.KINDS) and set(c['normalize.mode']) == set(normalize.MODES)
+  assert set(c['normalize.power']) == set(normalize.POWERS) and set(c['flow.method']) == set(build.FLOW_METHODS)
+  with pytest.raises(InputError, match=r"config.model.rgb_base must be one of \('softmax', 'average'\), got 'median'"):
+    cli.load_config('renderer', [('model.rgb_base', 'median')])

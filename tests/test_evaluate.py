@@ -77,7 +77,7 @@ def test_table_has_every_method_and_set_and_an_interrupted_evaluation_resumes(se
 
 
 def test_bad_config_values_give_one_line_errors(tmp_path, capsys):
-  base = ['evaluate', '--config=' + eval_config.__file__ + ':size=tiny', f'--config.out_dir={tmp_path}']
+  base = ['--config=' + eval_config.__file__ + ':size=tiny', f'--config.out_dir={tmp_path}']
   assert evaluate.main(base + [f'--config.methods.ours.run={tmp_path}/nothing']) == 2
   err = capsys.readouterr().err.strip()
   assert err.startswith('error: methods.ours.run: no LDM checkpoint') and '\n' not in err

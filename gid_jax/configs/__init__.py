@@ -40,14 +40,35 @@ _AT_LEAST_0 = ('warmup_steps', 'decay_steps', 'weight_decay', 'grad_clip', 'eta'
 _FRACTION = ('ema_decay', 'cond_dropout', 'dropout', 'test_fraction', 'static_quantile')  # in [0, 1)
 
 
+# Keys with a fixed set of values (dotted paths from the config's root). The libraries that use them keep
+# their own constants; tests/test_cli.py checks that these agree with them.
+CHOICES = {
+    'mode': ('slice', 'volume'),  # models.ldm.MODES (ldm configs)
+    'trainable': ('unet', 'freq_attn'),  # training.ldm.TRAINABLE
+    'aux_mask_at': ('out', 'middle'),  # models.unet.MASK_HEADS[1:]
+    'normalize': ('', 'image_size'),  # data.pipeline (vae / ldm configs)
+    'model.rgb_base': ('softmax', 'average'),  # models.renderer.RGB_BASES
+    'model.cond_mode': ('space_to_depth', 'resize'),  # models.ldm.COND_MODES
+    'diffusion.objective': ('eps', 'v'),  # diffusion.schedules.OBJECTIVES
+    'diffusion.schedule': ('linear', 'cosine'),  # diffusion.schedules.KINDS
+    'normalize.mode': ('adaptive', 'image_size'),  # motion.normalize.MODES (data config)
+    'normalize.power': ('sqrt', 'none'),  # motion.normalize.POWERS
+    'flow.method': ('dis', 'farneback', 'ground_truth', 'auto'),  # data.build.FLOW_METHODS
+}
+
+
 def check_ranges(config, prefix: str = 'config.') -> None:
-  """ValueError (one line naming the key) for a value out of its range or a non-finite number."""
+  """ValueError (one line naming the key) for a value out of its range, not among its choices, or a
+  non-finite number."""
   import math  # pylint: disable=g-import-not-at-top
   for key, value in config.items():
     name = prefix + key
     if hasattr(value, 'items'):
       check_ranges(value, name + '.')
       continue
+    path = name[len('config.'):]
+    if path in CHOICES and isinstance(value, str) and value not in CHOICES[path]:
+      raise ValueError(f'{name} must be one of {CHOICES[path]}, got {value!r}')
     if isinstance(value, bool) or not isinstance(value, (int, float)):
       continue
     if not math.isfinite(value):
