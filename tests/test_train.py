@@ -148,7 +148,9 @@ def test_evaluate_cli(data_dir, tmp_path, capsys):
   assert evaluate.main(['--data', data_dir, '--motion-bins', '-1']) == 2
   assert capsys.readouterr().err == 'error: --motion-bins must be >= 0, got -1\n'
   # Motion bins partition the frames by median |F_t|: their sizes add up and their means average back.
-  assert evaluate.main(['--data', data_dir, '--motion-bins', '2', '--out', out]) == 0
+  assert evaluate.main(['--data', data_dir, '--motion-bins', '2', '--out', out]) == 2  # exists: not replaced
+  assert '--overwrite' in capsys.readouterr().err
+  assert evaluate.main(['--data', data_dir, '--motion-bins', '2', '--out', out, '--overwrite']) == 0
   binned = json.load(open(out))
   whole = binned['held-out test split']
   bins = [v for k, v in binned.items() if 'median motion' in k]
@@ -170,12 +172,12 @@ def test_evaluate_cli(data_dir, tmp_path, capsys):
   w = str(tmp_path / 'run')
   c = cfg(data_dir, num_steps=2)
   loop.train(c, w, renderer_task.make_task(c), progress=False)
-  assert evaluate.main(['--data', data_dir, '--workdir', w, '--out', out]) == 0
+  assert evaluate.main(['--data', data_dir, '--workdir', w, '--out', out, '--overwrite']) == 0
   res = json.load(open(out))['held-out test split']
   assert set(res) == {'still', 'backward_warp', 'average_splat', 'softmax_splat', 'renderer'}
   assert res['renderer']['psnr'] > 25 and 0 < res['renderer']['ssim'] <= 1
   # --split train scores the training triples instead (every one of them, repeats of I_0 aside).
-  assert evaluate.main(['--data', data_dir, '--split', 'train', '--out', out]) == 0
+  assert evaluate.main(['--data', data_dir, '--split', 'train', '--out', out, '--overwrite']) == 0
   train = json.load(open(out))['training split (seen in training)']
   assert train['still']['n'] == len(list(evaluate.dataset_examples(data_dir, 'train'))) != len(examples)
   capsys.readouterr()
