@@ -182,7 +182,7 @@ def test_evaluate_cli(data_dir, tmp_path, capsys):
   assert train['still']['n'] == len(list(evaluate.dataset_examples(data_dir, 'train'))) != len(examples)
   capsys.readouterr()
   assert evaluate.main(['--data', data_dir, '--workdir', str(tmp_path / 'nothing')]) == 2
-  assert capsys.readouterr().err.startswith('error: no checkpoint in ')
+  assert capsys.readouterr().err.endswith('nothing: no such folder\n')
 
 
 def test_evaluate_never_scores_a_real_frame_that_repeats_the_first(data_dir, tmp_path, capsys):
