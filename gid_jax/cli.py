@@ -62,7 +62,7 @@ class Parser(argparse.ArgumentParser):
                       help='show third-party logs and warnings (JAX, orbax, TFDS) and our own INFO logs')
     if progress:
       self.add_argument('--no-progress', dest='progress', action='store_false',
-                        help='no progress bars (for logs); phases are still reported when they end')
+                        help='no progress bars or phase lines on stderr (for logs)')
     self._config = None
     if config_default is not None or config_required:
       self._config = dict(default=config_default, required=config_required)

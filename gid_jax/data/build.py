@@ -28,6 +28,7 @@ Unreadable, corrupt and too-short videos are skipped with a warning and listed i
 from __future__ import annotations
 
 import collections
+import contextlib
 import dataclasses
 import functools
 import glob
@@ -474,7 +475,10 @@ def build(videos_dir: str, out_dir: str, config, keep_cache: bool = False, progr
   for name in names:
     builder = _tfds_builder_classes()[name](config_dict=config.to_dict(), clips=clips, metadata=meta,
                                         data_dir=out_dir, file_format='array_record')
-    with Progress(progress).phase(f'writing the {name} ArrayRecord dataset'):
+    # TFDS prints "Downloading and preparing dataset ..." for a local build: said only with --verbose.
+    quiet = logging.getLogger('gid_jax').getEffectiveLevel() > logging.INFO
+    with Progress(progress).phase(f'writing the {name} ArrayRecord dataset'), \
+         contextlib.redirect_stdout(io.StringIO()) if quiet else contextlib.nullcontext():
       builder.download_and_prepare(download_config=tfds.download.DownloadConfig(verify_ssl=False))
 
   report = BuildReport(out_dir=out_dir, videos=records, reused=reused,
