@@ -20,7 +20,7 @@ import time
 # (module, full-size kwargs, quick kwargs).
 BENCHMARKS = (
     ('representation', {}, {'t_': 40, 'k': 8, 'h': 40, 'w': 64}),
-    ('extraction', {'size': 'paper', 'scenes': 2, 'frames': 180}, {'size': 'tiny', 'scenes': 1, 'frames': 60}),
+    ('extraction', {'size': 'small', 'scenes': 2, 'frames': 180}, {'size': 'tiny', 'scenes': 1, 'frames': 60}),
     ('splat', {}, {'sizes': ((1, 160, 256, 16),), 'repeats': 3}),
     ('render', {}, {'frames': 20, 'width': 64, 'height': 40, 'sizes': ('tiny',)}),
     ('diffusion', {}, {'steps': 1, 'sample_steps': 5, 'paper': False}),
@@ -40,12 +40,12 @@ def summarize(name: str, result) -> list[tuple]:
                  _ratio(result['numpy_ms'], result['fwd_ms'])))
     rows.append(('max error vs float64', result['fwd_err'], 'px', '', None, None))
   elif name == 'extraction':
-    ref = next((r for r in result if r['method'] == 'farneback'), None)
+    ref = next((r for r in result if '(old default)' in r['targets']), None)
     for r in result:
-      if r['method'] in ('dis/medium', 'farneback'):
-        rows.append((f'{r["method"]} extraction (EPE {r["epe"]:.3f} px)', r['clips_per_min'], 'clips/min',
-                     'farneback', ref and ref['clips_per_min'], _ratio(r['clips_per_min'],
-                                                                     ref and ref['clips_per_min'])))
+      if '(default)' in r['targets'] or r['targets'].startswith('farneback'):
+        rows.append((f'{r["targets"]} targets (EPE {r["epe"]:.3f} px, probe amplitude '
+                     f'{r["probe_amplitude_ratio"]:.2f})', r['clips_per_min'], 'clips/min', 'old default targets',
+                     ref and ref['clips_per_min'], _ratio(r['clips_per_min'], ref and ref['clips_per_min'])))
   elif name == 'splat':
     for r in result:
       what = f'softmax splat {r["size"]} {r["pass"]}'

@@ -93,17 +93,16 @@ def load_set(name: str, set_cfg, config) -> EvalSet:
   for path in paths:
     vid = build_lib.video_id(set_cfg.videos, path)
     try:
-      scene = motion.scene_for(path)
-      clips = list(build_lib.iter_clips(path, dcfg))
+      motion.scene_for(path)  # a missing scene file fails here, before any decoding
+      starts = [start for start, _ in build_lib.iter_clips(path, dcfg)]
+      keep = np.unique(np.linspace(0, len(starts) - 1, min(len(starts), set_cfg.clips_per_video)).round()
+                       .astype(int))
+      for start, clip, disp in build_lib.clips_with_motion(path, dcfg, motion, {starts[i] for i in keep}):
+        ids.append(f'{vid}@{start}')
+        frames.append(clip)
+        specs.append(np.asarray(spectral.to_spectral_volume(disp, dcfg.num_freqs), np.float32))
     except video_lib.VideoError as e:
       raise EvalError(str(e)) from e
-    keep = np.unique(np.linspace(0, len(clips) - 1, min(len(clips), set_cfg.clips_per_video)).round().astype(int))
-    for i in keep:
-      start, clip = clips[i]
-      disp = motion(clip, scene, start)
-      ids.append(f'{vid}@{start}')
-      frames.append(clip)
-      specs.append(np.asarray(spectral.to_spectral_volume(disp, dcfg.num_freqs), np.float32))
   log.info('%s: %d clips from %d videos', name, len(ids), len(paths))
   return EvalSet(name, ids, np.stack(frames), np.stack(specs))
 

@@ -6,9 +6,11 @@ from benchmarks import extraction
 def test_extraction_benchmark_runs():
   lines = []
   rows = extraction.run('tiny', scenes=1, frames=50, out=lines.append)
-  assert {r['method'] for r in rows} >= {'farneback', 'dis/medium'}
+  assert [r['targets'] for r in rows] == [label for label, _ in extraction.TARGETS]
   assert all(r['clips_per_min'] > 0 and r['epe'] < 1.0 for r in rows)
-  assert any('| dis/medium |' in l for l in lines)
+  assert any('| dis/medium, lab, video size (default) |' in l for l in lines)
+  new = rows[4]
+  assert new['probe_bin_exact'] and abs(new['probe_amplitude_ratio'] - 1) < 0.2
 
 
 def test_render_benchmark_runs():

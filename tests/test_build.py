@@ -197,3 +197,44 @@ def test_split_is_by_video_and_seeded():
   assert a != build.split_videos(ids, 0.1, 1)
   assert list(build.split_videos(['a', 'b'], 0.1, 0).values()).count('test') == 1
   assert list(build.split_videos(['a'], 0.1, 0).values()) == ['train']
+
+
+def _probe_target_fidelity(tmp_path, **flow):
+  """Dominant bin and amplitude ratio (estimated / exact, at that bin, over the disc) of the builder's
+  targets for the isoluminant sub-pixel probe (a 256 x 160 video, a 64 x 40 dataset: 0.5 px of motion)."""
+  import cv2  # pylint: disable=g-import-not-at-top
+  from gid_jax.motion import spectral  # pylint: disable=g-import-not-at-top
+  path = str(tmp_path / f'probe_{len(flow)}.mp4')
+  shifts, coverage = synthetic.isoluminant_probe(path, num_frames=40)
+  c = tiny()
+  for k, v in flow.items():
+    c.flow[k] = v
+  mask = cv2.resize(coverage, (c.width, c.height), interpolation=cv2.INTER_AREA) > 0.99
+  [(start, _, disp)] = list(build.clips_with_motion(path, c, build.ClipMotion(c)))
+  true = np.zeros_like(disp)
+  true[..., 0] = ((shifts[start:start + c.num_frames] - shifts[start]) * c.width / 256)[:, None, None] * mask
+  amp = lambda d: np.linalg.norm(np.asarray(spectral.to_spectral_volume(d, c.num_freqs)), axis=-1)[:, mask].mean(-1)
+  est, exact = amp(disp), amp(true)
+  k = int(np.argmax(exact[1:])) + 1
+  return int(np.argmax(est[1:])) + 1, k, float(est[k] / exact[k])
+
+
+def test_targets_keep_isoluminant_sub_pixel_motion(tmp_path):
+  """The default targets (flow at the video's resolution on CIE Lab, then resized) recover the dominant bin
+  and the amplitude within 20%; luminance flow at the dataset size (the old targets) loses most of it."""
+  dominant, k, ratio = _probe_target_fidelity(tmp_path)
+  assert dominant == k == 2 and abs(ratio - 1) < 0.2, (dominant, k, ratio)
+  _, _, old = _probe_target_fidelity(tmp_path, color='gray', max_side=0)
+  assert old < 0.3, old
+
+
+def test_flow_size_and_resize_displacements():
+  from gid_jax.motion import flow  # pylint: disable=g-import-not-at-top
+  assert flow.flow_size((1920, 1080), (64, 40), 256) == (256, 160)  # crop to 8:5, cap the longer side
+  assert flow.flow_size((100, 62), (64, 40), 256) == (99, 62)  # the video's own resolution (8:5 crop)
+  assert flow.flow_size((1920, 1080), (64, 40), 0) == (64, 40)  # max_side 0: the dataset size
+  assert flow.flow_size((32, 20), (64, 40), 256) == (64, 40)  # never below the dataset size
+  d = np.zeros((2, 40, 80, 2), np.float32)
+  d[1, ..., 0], d[1, ..., 1] = 4.0, -2.0
+  out = flow.resize_displacements(d, 20, 10)
+  assert out.shape == (2, 10, 20, 2) and np.allclose(out[1, ..., 0], 1.0) and np.allclose(out[1, ..., 1], -0.5)

@@ -36,7 +36,8 @@ _AT_LEAST_1 = ('batch_size', 'num_steps', 'log_every', 'checkpoint_every', 'keep
                'fid_frame_stride', 'sliding_fid_window')
 _AT_LEAST_0 = ('warmup_steps', 'decay_steps', 'weight_decay', 'grad_clip', 'eta', 'guidance', 'num_freqs',
                'frame_pairs_per_clip', 'min_snr_gamma', 'aux_mask_weight', 'aux_mask_px', 'kl_weight',
-               'grad_weight', 'l1', 'perceptual', 'ssim', 'psnr', 'camera_motion_px', 'static_px', 'moving_px')
+               'grad_weight', 'l1', 'perceptual', 'ssim', 'psnr', 'camera_motion_px', 'static_px', 'moving_px',
+               'max_side')
 _FRACTION = ('ema_decay', 'cond_dropout', 'dropout', 'test_fraction', 'static_quantile')  # in [0, 1)
 
 
@@ -54,6 +55,7 @@ CHOICES = {
     'normalize.mode': ('adaptive', 'image_size'),  # motion.normalize.MODES (data config)
     'normalize.power': ('sqrt', 'none'),  # motion.normalize.POWERS
     'flow.method': ('dis', 'farneback', 'ground_truth', 'auto'),  # data.build.FLOW_METHODS
+    'flow.color': ('gray', 'lab'),  # motion.flow.COLORS
 }
 
 

@@ -41,6 +41,12 @@ def get_config(arg=None):
   c.flow.method = 'dis'
   c.flow.preset = 'medium'  # DIS: ultrafast | fast | medium | fine (medium: ~0.1-0.2 px EPE, ~4 ms/pair)
   c.flow.warm_start = True
+  # Estimated flow is computed where it is accurate, then brought to width x height (gid_jax.motion.flow):
+  # at the video's own resolution (centre crop), longer side capped at max_side (<= the dataset's longer
+  # side: at the dataset size, the old behaviour), on CIE Lab with the channels' flows fused by their local
+  # structure ('lab'), or on luminance only ('gray', the old behaviour: misses isoluminant colour regions).
+  c.flow.max_side = 256
+  c.flow.color = 'lab'
 
   c.filters = ml_collections.ConfigDict()
   # A public reimplementation drops clips with median flow > 0.5 px as camera motion; <= 0 disables.

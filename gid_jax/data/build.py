@@ -100,6 +100,10 @@ def validate_config(config) -> None:
     bad('flow.method', config.flow.method, f'one of {FLOW_METHODS}')
   if config.flow.method in ('dis', 'auto') and config.flow.preset not in flow_lib.DIS_PRESETS:
     bad('flow.preset', config.flow.preset, f'one of {tuple(flow_lib.DIS_PRESETS)}')
+  if config.flow.get('color', 'gray') not in flow_lib.COLORS:
+    bad('flow.color', config.flow.color, f'one of {flow_lib.COLORS}')
+  if not isinstance(config.flow.get('max_side', 0), int) or config.flow.get('max_side', 0) < 0:
+    bad('flow.max_side', config.flow.max_side, 'an integer >= 0')
   if not 0.0 <= config.split.test_fraction < 1.0:
     bad('split.test_fraction', config.split.test_fraction, 'a number in [0, 1)')
   if config.normalize.mode not in norm_lib.MODES:
@@ -169,18 +173,31 @@ class ClipMotion:
           f'{c.width}x{c.height} at {c.fps} fps; ground-truth motion needs them equal')
     return scene
 
+  def flow_size(self, path: str, scene) -> tuple[int, int]:
+    """(W, H) to decode a video at for its motion: larger than the dataset only for estimated flow."""
+    c = self.config
+    if scene is not None or self.estimator is None or c.flow.get('max_side', 0) <= max(c.width, c.height):
+      return c.width, c.height
+    info = video_lib.probe(path)
+    return flow_lib.flow_size((info['width'], info['height']), (c.width, c.height), c.flow.max_side)
+
   def __call__(self, frames_TxHxWx3, scene, start) -> np.ndarray:
+    """Trajectories at the dataset size of frames decoded at :meth:`flow_size`."""
+    c = self.config
     if scene is not None:
       return synthetic.trajectories(scene, start, len(frames_TxHxWx3))
-    return flow_lib.extract_trajectories(frames_TxHxWx3, estimator=self.estimator)
+    disp = flow_lib.extract_trajectories(frames_TxHxWx3, estimator=self.estimator,
+                                         color=c.flow.get('color', 'gray'))
+    return flow_lib.resize_displacements(disp, c.width, c.height)
 
 
-def iter_clips(path: str, config) -> Iterator[tuple[int, np.ndarray]]:
-  """(start frame, frames_TxHxWx3) of every clip of a video, holding only T frames in memory."""
+def iter_clips(path: str, config, size: tuple[int, int] | None = None) -> Iterator[tuple[int, np.ndarray]]:
+  """(start frame, frames_TxHxWx3) of every clip of a video, holding only T frames in memory; frames at
+  ``size`` (W, H; default the dataset's width x height)."""
   t_ = config.num_frames
   ring = collections.deque(maxlen=t_)
   n = 0
-  for frame in video_lib.iter_frames(path, config.fps, (config.width, config.height)):
+  for frame in video_lib.iter_frames(path, config.fps, size or (config.width, config.height)):
     ring.append(frame)
     n += 1
     start = n - t_
@@ -189,6 +206,21 @@ def iter_clips(path: str, config) -> Iterator[tuple[int, np.ndarray]]:
   if n < t_:
     raise video_lib.VideoError(
         f'{path}: too short: {n} frames at {config.fps:g} fps, a clip needs {t_}')
+
+
+def clips_with_motion(path: str, config, motion: ClipMotion, starts=None
+                      ) -> Iterator[tuple[int, np.ndarray, np.ndarray]]:
+  """(start, frames_TxHxWx3, disp_TxHxWx2) of every clip of a video (or of those in ``starts``), both at
+  the dataset size; the frames are decoded at :meth:`ClipMotion.flow_size` for the motion."""
+  scene = motion.scene_for(path)
+  size = motion.flow_size(path, scene)
+  for start, frames in iter_clips(path, config, size):
+    if starts is not None and start not in starts:
+      continue
+    disp = motion(frames, scene, start)
+    if size != (config.width, config.height):
+      frames = np.stack([video_lib.center_crop_resize(f, config.width, config.height) for f in frames])
+    yield start, frames, disp
 
 
 def _pair_times(vid: str, start: int, config) -> np.ndarray:
@@ -207,9 +239,7 @@ def process_video(path: str, vid: str, split: str, config, motion: ClipMotion, d
   dtype = np.dtype(config.spectral_dtype)
   with atomic_path(dest, is_dir=True) as tmp:
     try:
-      scene = motion.scene_for(path)
-      for start, frames in iter_clips(path, config):
-        disp = motion(frames, scene, start)
+      for start, frames, disp in clips_with_motion(path, config, motion):
         verdict = flow_lib.filter_clip(disp, config.filters.camera_motion_px, config.filters.static_px,
                                        config.filters.static_quantile)
         if not verdict.keep:

@@ -440,6 +440,43 @@ def generate(out_dir: str, num_scenes: int, photos=DEFAULT_PHOTOS, seed: int = 0
   return paths
 
 
+def isoluminant_probe(path: str, width: int = 256, height: int = 160, num_frames: int = 60, amp_px: float = 2.0,
+                      cycles: int = 2, period: int = 40, radius: int = 30, fps: float = 30.0, seed: int = 0):
+  """A probe of motion-target fidelity: a disc of chroma-only texture (constant CIE L, equal to the mean L
+  of the background's grey luminance texture) swaying in x, ``amp_px * sin(2 pi cycles t / period)``.
+
+  Luminance-only flow sees the disc as flat; at a quarter of ``width`` its motion is also sub-pixel. Writes
+  the video to ``path`` (H.264) and returns (x shift of the disc per frame in px, its frame-0 coverage H x W
+  in [0, 1]); the exact displacement of a covered pixel from frame s to t is shift[t] - shift[s].
+  """
+  rng = np.random.default_rng(seed)
+
+  def noise(h, w, sigma):
+    n = cv2.GaussianBlur(rng.standard_normal((h, w)).astype(np.float32), (0, 0), sigma)
+    return n / n.std()
+
+  l0, pad = 140.0, 8  # 8-bit CIE L of both; margin around the disc's texture
+  bg = np.stack([np.clip(l0 + 35 * noise(height, width, 2.0), 0, 255), np.full((height, width), 128.0),
+                 np.full((height, width), 128.0)], -1)
+  side = 2 * (radius + pad)
+  tex = np.clip(np.stack([np.full((side, side), l0), 128 + 30 * noise(side, side, 3.0),
+                          128 + 30 * noise(side, side, 3.0)], -1), 0, 255).astype(np.float32)
+  yy, xx = np.mgrid[:side, :side]
+  disc = (((xx - side / 2 + 0.5) ** 2 + (yy - side / 2 + 0.5) ** 2) <= radius ** 2).astype(np.float32)
+  shifts = amp_px * np.sin(2 * np.pi * cycles * np.arange(num_frames) / period)
+  frames, coverage = [], None
+  for dx in shifts:
+    m = np.float32([[1, 0, width // 2 - side / 2 + dx], [0, 1, height // 2 - side / 2]])
+    tex_t = np.stack([cv2.warpAffine(np.ascontiguousarray(tex[..., c]), m, (width, height), flags=cv2.INTER_CUBIC,
+                                     borderMode=cv2.BORDER_REPLICATE) for c in range(3)], -1)
+    cov = cv2.warpAffine(disc, m, (width, height), flags=cv2.INTER_LINEAR)
+    coverage = cov if coverage is None else coverage
+    lab = bg * (1 - cov[..., None]) + tex_t * cov[..., None]
+    frames.append(cv2.cvtColor(np.clip(np.round(lab), 0, 255).astype(np.uint8), cv2.COLOR_LAB2RGB))
+  video_lib.write_video(path, np.stack(frames), fps=fps)
+  return shifts.astype(np.float32), coverage
+
+
 def main(argv=None) -> int:
   from gid_jax import cli  # pylint: disable=g-import-not-at-top
   parser = cli.Parser('python -m gid_jax.data.synthetic', __doc__, progress=False)

@@ -8,6 +8,19 @@ coarse-to-fine method:
   with variational refinement; presets ``ultrafast``, ``fast``, ``medium`` (default), ``fine``.
 * ``'farneback'``: OpenCV's pyramidal polynomial-expansion flow (slower, less accurate; for comparison).
 
+Colour (``color``): ``'gray'`` runs the method on the luminance only, which misses a region whose colour
+differs from its surroundings but whose luminance does not (a red flower on green leaves, isoluminant
+chroma texture). ``'lab'`` (the default for datasets) runs it on each channel of CIE Lab (L, and a, b with
+a gain of :data:`CHROMA_GAIN` so that chroma contrast is on the scale of luminance contrast) and fuses the
+three flows per pixel, each weighted by its channel's local structure in frame 0 (the Gaussian-smoothed
+squared gradient, the quantity that makes flow measurable there): luminance texture decides where there is
+luminance texture, chroma texture where there is only that. It costs three flow estimates per frame.
+
+Resolution: flow is most accurate at the video's own resolution. :func:`flow_size` picks the size to
+estimate at (the video's centre crop, longer side capped at ``max_side``), and :func:`resize_displacements`
+brings the trajectories to the dataset size with the displacements rescaled; motion under a pixel at the
+dataset size is then still several pixels where it was measured.
+
 ``warm_start=True`` initialises the flow 0 -> t with the estimate 0 -> t-1. Each estimate is still made
 against frame 0 (nothing is chained or summed), but oscillations far from the rest position start from a
 nearby solution instead of zero, which helps the coarse levels lock on.
@@ -29,6 +42,9 @@ import cv2
 import numpy as np
 
 METHODS = ('dis', 'farneback')
+COLORS = ('gray', 'lab')
+CHROMA_GAIN = 2.0  # a and b of 8-bit Lab span about half the range of L in natural images
+STRUCTURE_SIGMA = 3.0  # px: the neighbourhood over which a channel's structure weighs its flow
 DIS_PRESETS = {
     'ultrafast': cv2.DISOPTICAL_FLOW_PRESET_ULTRAFAST,
     'fast': cv2.DISOPTICAL_FLOW_PRESET_FAST,
@@ -74,8 +90,31 @@ def to_gray(frame_HxWx3: np.ndarray) -> np.ndarray:
   return cv2.cvtColor(frame_HxWx3, cv2.COLOR_RGB2GRAY)
 
 
+def channels(frames_TxHxWx3: np.ndarray, color: str = 'gray') -> list[np.ndarray]:
+  """The uint8 (T, H, W) channel stacks that flow is estimated on: [gray] or [L, a, b] (a, b with gain)."""
+  if color not in COLORS:
+    raise ValueError(f'flow color must be one of {COLORS}, got {color!r}')
+  if color == 'gray':
+    return [np.stack([to_gray(f) for f in frames_TxHxWx3])]
+  lab = np.stack([cv2.cvtColor(f, cv2.COLOR_RGB2LAB) for f in frames_TxHxWx3])
+  out = [np.ascontiguousarray(lab[..., 0])]
+  for c in (1, 2):  # 128 = neutral; the gain keeps the neutral point at 128
+    chroma = (lab[..., c].astype(np.float32) - 128.0) * CHROMA_GAIN + 128.0
+    out.append(np.clip(np.round(chroma), 0, 255).astype(np.uint8))
+  return out
+
+
+def structure_weight(channel_HxW: np.ndarray, sigma: float = STRUCTURE_SIGMA) -> np.ndarray:
+  """Local structure of a channel: the Gaussian-smoothed squared gradient magnitude (float32, H x W)."""
+  x = channel_HxW.astype(np.float32)
+  gx = cv2.Sobel(x, cv2.CV_32F, 1, 0, ksize=3)
+  gy = cv2.Sobel(x, cv2.CV_32F, 0, 1, ksize=3)
+  return cv2.GaussianBlur(gx * gx + gy * gy, (0, 0), sigma)
+
+
 def extract_trajectories(frames_TxHxWx3: np.ndarray, method: str = 'dis', preset: str = 'medium',
-                         warm_start: bool = True, estimator: FlowEstimator | None = None) -> np.ndarray:
+                         warm_start: bool = True, estimator: FlowEstimator | None = None,
+                         color: str = 'gray') -> np.ndarray:
   """Displacements disp_TxHxWx2 (float32, pixels) of every pixel of frame 0; disp[0] = 0."""
   frames = np.asarray(frames_TxHxWx3)
   if frames.ndim != 4 or frames.shape[-1] != 3 or frames.dtype != np.uint8:
@@ -83,14 +122,53 @@ def extract_trajectories(frames_TxHxWx3: np.ndarray, method: str = 'dis', preset
   if len(frames) < 2:
     raise ValueError(f'need at least 2 frames to extract motion, got {len(frames)}')
   est = estimator or FlowEstimator(method, preset, warm_start)
+  stacks = channels(frames, color)
   t_, h, w = frames.shape[:3]
+  if len(stacks) == 1:
+    return _trajectories(stacks[0], est)
+  weights = np.stack([structure_weight(c[0]) for c in stacks])  # C x H x W
+  weights += 1e-3 * weights.mean() + 1e-6  # flat everywhere: an even mix
+  weights /= weights.sum(axis=0, keepdims=True)
   disp = np.zeros((t_, h, w, 2), np.float32)
-  gray0 = to_gray(frames[0])
+  for c, wgt in zip(stacks, weights):
+    disp += _trajectories(c, est) * wgt[None, :, :, None]
+  return disp
+
+
+def _trajectories(stack_TxHxW: np.ndarray, est: FlowEstimator) -> np.ndarray:
+  t_, h, w = stack_TxHxW.shape
+  disp = np.zeros((t_, h, w, 2), np.float32)
   prev = None
   for t in range(1, t_):
-    disp[t] = est(gray0, to_gray(frames[t]), prev if est.warm_start else None)
+    disp[t] = est(stack_TxHxW[0], stack_TxHxW[t], prev if est.warm_start else None)
     prev = disp[t]
   return disp
+
+
+def flow_size(native_wh: tuple[int, int], out_wh: tuple[int, int], max_side: int) -> tuple[int, int]:
+  """(W, H) to estimate flow at for a video of ``native_wh`` whose frames become ``out_wh``: the centre crop
+  to the output's aspect ratio at its own resolution, longer side capped at ``max_side``, never smaller than
+  the output (``max_side`` <= the output's longer side: the output size itself)."""
+  ow, oh = out_wh
+  if max_side <= max(ow, oh):
+    return ow, oh
+  nw, nh = native_wh
+  aspect = ow / oh
+  cw, ch = (nh * aspect, nh) if nw / nh > aspect else (nw, nw / aspect)
+  scale = min(1.0, max_side / max(cw, ch))
+  fw = max(ow, int(round(cw * scale)))
+  return fw, max(oh, int(round(fw / aspect)))
+
+
+def resize_displacements(disp_TxHxWx2: np.ndarray, width: int, height: int) -> np.ndarray:
+  """Trajectories at another size: every field area-resized and its x, y displacements rescaled."""
+  disp = np.asarray(disp_TxHxWx2, np.float32)
+  t_, h, w, _ = disp.shape
+  if (w, h) == (width, height):
+    return disp
+  interp = cv2.INTER_AREA if width < w else cv2.INTER_LINEAR
+  out = np.stack([cv2.resize(d, (width, height), interpolation=interp) for d in disp])
+  return out * np.asarray([width / w, height / h], np.float32)
 
 
 @dataclasses.dataclass(frozen=True)
