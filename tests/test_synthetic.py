@@ -211,3 +211,31 @@ def test_camera_shake_moves_every_pixel_by_its_ground_truth(tmp_path):
   s.save(path)
   np.testing.assert_array_equal(synthetic.trajectories(synthetic.Scene.load(path), 20, 5), disp[:5])
   assert synthetic.main(['--out', str(tmp_path / 'bad'), '--camera-px', '-1']) == 2
+
+
+def test_plants_world_moves_plant_like_pixels_only():
+  """Green-yellow textured pixels move; grey texture of the same strength and a flat green never do; a
+  still scene moves nothing."""
+  rng = np.random.default_rng(0)
+  h, w = 80, 128
+  tex = cv2.GaussianBlur(rng.standard_normal((h, w)).astype(np.float32), (0, 0), 1.0)
+  tex = 60 * tex / tex.std()
+  photo = np.zeros((h, w, 3), np.float32)
+  photo[:, :64] = np.stack([70 + tex[:, :64], 150 + tex[:, :64], 40 + 0.3 * tex[:, :64]], -1)  # textured green
+  photo[:, 64:96] = (120 + tex[:, 64:96])[..., None]  # textured grey
+  photo[:, 96:] = (60, 160, 50)  # flat green
+  photo = np.clip(photo, 0, 255).astype(np.uint8)
+  plant = synthetic.plant_mask(photo)
+  assert plant[:, 8:56].mean() > 0.9 and plant[:, 72:88].max() < 0.5 and plant[:, 104:].max() < 0.5
+  scene = synthetic.make_scene(photo, seed=1, width=w, height=h, num_frames=30, world='plants', still_fraction=0)
+  amp = scene.amplitude_map()
+  assert amp[:, 8:56].mean() > 0.3 and amp[:, 76:84].max() < 0.01 and amp[:, 108:].max() < 0.01
+  d = synthetic.trajectories(scene, 0, 30)
+  assert np.abs(d[:, :, 72:90]).max() < 0.05 and np.abs(d[:, :, 106:]).max() < 0.05  # grey texture, flat green
+  assert np.abs(d[:, :, 8:56]).max() > 0.5
+  still = synthetic.make_scene(photo, seed=1, width=w, height=h, num_frames=30, world='plants', still_fraction=1)
+  assert still.amplitude_map().max() == 0 and np.abs(synthetic.trajectories(still, 3, 10)).max() == 0
+  frames = synthetic.render(still, [0, 7])
+  assert np.array_equal(frames[0], frames[1])
+  with pytest.raises(ValueError, match='world must be one of'):
+    synthetic.make_scene(photo, seed=1, world='jungle')

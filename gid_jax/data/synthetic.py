@@ -27,6 +27,23 @@ How a scene is made from a photo (all of it a function of the image, except wher
 * Amplitudes are scaled down, if needed, so that the displacement field is a contraction
   (sum of |grad| < 0.5): then the warp is invertible and frames are rendered exactly.
 
+**The plants world** (``world='plants'``: the paper's domain; ``'textured'``, the default above, is what
+the earlier bundled model and the tests use): only *plant-like* pixels move, by a rule a model can read from
+the picture (:func:`plant_mask`): a colour from yellow through green (HSV hue 34-170 degrees) with
+saturation >= 0.25 and value >= 0.15, and local texture (smoothed Sobel gradient >= 0.03 of full range),
+smoothed over about 1% of the width. A superpixel moves when at least half of it is plant; within it, only
+plant pixels move. Sky, water, ground, buildings, rigid objects, people and grey or brown things never move.
+Frequency and amplitude follow the size of the structure, read from the superpixel's texture (fine texture =
+thin blades and small leaves; coarse = broad leaves, crowns): ``fineness = clip((texture - 0.08) / 0.3, 0,
+1)`` (texture: the superpixel's mean Sobel magnitude / 255),
+``f0 = 0.4 + 2.2 * fineness`` Hz (thin grass near 2.5 Hz, crowns near 0.5 Hz) and ``A = amp_px * (1.6 -
+fineness)`` (broad structures sway further), so power falls with frequency across structures; over a
+structure's modes it falls as ``exp(-(f_j - f0) / (2 f_c))``. Superpixel shapes are blurred twice as wide as
+in the textured world (neighbours sway with their own phases) and then limited to the plant pixels. A
+share ``still_fraction`` (15%) of the scenes is entirely still (no wind). Limits: red, orange or purple
+flowers and autumn leaves do not move unless their superpixel is mostly green-yellow; a green, textured
+man-made thing (a green bench) would move; greyscale photos never move.
+
 * Optional *occluding layer* (``layer_amp_px > 0``, off by default; for renderer data, where splatting must
   resolve overlaps and fill disocclusions): one more superpixel (not a moving one, the most textured of
   those covering 2-15% of the picture) is cut out as a rigid layer that sways as a whole by ``t(tau) =
@@ -185,55 +202,98 @@ def _segment_features(photo: np.ndarray, n_segments: int):
                                'brightness': mean(hsv[..., 2] / 255.0), 'area': area / labels.size}
 
 
+WORLDS = ('textured', 'plants')
+
+
+def plant_mask(photo: np.ndarray) -> np.ndarray:
+  """The plants world's rule (module docstring): float H x W in [0, 1], 1 = plant-like pixel."""
+  photo = np.asarray(photo, np.uint8)
+  grad, hsv = _gradient_saturation(photo)
+  sigma = max(1.0, photo.shape[1] / 128.0)
+  hue, sat, val = hsv[..., 0] * 2.0, hsv[..., 1] / 255.0, hsv[..., 2] / 255.0  # hue in degrees
+  colour = ((hue >= 34) & (hue <= 170) & (sat >= 0.25) & (val >= 0.15)).astype(np.float32)
+  texture = cv2.GaussianBlur(grad, (0, 0), sigma) >= 0.03
+  return cv2.GaussianBlur(colour * texture, (0, 0), sigma)
+
+
 def make_scene(photo: np.ndarray, seed: int, width: int = 256, height: int = 160, fps: float = 30.0,
                num_frames: int = 300, amp_px: float = 2.5, n_segments: int = 24, min_score: float = 0.35,
                max_area: float = 0.4, num_modes: int = 3, max_freq_hz: float = 2.9,
                falloff_hz: float = 0.6, blur_px: float = 4.0, layer_amp_px: float = 0.0,
-               camera_px: float = 0.0) -> Scene:
+               camera_px: float = 0.0, world: str = 'textured', still_fraction: float = 0.15) -> Scene:
   """Build a scene from a photo (any size; centre-cropped and resized to width x height).
 
   ``layer_amp_px > 0`` adds the occluding layer (module docstring), its sway about that many pixels at a
   width of 256 (scaled with the width like the modal amplitudes); ``camera_px > 0`` adds camera shake of
   about that many pixels at 256 width. Each has its own random stream, so either leaves the rest unchanged.
   """
+  if world not in WORLDS:
+    raise ValueError(f'world must be one of {WORLDS}, got {world!r}')
   rng = np.random.default_rng(seed)
   photo = video_lib.center_crop_resize(np.asarray(photo, np.uint8), width, height)
   labels, pixel_score, feat = _segment_features(photo, n_segments)
-  score = 2.0 * feat['texture'] + feat['saturation']
-  chosen, area = [], 0.0
-  for seg in np.argsort(-score, kind='stable'):
-    if chosen and (score[seg] < min_score or area + feat['area'][seg] > max_area):
-      continue
-    chosen.append(int(seg))
-    area += feat['area'][seg]
   scale = width / 256.0
   sigma = blur_px * scale
   ys = np.arange(height, dtype=np.float32)[:, None]
   shapes, amps, dirs, freqs, phases, regions = [], [], [], [], [], []
-  masks = [((labels == seg) & (pixel_score >= 0.5 * min_score)).astype(np.float32) for seg in chosen]
-  if not any(m.any() for m in masks):  # a flat picture: its best superpixel moves as a whole
-    masks[0] = (labels == chosen[0]).astype(np.float32)
+  if world == 'plants':
+    plant = plant_mask(photo)
+    still = rng.random() < still_fraction  # drawn first: the rest of the scene does not depend on it
+    n = labels.max() + 1
+    frac = np.bincount(labels.ravel(), weights=(plant >= 0.5).ravel(), minlength=n) / np.maximum(
+        np.bincount(labels.ravel(), minlength=n), 1)
+    chosen = [] if still else [int(g) for g in np.nonzero(frac >= 0.5)[0]]
+    # Whole superpixels, blurred wider than in the textured world (neighbours sway with their own phases, so
+    # a wide blend keeps the field a contraction at full amplitude), then limited to the plant pixels.
+    masks = [(labels == seg).astype(np.float32) for seg in chosen]
+    restrict = cv2.GaussianBlur((plant >= 0.5).astype(np.float32), (0, 0), max(1.0, width / 128.0))
+    sigma = 2.0 * sigma
+  else:
+    restrict = None
+    score = 2.0 * feat['texture'] + feat['saturation']
+    chosen, area = [], 0.0
+    for seg in np.argsort(-score, kind='stable'):
+      if chosen and (score[seg] < min_score or area + feat['area'][seg] > max_area):
+        continue
+      chosen.append(int(seg))
+      area += feat['area'][seg]
+    masks = [((labels == seg) & (pixel_score >= 0.5 * min_score)).astype(np.float32) for seg in chosen]
+    if not any(m.any() for m in masks):  # a flat picture: its best superpixel moves as a whole
+      masks[0] = (labels == chosen[0]).astype(np.float32)
   for seg, mask in zip(chosen, masks):
     if not mask.any():
       continue
     rows = np.nonzero(mask.any(axis=1))[0]
     top, bottom = rows.min(), rows.max()
     lever = np.clip((bottom - ys) / max(bottom - top, 1), 0.0, 1.0) * np.ones((1, width), np.float32)
-    f0 = 0.3 + 0.9 * feat['brightness'][seg] + 0.6 * (1.0 - min(1.0, feat['area'][seg] / 0.08))
-    a0 = amp_px * scale * (0.6 + 4.0 * min(feat['texture'][seg], 0.25))
+    if world == 'plants':
+      fineness = float(np.clip((feat['texture'][seg] - 0.08) / 0.3, 0.0, 1.0))
+      f0 = 0.4 + 2.2 * fineness
+      a0 = amp_px * scale * (1.6 - fineness)
+    else:
+      f0 = 0.3 + 0.9 * feat['brightness'][seg] + 0.6 * (1.0 - min(1.0, feat['area'][seg] / 0.08))
+      a0 = amp_px * scale * (0.6 + 4.0 * min(feat['texture'][seg], 0.25))
     theta = rng.uniform(-0.5, 0.5)
     for j in range(num_modes):
       f = f0 * _MODE_RATIOS[j] * (1.0 + rng.uniform(-0.03, 0.03))
       if f > max_freq_hz:
         break
       shape = cv2.GaussianBlur(mask * np.sin((2 * j + 1) * np.pi / 2 * lever), (0, 0), sigma)
+      if restrict is not None:
+        shape = shape * restrict
       shapes.append(shape.astype(np.float32))
-      amps.append(a0 * np.exp(-f / (2.0 * falloff_hz)) * rng.lognormal(0.0, 0.2))
+      # Power falls exponentially with frequency: over all modes (textured world), or from each structure's
+      # fundamental (plants world, whose thin, fast structures already start with a smaller amplitude).
+      f_ref = f - f0 if world == 'plants' else f
+      amps.append(a0 * np.exp(-f_ref / (2.0 * falloff_hz)) * rng.lognormal(0.0, 0.2))
       ang = theta + rng.uniform(-0.3, 0.3)
       dirs.append((np.cos(ang), np.sin(ang)))
       freqs.append(f)
       phases.append(rng.uniform(0, 2 * np.pi))
       regions.append(seg)
+  if not shapes:  # nothing moves (a still scene, or no plant in the picture): one mode of zero amplitude
+    shapes, amps, dirs, freqs, phases, regions = [np.zeros((height, width), np.float32)], [0.0], [(1.0, 0.0)], \
+        [1.0], [0.0], [-1]
   shapes = np.stack(shapes)
   amps = np.asarray(amps, np.float64)
   # Contraction bound: |grad D| <= sum_m a_m |grad shape_m| everywhere; keep it under 0.5.
@@ -495,6 +555,11 @@ def main(argv=None) -> int:
                       help='smallest random crop of a photo, as a fraction of each side (default 0.6)')
   parser.add_argument('--layer-amp-px', type=float, default=0.0,
                       help='add an occluding layer swaying about this many px at 256 px width (default 0: none)')
+  parser.add_argument('--world', default='textured', choices=WORLDS,
+                      help="what moves: 'plants' (plant-like pixels only, some scenes still: the paper's "
+                           "domain) or 'textured' (textured, colourful regions: the earlier world)")
+  parser.add_argument('--still-fraction', type=float, default=0.15,
+                      help='plants world: share of scenes with no wind at all')
   parser.add_argument('--camera-px', type=float, default=0.0,
                       help='add camera shake of about this many px at 256 px width (default 0: none)')
   args = parser.parse(argv)
@@ -533,9 +598,12 @@ def main(argv=None) -> int:
     if not 0.0 <= getattr(args, v) < float('inf'):
       print(f'error: --{v.replace("_", "-")} must be a finite number >= 0, got {getattr(args, v)}', file=sys.stderr)
       return 2
+  if not 0.0 <= args.still_fraction <= 1.0:
+    print(f'error: --still-fraction must be in [0, 1], got {args.still_fraction}', file=sys.stderr)
+    return 2
   paths = generate(args.out, args.num_scenes, photos, args.seed, args.width, args.height, args.fps,
                    args.num_frames, crop_min=args.crop_min, layer_amp_px=args.layer_amp_px,
-                   camera_px=args.camera_px)
+                   camera_px=args.camera_px, world=args.world, still_fraction=args.still_fraction)
   print(f'wrote {len(paths)} scenes to {args.out}')
   return 0
 
