@@ -1,0 +1,56 @@
+#!/usr/bin/env bash
+# The plants-world motion model (T = 150 frames at 30 fps, K = 16, 64 x 40), end to end on a CPU:
+#
+#     bash tools/plants_model.sh            # from the repository root; every step is skipped once done
+#
+# 1. Photos, at data-generation time only (never bundled): the nature photos of Debian's mate-backgrounds and
+#    plasma-workspace-wallpapers packages (apt-get download + dpkg -x, no install), and scikit-image's.
+#    Held out for the real-photo check (never in training): GreenMeadow, LadyBird, YellowFlower,
+#    OneStandsOut (plants) and rocket, astronaut, coffee, ColorfulCups, EveningGlow (rigid, people, objects).
+# 2. The plants world (gid_jax.data.synthetic, world=plants) on the training photos: SCENES scenes of 300
+#    frames at 256 x 160, random crops down to 30% of a side.
+# 3. The dataset at size=mini (64 x 40, T = 150, K = 16) with the world's exact motion.
+# 4. VAE, stage 1 (with the auxiliary moving-mask loss) and stage 2 (frequency attention).
+set -euo pipefail
+SCENES=${SCENES:-120}
+VAE_STEPS=${VAE_STEPS:-600}
+S1_STEPS=${S1_STEPS:-3000}
+S2_STEPS=${S2_STEPS:-1000}
+OUT=${OUT:-out/plants}
+mkdir -p "$OUT/debs" "$OUT/photos/train" "$OUT/photos/heldout"
+if [ ! -f "$OUT/photos/.done" ]; then
+  (cd "$OUT/debs" && for p in mate-backgrounds plasma-workspace-wallpapers; do
+     ls ${p}_*.deb >/dev/null 2>&1 || apt-get download "$p"; dpkg -x ${p}_*.deb x; done)
+  nature="$OUT/debs/x/usr/share/backgrounds/mate/nature"
+  walls="$OUT/debs/x/usr/share/wallpapers"
+  for n in Aqua Blinds Dune FreshFlower Garden RainDrops Storm TwoWings Wood; do cp "$nature/$n.jpg" "$OUT/photos/train/"; done
+  for n in GreenMeadow LadyBird YellowFlower; do cp "$nature/$n.jpg" "$OUT/photos/heldout/"; done
+  for n in Path Autumn BytheWater ColdRipple FallenLeaf DarkestHour; do
+    f=$(ls "$walls/$n/contents/images/" | grep -v screenshot | sort -t x -k1,1n | tail -1); cp "$walls/$n/contents/images/$f" "$OUT/photos/train/$n.${f##*.}"; done
+  for n in OneStandsOut ColorfulCups EveningGlow; do
+    f=$(ls "$walls/$n/contents/images/" | grep -v screenshot | sort -t x -k1,1n | tail -1); cp "$walls/$n/contents/images/$f" "$OUT/photos/heldout/$n.${f##*.}"; done
+  python - "$OUT/photos" <<'PY'
+import sys, skimage.data, skimage.io
+for name in ('chelsea', 'cat', 'brick', 'gravel', 'camera', 'coins', 'clock', 'moon', 'hubble_deep_field',
+             'immunohistochemistry', 'retina', 'stereo_motorcycle', 'horse'):
+  img = getattr(skimage.data, name)()
+  img = img[0] if isinstance(img, tuple) else img
+  if img.dtype != 'uint8':
+    img = (img.astype(float) / img.max() * 255).astype('uint8')
+  skimage.io.imsave(f'{sys.argv[1]}/train/{name}.png', img, check_contrast=False)
+for name in ('rocket', 'astronaut', 'coffee'):
+  skimage.io.imsave(f'{sys.argv[1]}/heldout/{name}.png', getattr(skimage.data, name)(), check_contrast=False)
+PY
+  touch "$OUT/photos/.done"
+fi
+python -m gid_jax.data.synthetic --world plants --photos "$OUT/photos/train" --out "$OUT/scenes" \
+    --num-scenes "$SCENES" --width 256 --height 160 --num-frames 300 --crop-min 0.3 --overwrite
+[ -f "$OUT/ds/build_report.json" ] || python -m gid_jax.data.build --videos "$OUT/scenes" --out "$OUT/ds" \
+    --config=configs/data.py:size=mini --config.flow.method=ground_truth --config.filters.camera_motion_px=0 \
+    --config.filters.static_px=0 --config.frame_pairs_per_clip=0
+python -m gid_jax.train --config=configs/vae.py --config.data_dir="$OUT/ds" --config.num_steps="$VAE_STEPS" \
+    --workdir "$OUT/vae"
+python -m gid_jax.train --config=configs/ldm.py --config.data_dir="$OUT/ds" --config.vae_workdir="$OUT/vae" \
+    --config.aux_mask_weight=0.3 --config.num_steps="$S1_STEPS" --workdir "$OUT/ldm1"
+python -m gid_jax.train --config=configs/ldm_freq.py --config.data_dir="$OUT/ds" --config.stage1_workdir="$OUT/ldm1" \
+    --config.aux_mask_weight=0.3 --config.num_steps="$S2_STEPS" --workdir "$OUT/ldm2"
