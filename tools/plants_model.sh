@@ -45,7 +45,7 @@ PY
 fi
 python -m gid_jax.data.synthetic --world plants --photos "$OUT/photos/train" --out "$OUT/scenes" \
     --num-scenes "$SCENES" --width 256 --height 160 --num-frames 300 --crop-min 0.3 --overwrite
-[ -f "$OUT/ds/build_report.json" ] || python -m gid_jax.data.build --videos "$OUT/scenes" --out "$OUT/ds" \
+[ -d "$OUT/ds/gid_motion" ] || python -m gid_jax.data.build --videos "$OUT/scenes" --out "$OUT/ds" \
     --config=configs/data.py:size=mini --config.flow.method=ground_truth --config.filters.camera_motion_px=0 \
     --config.filters.static_px=0 --config.frame_pairs_per_clip=0
 python -m gid_jax.train --config=configs/vae.py --config.data_dir="$OUT/ds" --config.num_steps="$VAE_STEPS" \

@@ -167,16 +167,20 @@ class ClipMotion:
       raise video_lib.VideoError(f'{path}: flow.method=ground_truth needs the scene file {sp}')
     scene = synthetic.Scene.load(sp)
     c = self.config
-    if (scene.width, scene.height) != (c.width, c.height) or abs(scene.fps - c.fps) > 1e-6:
+    if abs(scene.width / scene.height - c.width / c.height) > 0.01 * c.width / c.height or \
+        scene.width < c.width or abs(scene.fps - c.fps) > 1e-6:
       raise video_lib.VideoError(
           f'{path}: scene is {scene.width}x{scene.height} at {scene.fps} fps but the config asks for '
-          f'{c.width}x{c.height} at {c.fps} fps; ground-truth motion needs them equal')
+          f'{c.width}x{c.height} at {c.fps} fps; ground-truth motion needs the same fps and aspect ratio, and '
+          'a scene at least as large')
     return scene
 
   def flow_size(self, path: str, scene) -> tuple[int, int]:
     """(W, H) to decode a video at for its motion: larger than the dataset only for estimated flow."""
     c = self.config
-    if scene is not None or self.estimator is None or c.flow.get('max_side', 0) <= max(c.width, c.height):
+    if scene is not None:  # the exact motion at the scene's own size, resized like estimated flow
+      return scene.width, scene.height
+    if self.estimator is None or c.flow.get('max_side', 0) <= max(c.width, c.height):
       return c.width, c.height
     info = video_lib.probe(path)
     return flow_lib.flow_size((info['width'], info['height']), (c.width, c.height), c.flow.max_side)
@@ -185,7 +189,8 @@ class ClipMotion:
     """Trajectories at the dataset size of frames decoded at :meth:`flow_size`."""
     c = self.config
     if scene is not None:
-      return synthetic.trajectories(scene, start, len(frames_TxHxWx3))
+      return flow_lib.resize_displacements(synthetic.trajectories(scene, start, len(frames_TxHxWx3)),
+                                           c.width, c.height)
     disp = flow_lib.extract_trajectories(frames_TxHxWx3, estimator=self.estimator,
                                          color=c.flow.get('color', 'gray'))
     return flow_lib.resize_displacements(disp, c.width, c.height)
