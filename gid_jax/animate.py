@@ -78,6 +78,10 @@ class Options:
       raise InputError(f'--steps must be at least 1, got {self.steps}')
     if self.eta < 0:
       raise InputError(f'--eta must be >= 0, got {self.eta}')
+    if self.guidance < 0:
+      raise InputError(f'--guidance must be >= 0, got {self.guidance}')
+    if self.loop_scale < 0:
+      raise InputError(f'--loop-scale must be >= 0, got {self.loop_scale}')
     if self.motion_scale < 0:
       raise InputError(f'--motion-scale must be >= 0, got {self.motion_scale}')
     if self.slowdown <= 0:

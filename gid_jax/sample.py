@@ -68,10 +68,6 @@ def check_args(args):
                          loop=args.loop, loop_scale=args.loop_scale, motion_scale=args.motion_scale,
                          slowdown=args.slowdown, max_side=args.max_side)
   opts.check()
-  if opts.guidance < 0:
-    raise InputError(f'--guidance must be >= 0, got {opts.guidance}')
-  if args.loop_scale < 0:
-    raise InputError(f'--loop-scale must be >= 0, got {args.loop_scale}')
   if args.max_pixels < 1:
     raise InputError(f'--max-pixels must be >= 1, got {args.max_pixels}')
   fileio.check_output(args.out, args.overwrite, '--out', kind='file' if out_ext else 'any')
