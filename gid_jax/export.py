@@ -9,6 +9,7 @@ import os
 import shutil
 import sys
 
+from gid_jax import cli
 from gid_jax.errors import InputError
 
 
@@ -27,18 +28,28 @@ def model_task(config):
 
 
 def build_parser():
-  from gid_jax import cli  # pylint: disable=g-import-not-at-top
   p = cli.Parser('gid-export', __doc__)
   p.add_argument('--workdir', required=True, help='the training run to export')
   p.add_argument('--out', required=True, help='folder for the exported model (new or empty)')
   p.add_argument('--overwrite', action='store_true', help='replace an earlier export at --out')
+  p.add_argument('--guidance', type=float, default=None,
+                 help="motion LDM: the default classifier-free guidance w stored with the export (default: the run's)")
+  p.add_argument('--steps', type=int, default=None,
+                 help="motion LDM: the default DDIM steps stored with the export (default: the run's)")
   return p
 
 
 def run(args) -> None:
   from gid_jax import fileio  # pylint: disable=g-import-not-at-top
   from gid_jax.training import runinfo  # pylint: disable=g-import-not-at-top
-  runinfo.check_run(args.workdir, ('ldm', 'renderer', 'vae'), '--workdir')
+  stored = runinfo.check_run(args.workdir, ('ldm', 'renderer', 'vae'), '--workdir')
+  sampling = {k: v for k, v in (('guidance', args.guidance), ('num_steps', args.steps)) if v is not None}
+  if sampling and stored.get('trainer') != 'ldm':
+    raise InputError('--guidance and --steps apply to motion LDM runs only')
+  if args.guidance is not None and not 0 <= args.guidance < float('inf'):
+    raise InputError(f'--guidance must be a finite number >= 0, got {args.guidance}')
+  if args.steps is not None and args.steps < 1:
+    raise InputError(f'--steps must be >= 1, got {args.steps}')
   if os.path.abspath(args.out) == os.path.abspath(args.workdir):
     raise InputError('--out must differ from --workdir')
   is_export = runinfo.stored_config(args.out) is not None and set(os.listdir(args.out)) <= {'checkpoints'}
@@ -49,12 +60,11 @@ def run(args) -> None:
     config = loop.read_config(args.workdir)
     if is_export:
       shutil.rmtree(os.path.join(args.out, 'checkpoints'))  # our own earlier export, --overwrite given
-    loop.export_model(args.workdir, args.out, model_task(config))
+    loop.export_model(args.workdir, args.out, model_task(config), sampling=sampling)
   print(f'exported {args.workdir} -> {args.out}')
 
 
 def main(argv=None) -> int:
-  from gid_jax import cli  # pylint: disable=g-import-not-at-top
   return cli.main(run, build_parser(), argv, expected=(ValueError, FileNotFoundError))
 
 

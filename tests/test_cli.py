@@ -393,3 +393,17 @@ def test_config_choices_agree_with_the_libraries():
   assert set(c['normalize.power']) == set(normalize.POWERS) and set(c['flow.method']) == set(build.FLOW_METHODS)
   with pytest.raises(InputError, match=r"config.model.rgb_base must be one of \('softmax', 'average'\), got 'median'"):
     cli.load_config('renderer', [('model.rgb_base', 'median')])
+
+
+def test_export_stores_default_sampling_settings(tmp_path, capsys):
+  from gid_jax import export  # pylint: disable=g-import-not-at-top
+  from gid_jax.training import runinfo  # pylint: disable=g-import-not-at-top
+  out = tmp_path / 'e'
+  assert export.main(['--workdir', BUNDLED_LDM, '--out', str(out), '--guidance', '2.5', '--steps', '40',
+                      '--no-progress']) == 0, capsys.readouterr().err
+  assert runinfo.stored_config(str(out))['sampling'] == dict(runinfo.stored_config(BUNDLED_LDM)['sampling'],
+                                                             guidance=2.5, num_steps=40)
+  assert export.main(['--workdir', BUNDLED_LDM, '--out', str(out), '--guidance', '-1']) == 2
+  assert '--guidance must be a finite number >= 0' in _err(capsys)
+  assert export.main(['--workdir', BUNDLED_LDM, '--out', str(out)]) == 2  # an earlier export: --overwrite
+  assert '--overwrite' in _err(capsys)

@@ -32,12 +32,13 @@ def main(argv=None) -> int:
   ap.add_argument('--plants', required=True, help='comma-separated file stems of the vegetation photos')
   ap.add_argument('--seeds', type=int, default=3, help='samples per photo')
   ap.add_argument('--steps', type=int, default=50, help='DDIM steps')
+  ap.add_argument('--guidance', type=float, default=0.0, help='classifier-free guidance weight w')
   args = ap.parse_args(argv)
   plants = {p.strip() for p in args.plants.split(',') if p.strip()}
   sampler = motion.MotionSampler(args.checkpoint)
   groups = {'plants': [], 'rigid': []}
   print(f'{args.checkpoint}: T = {sampler.num_frames}, K = {sampler.num_freqs}; {args.seeds} seeds, '
-        f'{args.steps} DDIM steps')
+        f'{args.steps} DDIM steps, guidance {args.guidance:g}')
   print('| photo | group | mean RMS px | % of width | max RMS px |')
   print('|---|---|---:|---:|---:|')
   for name in sorted(os.listdir(args.photos)):
@@ -45,7 +46,7 @@ def main(argv=None) -> int:
     photo = animate.load_photo(os.path.join(args.photos, name))
     vals, peaks = [], []
     for seed in range(args.seeds):
-      opts = animate.Options(steps=args.steps, seed=seed)
+      opts = animate.Options(steps=args.steps, seed=seed, guidance=args.guidance)
       spec = animate.sample_motion(sampler, photo, opts)  # pixels of the model-size image
       rms = metrics.motion_rms(spec)
       vals.append(rms.mean() / spec.shape[2])

@@ -191,11 +191,17 @@ def load_model(workdir: str, config, task: Task, ema: bool = True, step: int | N
   return nnx.merge(graphdef, st['ema' if ema else 'params'], st['frozen'], rest)
 
 
-def export_model(workdir: str, out_dir: str, task: Task, ema: bool = True) -> str:
+def export_model(workdir: str, out_dir: str, task: Task, ema: bool = True, sampling: dict | None = None) -> str:
   """Write the trained model of ``workdir`` (EMA params + frozen params + config, no optimiser state) to
-  ``out_dir`` in a form load_model and read_config read: what gets shipped (e.g. the bundled model)."""
+  ``out_dir`` in a form load_model and read_config read: what gets shipped (e.g. the bundled model).
+  ``sampling``: default sampling settings to store with it instead of the run's (e.g. {'guidance': 4.0})."""
   config = read_config(workdir)
   model = load_model(workdir, config, task, ema=ema)
+  if sampling:
+    import ml_collections  # pylint: disable=g-import-not-at-top
+    config = ml_collections.ConfigDict(config.to_dict())
+    for key, value in sampling.items():
+      config.sampling[key] = type(config.sampling[key])(value)
   _, params, frozen, _ = nnx.split(model, nnx.All(nnx.Param, task.trainable), nnx.Param, ...)
   step = _latest(workdir, None)[1]
   mngr = checkpoint_manager(out_dir, keep=1)
