@@ -241,8 +241,11 @@ def _method_key(name: str, method, evalset: EvalSet, config) -> str:
   run_id = ''
   if method.kind == 'ldm':
     run_id = f'{os.path.abspath(method.run)}:{_checkpoint_steps(method.run)}:{config.sampling.to_json()}'
+  # The true volumes enter the motion metrics of every method (and are the 'truth' method's videos): their
+  # hash keeps a cache made with other flow settings (or older targets) from being reused.
+  truth = hashlib.sha1(np.ascontiguousarray(evalset.spec).tobytes()).hexdigest()[:16]
   parts = [evalset.name, str(len(evalset.clip_ids)), hashlib.sha1(''.join(evalset.clip_ids).encode()).hexdigest(),
-           name, method.kind, run_id, method.get('splat', ''), config.renderer, _feature_settings(config)]
+           name, method.kind, run_id, method.get('splat', ''), config.renderer, _feature_settings(config), truth]
   return '|'.join(parts)
 
 

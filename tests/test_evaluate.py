@@ -89,3 +89,17 @@ def test_bad_config_values_give_one_line_errors(tmp_path, capsys):
                               '--config.sets.real.videos=']) == 2
   assert 'sets.synthetic.videos: no folder' in capsys.readouterr().err
   assert not os.path.exists(os.path.join(tmp_path, 'results.json'))
+
+
+def test_cache_key_changes_with_the_true_motion():
+  """Features cached against one truth (e.g. made with other flow settings) are not reused for another."""
+  config = eval_config.get_config('size=tiny')
+  frames = np.zeros((1, 4, 8, 8, 3), np.uint8)
+  spec = np.zeros((1, 2, 8, 8, 4), np.float32)
+  a = evaluate.EvalSet('real', ['v@0'], frames, spec)
+  b = evaluate.EvalSet('real', ['v@0'], frames, spec + 0.5)
+  method = config.methods['repeat_i0']
+  assert evaluate._method_key('repeat_i0', method, a, config) == evaluate._method_key(  # pylint: disable=protected-access
+      'repeat_i0', method, evaluate.EvalSet('real', ['v@0'], frames, spec.copy()), config)
+  assert evaluate._method_key('repeat_i0', method, a, config) != evaluate._method_key(  # pylint: disable=protected-access
+      'repeat_i0', method, b, config)
