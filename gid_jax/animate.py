@@ -313,8 +313,7 @@ def load_models(checkpoint: str | None, renderer: str | None):
   """
   from gid_jax.diffusion import motion  # pylint: disable=g-import-not-at-top
   checkpoint = checkpoint or DEFAULT_CHECKPOINT
-  if not os.path.isdir(os.path.join(checkpoint, 'checkpoints')):
-    raise InputError(f'no motion model checkpoint in {checkpoint}')
+  check_model_dirs(checkpoint, renderer)
   try:
     sampler = motion.MotionSampler(checkpoint)
   except (ValueError, FileNotFoundError, KeyError) as e:

@@ -63,9 +63,8 @@ class Parser(argparse.ArgumentParser):
     if progress:
       self.add_argument('--no-progress', dest='progress', action='store_false',
                         help='no progress bars or phase lines on stderr (for logs)')
-    self._config = None
-    if config_default is not None or config_required:
-      self._config = dict(default=config_default, required=config_required)
+    self._has_config = config_default is not None or config_required
+    if self._has_config:
       self.add_argument('--config', default=config_default, required=config_required,
                         metavar='FILE[:size=tiny|small|paper]',
                         help='config file: a path, or configs/NAME.py / NAME for the packaged configs, from '
@@ -97,7 +96,7 @@ class Parser(argparse.ArgumentParser):
     unknown = []
     it = iter(rest)
     for a in it:
-      if self._config is not None and a.startswith('--config.'):
+      if self._has_config and a.startswith('--config.'):
         key, eq, value = a[len('--config.'):].partition('=')
         if not eq:
           value = next(it, None)
@@ -110,7 +109,7 @@ class Parser(argparse.ArgumentParser):
       close = difflib.get_close_matches(unknown[0].split('=')[0], list(self._option_string_actions), n=2)
       hint = f' (did you mean {" or ".join(close)}?)' if close else ''
       self.error(f'unrecognized argument {unknown[0]}{hint}; see --help')
-    if self._config is not None:
+    if self._has_config:
       if args.config is None:
         if overrides:
           self.error('--config.KEY=VALUE needs --config=FILE')

@@ -63,8 +63,7 @@ def load_or_sample_spectral(args, progress: cli.Progress | None = None) -> modal
   if not args.spectral:
     # Sample one with the motion model (the bundled default unless --checkpoint), at the output size.
     from gid_jax import animate  # pylint: disable=g-import-not-at-top
-    checkpoint = args.checkpoint or animate.DEFAULT_CHECKPOINT
-    animate.check_model_dirs(checkpoint, None)
+    checkpoint = args.checkpoint or animate.DEFAULT_CHECKPOINT  # checked by check_args
     photo = animate.load_photo(args.image)
     with progress.phase('loading the motion model'):
       from gid_jax.diffusion import motion  # pylint: disable=g-import-not-at-top
@@ -135,12 +134,9 @@ def check_args(args) -> list:
     raise InputError(f'--strength must be finite, got {args.strength}')
   if args.num_frames < 1:
     raise InputError(f'--num-frames must be >= 1, got {args.num_frames}')
-  if args.steps is not None and args.steps < 1:
-    raise InputError(f'--steps must be >= 1, got {args.steps}')
-  if args.max_side < 16:
-    raise InputError(f'--max-side must be at least 16, got {args.max_side}')
-  if args.fps is not None and not 0 < args.fps <= 240:
-    raise InputError(f'--fps must be in (0, 240], got {args.fps}')
+  # --steps, --max-side and --fps have the bounds of gid-sample's (animate.Options.check)
+  animate.Options(steps=1 if args.steps is None else args.steps, max_side=args.max_side,
+                  fps=30.0 if args.fps is None else args.fps).check()
   if not 0 <= args.damping < float('inf'):
     raise InputError(f'--damping must be a finite number >= 0, got {args.damping}')
   if not 0 < args.mass < float('inf'):

@@ -55,7 +55,8 @@ def parse_args(argv):
 
 
 def check_args(args):
-  """Every option checked before any model or JAX work: (Options, photo size); InputError if bad."""
+  """Every option checked before any model or JAX work: the Options (steps, eta and guidance are the
+  checkpoint's unless given, filled in once it is loaded); InputError if bad."""
   from gid_jax import animate  # pylint: disable=g-import-not-at-top
   from gid_jax import fileio  # pylint: disable=g-import-not-at-top
   out_ext = os.path.splitext(args.out)[1].lower()
@@ -77,14 +78,14 @@ def check_args(args):
     fileio.check_output(args.save_spectral, args.overwrite, '--save-spectral', kind='file')
     if os.path.abspath(args.save_spectral) == os.path.abspath(args.out):
       raise InputError('--save-spectral and --out name the same file')
-  size = animate.check_photo_file(args.image or animate.EXAMPLE_PHOTO, args.max_pixels)
+  animate.check_photo_file(args.image or animate.EXAMPLE_PHOTO, args.max_pixels)
   animate.check_model_dirs(args.checkpoint, args.renderer)
-  return opts, size
+  return opts
 
 
 def run(args) -> str:
   from gid_jax import animate  # pylint: disable=g-import-not-at-top
-  opts, _ = check_args(args)
+  opts = check_args(args)
   progress = cli.Progress(args.progress)
   image_path = args.image or animate.EXAMPLE_PHOTO
   photo = animate.load_photo(image_path, args.max_pixels)

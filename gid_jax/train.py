@@ -104,16 +104,15 @@ def run(args) -> int:
       elif os.path.exists(path):
         os.remove(path)
   created = not os.path.exists(workdir)
-  progress = cli.Progress(args.progress)
   try:
-    return _train(args, progress)
+    return _train(args)
   except (InputError, ValueError, FileNotFoundError):
     if created and os.path.isdir(workdir) and not os.listdir(workdir):
       os.rmdir(workdir)  # nothing of this run to keep
     raise
 
 
-def _train(args, progress) -> int:
+def _train(args) -> int:
   from gid_jax.training import distributed  # pylint: disable=g-import-not-at-top
   config = args.config
   # Before anything touches a JAX device: the backend sees the devices jax.distributed assigns it.
@@ -128,7 +127,7 @@ def _train(args, progress) -> int:
     logging.getLogger('gid_jax.train').setLevel(logging.WARNING)
   elif not main_process:
     logging.getLogger('gid_jax').setLevel(logging.WARNING)
-  progress = cli.Progress(progress.enabled and main_process)
+  progress = cli.Progress(args.progress and main_process)
   with progress.phase(f'loading data and building the {config.trainer} model'):
     from gid_jax.training import loop  # pylint: disable=g-import-not-at-top
     module = importlib.import_module(f'gid_jax.training.{config.trainer}')
