@@ -239,3 +239,13 @@ def test_plants_world_moves_plant_like_pixels_only():
   assert np.array_equal(frames[0], frames[1])
   with pytest.raises(ValueError, match='world must be one of'):
     synthetic.make_scene(photo, seed=1, world='jungle')
+
+
+def test_plants_world_cli_options_are_checked(tmp_path, capsys):
+  out = tmp_path / 'bad'
+  assert synthetic.main(['--out', str(out), '--world', 'plants', '--still-fraction', '2']) == 2
+  assert capsys.readouterr().err.strip() == 'error: --still-fraction must be in [0, 1], got 2.0'
+  with pytest.raises(SystemExit) as e:
+    synthetic.main(['--out', str(out), '--world', 'jungle'])
+  assert e.value.code == 2 and "invalid choice: 'jungle'" in capsys.readouterr().err
+  assert not out.exists()
