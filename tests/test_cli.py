@@ -391,6 +391,12 @@ def test_config_choices_agree_with_the_libraries():
   assert set(c['model.cond_mode']) == set(ldm.COND_MODES) and set(c['diffusion.objective']) == set(schedules.OBJECTIVES)
   assert set(c['diffusion.schedule']) == set(schedules.KINDS) and set(c['normalize.mode']) == set(normalize.MODES)
   assert set(c['normalize.power']) == set(normalize.POWERS) and set(c['flow.method']) == set(build.FLOW_METHODS)
+  from gid_jax.motion import flow  # pylint: disable=g-import-not-at-top
+  assert set(c['flow.color']) == set(flow.COLORS)
+  with pytest.raises(InputError, match=r"config.flow.color must be one of \('gray', 'lab'\), got 'rgb'"):
+    cli.load_config('data', [('flow.color', 'rgb')])
+  with pytest.raises(InputError, match=r'config.flow.max_side must be >= 0, got -1'):
+    cli.load_config('data', [('flow.max_side', '-1')])
   with pytest.raises(InputError, match=r"config.model.rgb_base must be one of \('softmax', 'average'\), got 'median'"):
     cli.load_config('renderer', [('model.rgb_base', 'median')])
 
