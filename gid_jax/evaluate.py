@@ -48,6 +48,7 @@ log = logging.getLogger('gid_jax.evaluate')
 KINDS = ('ldm', 'repeat', 'mean', 'truth')
 COLUMNS = (('fid', 'FID'), ('kid100', 'KID x100'), ('fvd', 'FVD'), ('fvd32', 'FVD32'), ('dtfvd', 'DT-FVD'),
            ('dtfvd32', 'DT-FVD32'), ('iou', 'moving IoU'), ('auc', 'moving AUC'), ('pixel_fd', 'pixel-spectrum FD'),
+           ('amp_moving_ratio', 'amplitude, moving / true'), ('amp_still_ratio', 'amplitude, still / true moving'),
            ('train_steps', 'train steps'))
 
 
@@ -300,7 +301,8 @@ def _method_features(method, evalset, config, mean_volume, renderer) -> dict:
   if spec is not None:
     mm = motion_model.motion_metrics(_fit_k(spec, evalset.spec.shape[1]), evalset.spec, config.moving_px)
     feats['motion'] = np.asarray(json.dumps({k: mm[k] for k in ('iou', 'auc', 'pixel_fd', 'power_log_err',
-                                                                'moving_fraction')}))
+                                                                'moving_fraction', 'amp_moving_ratio',
+                                                                'amp_still_ratio')}))
   return feats
 
 
@@ -348,9 +350,8 @@ def evaluate(config, progress: bool = False) -> dict:
       row = distances(real, feats, config)
       motion = json.loads(str(feats['motion'])) if 'motion' in feats else {}
       row.update(motion)
-      row.setdefault('iou', None)
-      row.setdefault('auc', None)
-      row.setdefault('pixel_fd', None)
+      for k, _ in COLUMNS:
+        row.setdefault(k, None)
       row['train_steps'] = _train_steps(method)
       row['label'] = method.label
       rows[name] = row

@@ -58,9 +58,11 @@ def test_table_has_every_method_and_set_and_an_interrupted_evaluation_resumes(se
       assert row['fvd32'] is None and row['dtfvd'] is None  # not asked for; no DTDB weights given
       assert len(row['sliding_fid']) == 2  # 40 frames in 20-frame windows
     assert rows['repeat_i0']['iou'] is None and 0 <= rows['ours']['iou'] <= 1
+    assert rows['repeat_i0']['amp_moving_ratio'] is None and rows['ours']['amp_moving_ratio'] >= 0
     assert rows['k2']['train_steps'] == '4'
   syn = results['sets']['synthetic']['methods']
   assert syn['truth']['iou'] == pytest.approx(1.0) and syn['truth']['auc'] == 1.0  # exact motion vs itself
+  assert syn['truth']['amp_moving_ratio'] == pytest.approx(1.0) and syn['truth']['amp_still_ratio'] < 0.2
   # The exact motion, splatted, is the real video up to splatting error; a frozen frame is not: the video
   # metric must tell them apart (per-frame FID need not: at 64 x 40 the motion is under a pixel).
   assert syn['truth']['fvd'] < syn['repeat_i0']['fvd']
@@ -69,6 +71,7 @@ def test_table_has_every_method_and_set_and_an_interrupted_evaluation_resumes(se
   with open(os.path.join(setup.out_dir, 'results.md')) as f:
     md = f.read()
   assert '| True motion + renderer (upper bound) |' in md and 'Real held-out' in md
+  assert '| amplitude, moving / true | amplitude, still / true moving |' in md
   # Interrupted and run again: everything comes from the cache, nothing is sampled or extracted again.
   monkeypatch.setattr(evaluate, 'video_features', lambda *a, **k: pytest.fail('features recomputed'))
   monkeypatch.setattr(evaluate, 'sample_ldm', lambda *a, **k: pytest.fail('volumes resampled'))
@@ -103,3 +106,11 @@ def test_cache_key_changes_with_the_true_motion():
       'repeat_i0', method, evaluate.EvalSet('real', ['v@0'], frames, spec.copy()), config)
   assert evaluate._method_key('repeat_i0', method, a, config) != evaluate._method_key(  # pylint: disable=protected-access
       'repeat_i0', method, b, config)
+
+
+def test_mini_size_evaluates_the_bundled_model_on_the_plants_world():
+  c = eval_config.get_config('size=mini')
+  assert c.methods.ours.run == eval_config.BUNDLED and c.sampling.guidance == 4.0
+  assert c.sets.synthetic.videos == 'out/plants/scenes_heldout' and not c.sets.real.videos
+  assert evaluate.method_order(c) == ['ours', 'repeat_i0', 'mean_motion', 'truth', 'independent', 'baseline_splat']
+  assert c.crop == (32, 64) and c.fvd_frames == (16, 32)

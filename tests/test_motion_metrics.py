@@ -135,3 +135,20 @@ def test_movability_score_auc_reads_the_synthetic_worlds_rule():
   ref = np.mean(score[moving][:, None] > score[~moving][None])  # no ties in a blurred float score
   np.testing.assert_allclose(auc, ref, rtol=1e-9)
   assert auc > 0.6  # scenes move where the score is high
+
+
+def test_amplitude_ratios_on_moving_and_still_pixels(rng):
+  """motion_model.motion_metrics: the predicted RMS motion on truly moving pixels over the truth's, and on
+  truly still pixels over the truth's moving amplitude (float64 reference by hand)."""
+  from gid_jax.eval import motion_model  # pylint: disable=g-import-not-at-top
+  true = _spec(rng, k=4, h=8, w=8)
+  true[:, :, 4:] = 0.0  # the right half is still
+  pred = 1.5 * true
+  pred[:, :, 4:] = 0.05 * _spec(rng, k=4, h=8, w=8)[:, :, 4:]
+  rms_t, rms_p = motion.motion_rms(true[None]), motion.motion_rms(pred[None])
+  moving = rms_t > 0.1
+  assert moving[..., :4].all() and not moving[..., 4:].any()
+  out = motion_model.motion_metrics(pred[None], true[None], 0.1)
+  assert out['amp_moving_ratio'] == pytest.approx(1.5, rel=1e-6)
+  assert out['amp_still_ratio'] == pytest.approx(rms_p[~moving].mean() / rms_t[moving].mean(), rel=1e-6)
+  assert 0 < out['amp_still_ratio'] < 0.2

@@ -249,3 +249,25 @@ def test_plants_world_cli_options_are_checked(tmp_path, capsys):
     synthetic.main(['--out', str(out), '--world', 'jungle'])
   assert e.value.code == 2 and "invalid choice: 'jungle'" in capsys.readouterr().err
   assert not out.exists()
+
+
+def test_photometric_jitter_changes_the_photo_and_the_motion_follows_the_rule(tmp_path):
+  """jitter_photo is seeded, keeps the shape and dtype, and strength 0 is the identity; generate --jitter
+  changes each scene's photo while --jitter 0 leaves every scene as before (its own random stream)."""
+  photo = synthetic.load_photo('grass')
+  a = synthetic.jitter_photo(photo, np.random.default_rng(3), 0.7)
+  assert a.shape == photo.shape and a.dtype == np.uint8
+  np.testing.assert_array_equal(a, synthetic.jitter_photo(photo, np.random.default_rng(3), 0.7))
+  assert np.abs(a.astype(int) - photo).mean() > 3
+  np.testing.assert_allclose(synthetic.jitter_photo(photo, np.random.default_rng(3), 0.0), photo, atol=2)
+  kw = dict(num_scenes=2, photos=('chelsea',), width=32, height=20, num_frames=4, progress=False, world='plants')
+  plain = synthetic.generate(str(tmp_path / 'plain'), **kw)
+  again = synthetic.generate(str(tmp_path / 'again'), jitter=0.0, **kw)
+  jittered = synthetic.generate(str(tmp_path / 'jit'), jitter=0.8, **kw)
+  load = lambda p: synthetic.Scene.load(synthetic.scene_path(p))
+  for p, q, r in zip(plain, again, jittered):
+    np.testing.assert_array_equal(load(p).photo, load(q).photo)
+    assert not np.array_equal(load(p).photo, load(r).photo)
+  with pytest.raises(ValueError, match='jitter must be in'):
+    synthetic.generate(str(tmp_path / 'bad'), jitter=1.5, **kw)
+  assert synthetic.main(['--out', str(tmp_path / 'bad'), '--jitter', '-0.1']) == 2

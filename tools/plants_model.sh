@@ -3,23 +3,28 @@
 #
 #     bash tools/plants_model.sh            # from the repository root; every step is skipped once done
 #
-# 1. Photos, at data-generation time only (never bundled): the nature photos of Debian's mate-backgrounds and
-#    plasma-workspace-wallpapers packages (apt-get download + dpkg -x, no install), and scikit-image's.
-#    Held out for the real-photo check (never in training): GreenMeadow, LadyBird, YellowFlower,
-#    OneStandsOut (plants) and rocket, astronaut, coffee, ColorfulCups, EveningGlow (rigid, people, objects).
+# 1. Photos, at data-generation time only (never bundled): photos of Debian's mate-backgrounds,
+#    plasma-workspace-wallpapers, lomiri-wallpapers-16.04 / -20.04 and ukui-wallpapers packages (apt-get
+#    download + dpkg -x, no install), and scikit-image's. Held out for the real-photo check (never in
+#    training): GreenMeadow, LadyBird, YellowFlower (mate), OneStandsOut (plasma), seeding (the bundled
+#    example photo), Dragonfly, aitzgorri, picosdeeuropa (lomiri) = plants; rocket, astronaut, coffee
+#    (scikit-image), ColorfulCups, EveningGlow (plasma), friends, Wine, Bridge (lomiri) = rigid, people, objects.
 # 2. The plants world (gid_jax.data.synthetic, world=plants) on the training photos: SCENES scenes of 300
-#    frames at 256 x 160, random crops down to 30% of a side.
+#    frames at 256 x 160, random crops down to 30% of a side, photometric jitter JITTER (exposure, contrast,
+#    colour: the rule then sees dark, backlit and hazy vegetation too).
 # 3. The dataset at size=mini (64 x 40, T = 150, K = 16) with the world's exact motion.
 # 4. VAE, stage 1 (with the auxiliary moving-mask loss) and stage 2 (frequency attention).
 set -euo pipefail
-SCENES=${SCENES:-120}
+SCENES=${SCENES:-240}
+JITTER=${JITTER:-0.7}
 VAE_STEPS=${VAE_STEPS:-600}
 S1_STEPS=${S1_STEPS:-3000}
 S2_STEPS=${S2_STEPS:-1000}
 OUT=${OUT:-out/plants}
 mkdir -p "$OUT/debs" "$OUT/photos/train" "$OUT/photos/heldout"
-if [ ! -f "$OUT/photos/.done" ]; then
-  (cd "$OUT/debs" && for p in mate-backgrounds plasma-workspace-wallpapers; do
+if [ ! -f "$OUT/photos/.done-v2" ]; then
+  rm -f "$OUT"/photos/train/* "$OUT"/photos/heldout/*  # made by an earlier version of this script
+  (cd "$OUT/debs" && for p in mate-backgrounds plasma-workspace-wallpapers lomiri-wallpapers-16.04 lomiri-wallpapers-20.04 ukui-wallpapers; do
      ls ${p}_*.deb >/dev/null 2>&1 || apt-get download "$p"; dpkg -x ${p}_*.deb x; done)
   nature="$OUT/debs/x/usr/share/backgrounds/mate/nature"
   walls="$OUT/debs/x/usr/share/wallpapers"
@@ -29,6 +34,12 @@ if [ ! -f "$OUT/photos/.done" ]; then
     f=$(ls "$walls/$n/contents/images/" | grep -v screenshot | sort -t x -k1,1n | tail -1); cp "$walls/$n/contents/images/$f" "$OUT/photos/train/$n.${f##*.}"; done
   for n in OneStandsOut ColorfulCups EveningGlow; do
     f=$(ls "$walls/$n/contents/images/" | grep -v screenshot | sort -t x -k1,1n | tail -1); cp "$walls/$n/contents/images/$f" "$OUT/photos/heldout/$n.${f##*.}"; done
+  bg="$OUT/debs/x/usr/share/backgrounds"
+  held="seeding_by_Clements_Engelhardt Dragonfly_by_Bolly aitzgorri_by_Aitzol_Berasategi picosdeeuropa_by_Aitzol_Berasategi friends_by_Aitzol_Berasategi Wine_by_Jakkub_Mede Bridge_by_Sander_Klootwijk"
+  for f in "$bg"/*.jpg "$bg"/*.png; do
+    n=$(basename "${f%.*}")
+    case " $held " in *" $n "*) cp "$f" "$OUT/photos/heldout/${n%%_by_*}.${f##*.}";; *) cp "$f" "$OUT/photos/train/";; esac
+  done
   python - "$OUT/photos" <<'PY'
 import sys, skimage.data, skimage.io
 for name in ('chelsea', 'cat', 'brick', 'gravel', 'camera', 'coins', 'clock', 'moon', 'hubble_deep_field',
@@ -41,10 +52,13 @@ for name in ('chelsea', 'cat', 'brick', 'gravel', 'camera', 'coins', 'clock', 'm
 for name in ('rocket', 'astronaut', 'coffee'):
   skimage.io.imsave(f'{sys.argv[1]}/heldout/{name}.png', getattr(skimage.data, name)(), check_contrast=False)
 PY
-  touch "$OUT/photos/.done"
+  touch "$OUT/photos/.done-v2"
 fi
 python -m gid_jax.data.synthetic --world plants --photos "$OUT/photos/train" --out "$OUT/scenes" \
-    --num-scenes "$SCENES" --width 256 --height 160 --num-frames 300 --crop-min 0.3 --overwrite
+    --num-scenes "$SCENES" --width 256 --height 160 --num-frames 300 --crop-min 0.3 --jitter "$JITTER" --overwrite
+# Held-out scenes for the Table-1 report at size=mini (configs/eval.py): 2 per held-out photo, no jitter.
+python -m gid_jax.data.synthetic --world plants --photos "$OUT/photos/heldout" --out "$OUT/scenes_heldout" \
+    --num-scenes 32 --width 256 --height 160 --num-frames 150 --seed 2 --overwrite
 [ -d "$OUT/ds/gid_motion" ] || python -m gid_jax.data.build --videos "$OUT/scenes" --out "$OUT/ds" \
     --config=configs/data.py:size=mini --config.flow.method=ground_truth --config.filters.camera_motion_px=0 \
     --config.filters.static_px=0 --config.frame_pairs_per_clip=0

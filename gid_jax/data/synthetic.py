@@ -460,15 +460,19 @@ def scene_path(video_path: str) -> str:
 
 def generate(out_dir: str, num_scenes: int, photos=DEFAULT_PHOTOS, seed: int = 0, width: int = 256,
              height: int = 160, fps: float = 30.0, num_frames: int = 300, progress: bool = True,
-             crop_min: float = 0.6, **scene_kwargs) -> list[str]:
+             crop_min: float = 0.6, jitter: float = 0.0, **scene_kwargs) -> list[str]:
   """Write ``scene_XXXXX.mp4`` + ``scene_XXXXX.scene.npz`` for N scenes; existing ones are kept (resumable).
 
   Scene i animates photo ``i % len(photos)``, randomly cropped (``crop_min``-100% of each side, 60% by
   default) and flipped, so that several scenes from one photo still differ in content. A smaller
   ``crop_min`` makes more distinct pictures of few photos (a 20% crop is a close-up of one part of it).
+  ``jitter`` > 0 also changes each scene's exposure, contrast, saturation, white balance and hue
+  (``jitter_photo``) before its motion is placed, so that few photos teach the rule under many lights.
   """
   if not 0.0 < crop_min <= 1.0:
     raise ValueError(f'crop_min must be in (0, 1], got {crop_min}')
+  if not 0.0 <= jitter <= 1.0:
+    raise ValueError(f'jitter must be in [0, 1], got {jitter}')
   from tqdm.auto import tqdm  # pylint: disable=g-import-not-at-top
   if num_scenes < 1:
     raise ValueError(f'num_scenes must be >= 1, got {num_scenes}')
@@ -491,6 +495,8 @@ def generate(out_dir: str, num_scenes: int, photos=DEFAULT_PHOTOS, seed: int = 0
     crop = photo[y0:y0 + ch, x0:x0 + cw]
     if rng.random() < 0.5:
       crop = crop[:, ::-1]
+    if jitter:  # its own stream: jitter = 0 leaves every other draw (and earlier datasets) unchanged
+      crop = jitter_photo(crop, np.random.default_rng([seed, i, 1]), jitter)
     scene = make_scene(crop, seed=int(rng.integers(2**31)), width=width, height=height, fps=fps,
                        num_frames=num_frames, **scene_kwargs)
     frames = render(scene, np.arange(num_frames))
@@ -498,6 +504,25 @@ def generate(out_dir: str, num_scenes: int, photos=DEFAULT_PHOTOS, seed: int = 0
     scene.save(scene_path(path))
     video_lib.write_video(path, frames, fps=fps, quality=12)
   return paths
+
+
+def jitter_photo(photo: np.ndarray, rng: np.random.Generator, strength: float) -> np.ndarray:
+  """A photometric variant of an RGB uint8 photo, ``strength`` in [0, 1] (1: exposure x2^(+-1.5) by a
+  gamma curve, contrast x(1 +- 0.5), saturation x2^(+-1), white balance x2^(+-0.3) on red vs blue, hue
+  +-12 degrees, each drawn uniformly). Dark, backlit, hazy and warm versions of a sunny meadow are still
+  meadows: the plants world's rule is applied to the result, so the motion follows what the picture shows.
+  """
+  u = lambda: rng.uniform(-strength, strength)
+  x = np.asarray(photo, np.float32) / 255.0
+  x = x ** (2.0 ** (1.5 * u()))  # exposure by a gamma curve (black and white stay put)
+  mean = x.mean()
+  x = np.clip(mean + (x - mean) * (1.0 + 0.5 * u()), 0.0, 1.0)
+  wb = 2.0 ** (0.3 * u())
+  x = np.clip(x * np.float32([wb, 1.0, 1.0 / wb]), 0.0, 1.0)
+  hsv = cv2.cvtColor((x * 255.0).round().astype(np.uint8), cv2.COLOR_RGB2HSV).astype(np.float32)
+  hsv[..., 0] = np.mod(hsv[..., 0] + 6.0 * u(), 180.0)  # OpenCV hue is degrees / 2
+  hsv[..., 1] = np.clip(hsv[..., 1] * 2.0 ** u(), 0.0, 255.0)
+  return cv2.cvtColor(hsv.round().astype(np.uint8), cv2.COLOR_HSV2RGB)
 
 
 def isoluminant_probe(path: str, width: int = 256, height: int = 160, num_frames: int = 60, amp_px: float = 2.0,
@@ -553,6 +578,8 @@ def main(argv=None) -> int:
   parser.add_argument('--num-frames', type=int, default=300, help='frames per video')
   parser.add_argument('--crop-min', type=float, default=0.6,
                       help='smallest random crop of a photo, as a fraction of each side (default 0.6)')
+  parser.add_argument('--jitter', type=float, default=0.0,
+                      help="photometric jitter of each scene's photo in [0, 1] (exposure, contrast, colour)")
   parser.add_argument('--layer-amp-px', type=float, default=0.0,
                       help='add an occluding layer swaying about this many px at 256 px width (default 0: none)')
   parser.add_argument('--world', default='textured', choices=WORLDS,
@@ -594,6 +621,9 @@ def main(argv=None) -> int:
   if not 0.0 < args.crop_min <= 1.0:
     print(f'error: --crop-min must be in (0, 1], got {args.crop_min}', file=sys.stderr)
     return 2
+  if not 0.0 <= args.jitter <= 1.0:
+    print(f'error: --jitter must be in [0, 1], got {args.jitter}', file=sys.stderr)
+    return 2
   for v in ('layer_amp_px', 'camera_px'):
     if not 0.0 <= getattr(args, v) < float('inf'):
       print(f'error: --{v.replace("_", "-")} must be a finite number >= 0, got {getattr(args, v)}', file=sys.stderr)
@@ -602,7 +632,7 @@ def main(argv=None) -> int:
     print(f'error: --still-fraction must be in [0, 1], got {args.still_fraction}', file=sys.stderr)
     return 2
   paths = generate(args.out, args.num_scenes, photos, args.seed, args.width, args.height, args.fps,
-                   args.num_frames, crop_min=args.crop_min, layer_amp_px=args.layer_amp_px,
+                   args.num_frames, crop_min=args.crop_min, jitter=args.jitter, layer_amp_px=args.layer_amp_px,
                    camera_px=args.camera_px, world=args.world, still_fraction=args.still_fraction)
   print(f'wrote {len(paths)} scenes to {args.out}')
   return 0

@@ -21,7 +21,10 @@ mean of the training set's volumes (pixel units). Reported, per method (see ``mo
 * ``coherence_err``: cross-frequency structure: the Frobenius distance between the (K-1) x (K-1)
   correlation matrices of per-pixel log amplitudes on moving pixels, predicted vs true; a model that
   predicts frequency slices independently gets wrong which frequencies move together;
-* ``amp_log_err``: per-image mean |log amplitude error| on truly moving pixels (conditional accuracy).
+* ``amp_log_err``: per-image mean |log amplitude error| on truly moving pixels (conditional accuracy);
+* ``amp_moving_ratio``: the mean predicted RMS motion on truly moving pixels over the truth's there (1 =
+  right amount), and ``amp_still_ratio``: the mean predicted RMS motion on truly still pixels over the
+  truth's on moving ones (0 = still things stay still).
 
 Two references for *where* things move, besides the truth of another clip: the AUC of the synthetic world's
 own per-pixel movability score (``movability_auc``), and, with ``--probe-steps N``, a **direct moving-mask
@@ -71,8 +74,9 @@ def motion_metrics(pred_NxKxHxWx4: np.ndarray, true_NxKxHxWx4: np.ndarray, movin
   k1 = la_p.shape[1]
   feat_p = la_p.transpose(0, 2, 3, 1).reshape(-1, k1)
   feat_t = la_t.transpose(0, 2, 3, 1).reshape(-1, k1)
-  moving = (mm.motion_rms(true) > moving_px).reshape(-1)
-  moving_p = (mm.motion_rms(pred) > moving_px).reshape(-1)
+  rms_t, rms_p = np.asarray(mm.motion_rms(true)).reshape(-1), np.asarray(mm.motion_rms(pred)).reshape(-1)
+  moving, moving_p = rms_t > moving_px, rms_p > moving_px
+  true_moving_amp = float(rms_t[moving].mean()) if moving.any() else float('nan')
   corr = lambda f: np.corrcoef(f, rowvar=False) if len(f) > k1 else np.full((k1, k1), np.nan)
   c_t, c_p = corr(feat_t[moving]), corr(feat_p[moving_p])
   return {
@@ -85,6 +89,11 @@ def motion_metrics(pred_NxKxHxWx4: np.ndarray, true_NxKxHxWx4: np.ndarray, movin
       'coherence_err': float(np.linalg.norm(np.nan_to_num(c_p - c_t, nan=2.0))),
       'amp_log_err': float(np.mean(np.abs(feat_p[moving] - feat_t[moving]))),
       'moving_fraction': float(moving_p.mean()),
+      # Mean RMS motion predicted on truly moving pixels / the truth's there, and on truly still pixels /
+      # the truth's on moving ones (nan when the set has no moving or no still pixel).
+      'amp_moving_ratio': float(rms_p[moving].mean()) / true_moving_amp if moving.any() else float('nan'),
+      'amp_still_ratio': (float(rms_p[~moving].mean()) / true_moving_amp if moving.any() and (~moving).any()
+                          else float('nan')),
   }
 
 
