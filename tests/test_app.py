@@ -9,7 +9,12 @@ import io
 import json
 import os
 import shutil
+import signal
+import socket
+import subprocess
+import sys
 import threading
+import time
 import urllib.error
 import urllib.request
 
@@ -19,6 +24,7 @@ from PIL import Image
 
 from gid_jax.app import live
 from gid_jax.app import server
+from gid_jax.app import state
 from gid_jax.motion import modal
 
 CHROMIUM = shutil.which('chromium') or '/usr/bin/chromium'
@@ -99,13 +105,11 @@ def test_live_scene_checks_sizes():
 
 @pytest.fixture(scope='module')
 def app_server(ldm_runs):
-  srv = server.make_server(ldm_runs['s1'], 'none', port=0, max_upload_mb=1)
-  thread = threading.Thread(target=srv.serve_forever, daemon=True)
-  thread.start()
+  srv = server.make_server(ldm_runs['s1'], 'none', port=0, limits=state.Limits(max_upload_mb=1, upload_idle_s=1))
+  srv.start()
   yield srv
-  srv.shutdown()
-  srv.server_close()
-  thread.join(10)
+  srv.stop()
+  assert not os.path.exists(srv.app.workdir)
 
 
 @pytest.fixture(scope='module')
@@ -143,11 +147,11 @@ def test_api_refuses_bad_uploads_and_requests(app_server, photo_png):
   assert status == 413 and message == 'big one.png is 1.5 MB, over the 1 MB upload limit'
   status, message = _error(srv, '/api/upload', b'not an image at all', {'X-Filename': 'notes.png'})
   assert status == 400 and message.startswith('notes.png is not a readable image'), message
-  srv.app.max_pixels = 40_000
+  srv.app.limits.max_pixels = 40_000
   try:
     status, message = _error(srv, '/api/upload', photo_png, {'X-Filename': 'wide.png'})
   finally:
-    srv.app.max_pixels = server.animate.MAX_PIXELS
+    srv.app.limits.max_pixels = state.Limits().max_pixels
   assert status == 400 and message == 'wide.png is 256x160 = 40,960 pixels, over the limit of 40,000 pixels'
   assert _error(srv, '/api/upload', photo_png, {'X-Requested-With': ''})[0] == 403  # no cross-site POSTs
   assert _error(srv, '/api/info', headers={'Host': 'evil.example:80'})[0] == 403  # DNS rebinding
@@ -165,6 +169,212 @@ def test_api_refuses_bad_uploads_and_requests(app_server, photo_png):
   status, headers, body = _request(srv, f'/api/photo?session={sid}')
   assert status == 200 and headers['Content-Type'] == 'image/jpeg'
   assert Image.open(io.BytesIO(body)).size == (W, H)
+
+
+def _png(w, h, seed=0):
+  buf = io.BytesIO()
+  Image.fromarray(np.random.default_rng(seed).integers(0, 255, (h, w, 3), dtype=np.uint8)).save(buf, 'PNG')
+  return buf.getvalue()
+
+
+def _raw(srv, path, raw: bytes):
+  """A POST with a raw (possibly invalid JSON) body: (status, error line)."""
+  status, _, data = _request(srv, path, raw, {'Content-Type': 'application/json'})
+  return status, json.loads(data)['error']
+
+
+def _wait_state(srv, sid, states, timeout=120):
+  deadline = time.monotonic() + timeout
+  while time.monotonic() < deadline:
+    p = json.loads(_request(srv, f'/api/progress?session={sid}')[2])
+    if p['state'] in states:
+      return p
+    time.sleep(0.05)
+  raise AssertionError(f'{sid} never reached {states}: {p}')
+
+
+def test_every_bad_field_is_a_4xx_with_one_line(app_server, photo_png):
+  """Wrong JSON types, NaN / Infinity, 1e999, 10**400 and huge finite pokes: 400 and one line, never 500."""
+  srv = app_server
+  sid = json.loads(_request(srv, '/api/upload', photo_png, {'X-Filename': 'c.png'})[2])['session']
+  status, message = _error(srv, '/api/generate', {'session': [sid]})
+  assert status == 400 and message.startswith('session must be a string, got [')
+  big = str(10**400)
+  for raw, text in (('"seed": Infinity', 'not JSON'), ('"steps": NaN', 'not JSON'),
+                    ('"steps": 1e999', 'steps must be a finite number, got inf'),
+                    ('"seed": 1e999', 'seed must be a finite number, got inf'),
+                    (f'"seed": {big}', 'seed must be in [0, 2147483647], got 100000000000...(401 characters)'),
+                    ('"steps": 2.5', 'steps must be a whole number, got 2.5'),
+                    ('"loop": "yes"', "loop must be true or false, got 'yes'")):
+    status, message = _raw(srv, '/api/generate', ('{"session": "%s", %s}' % (sid, raw)).encode())
+    assert status == 400 and text in message and '\n' not in message, (raw, status, message)
+  assert _raw(srv, '/api/generate', b'[1, 2]') == (400, 'the request body must be a JSON object')
+  # Over the work budget: refused before any work, with what to change.
+  big_sid = json.loads(_request(srv, '/api/upload', _png(512, 320), {'X-Filename': 'big.png'})[2])['session']
+  status, message = _error(srv, '/api/generate', {'session': big_sid, 'num_frames': 600, 'max_side': 512})
+  assert status == 400 and 'x the work of the default one' in message and 'fewer steps or frames' in message
+  # An elongated photo would make an elongated model input: refused at upload.
+  status, message = _error(srv, '/api/upload', _png(400, 32), {'X-Filename': 'strip.png'})
+  assert status == 400 and message == 'strip.png is 400x32 pixels; its longer side may be at most 4x its shorter (crop it)'
+  # Pokes: a generated scene first (tiny), then bad numbers.
+  assert _request(srv, '/api/generate', {'session': sid, 'steps': 2, 'num_frames': 4, 'max_side': 64})[0] == 202
+  _wait_state(srv, sid, ('done',))
+  for body, text in (({'x': 0.5, 'y': 0.5, 'dx': 1e308, 'dy': 0}, 'dx must be in [-256.0, 256.0], got 1e+308'),
+                     ({'x': 10**400, 'y': 0.5, 'dx': 1, 'dy': 0}, 'x must be in [0.0, 1.0]'),
+                     ({'x': 0.5, 'y': 0.5, 'dx': [1], 'dy': 0}, 'dx must be a number'),
+                     ({'x': 0.5, 'y': 0.5, 'dx': 1, 'dy': 0, 'strength': 1e9}, 'strength must be in [0.0, 10.0]'),
+                     ({'action': {'a': 1}}, 'action must be hold, release, poke or reset')):
+    status, message = _error(srv, '/api/poke', {'session': sid, 'action': 'hold', **body})
+    assert status == 400 and text in message, (body, message)
+  assert _request(srv, '/api/poke', {'session': sid, 'action': 'hold', 'x': 0.5, 'y': 0.5, 'dx': 255, 'dy': 0})[0] == 200
+
+
+def test_queue_positions_and_cancel_within_a_second(app_server, photo_png):
+  srv = app_server
+  a, b = (json.loads(_request(srv, '/api/upload', photo_png, {'X-Filename': f'{n}.png'})[2])['session'] for n in 'ab')
+  assert _error(srv, '/api/generate', {'session': a, 'steps': 101}) == (
+      400, 'steps must be at most 100 for this model (its diffusion has 100 timesteps), got 101')
+  long_job = {'steps': 100, 'num_frames': 600, 'max_side': 256}  # seconds of sampling and rendering
+  assert _request(srv, '/api/generate', {'session': a, **long_job})[0] == 202
+  assert _request(srv, '/api/generate', {'session': b, 'steps': 3, 'num_frames': 4, 'max_side': 64})[0] == 202
+  assert _error(srv, '/api/generate', {'session': a})[0] == 409  # one job per photo
+  assert json.loads(_request(srv, f'/api/progress?session={b}')[2])['position'] == 1
+  p = _wait_state(srv, a, ('rendering', 'done', 'error'))  # past compiling and sampling: mid-job
+  assert p['state'] == 'rendering', p
+  t0 = time.monotonic()
+  assert json.loads(_request(srv, '/api/cancel', {'session': a})[2])['session'] == a
+  p = _wait_state(srv, a, ('cancelled', 'done', 'error'), timeout=10)
+  cancel_s = time.monotonic() - t0
+  assert p['state'] == 'cancelled' and cancel_s < 2.5, (p, cancel_s)
+  assert _wait_state(srv, b, ('done', 'error'))['state'] == 'done'  # the next job ran
+  # A queued job is cancelled at once.
+  assert _request(srv, '/api/generate', {'session': a, **long_job})[0] == 202
+  assert _request(srv, '/api/generate', {'session': b, 'steps': 3, 'num_frames': 4, 'max_side': 64})[0] == 202
+  _request(srv, '/api/cancel', {'session': b})
+  assert json.loads(_request(srv, f'/api/progress?session={b}')[2])['state'] == 'cancelled'
+  _request(srv, '/api/cancel', {'session': a})
+  assert _wait_state(srv, a, ('cancelled', 'done', 'error'), timeout=10)['state'] == 'cancelled'
+  print(f'cancel of a running generation took {cancel_s:.2f} s')
+
+
+def test_sessions_are_never_evicted_while_in_use_and_a_full_server_says_busy(ldm_runs, photo_png, tmp_path):
+  clock = _Clock()
+  app = state.App(None, limits=state.Limits(max_sessions=2, session_min_age_s=60), clock=clock)
+  try:
+    path = tmp_path / 'p.png'
+    photo = np.zeros((40, 64, 3), np.uint8)
+
+    def new():
+      path.write_bytes(photo_png)
+      return app.new_session(str(path), 'p.png', photo)
+
+    s1, s2 = new(), new()
+    with pytest.raises(state.HttpError) as e:
+      new()  # both younger than session_min_age_s
+    assert e.value.status == 503 and str(e.value).startswith('busy: 2 photos are in use')
+    clock.t = 100.0
+    s1.update(viewers=1)  # watched live: kept
+    s2.update(state='sampling')  # generating: kept
+    with pytest.raises(state.HttpError):
+      new()
+    s1.update(viewers=0)
+    s3 = new()  # s1 is idle and old: it goes, s2 stays
+    assert set(app.sessions) == {s2.id, s3.id} and not os.path.exists(s1.folder)
+  finally:
+    app.close()
+  assert not os.path.exists(app.workdir)
+
+
+def test_stalled_uploads_idle_connections_and_a_bounded_load(app_server, photo_png):
+  """An upload that stops sending gets 408; 100 idle connections cost no threads; 6 clients at once
+  uploading, generating, polling and poking: no 5xx, no lost session, bounded memory."""
+  srv = app_server
+  host, port = srv.sock.getsockname()[:2]
+  stalled = socket.create_connection((host, port))
+  stalled.sendall(b'POST /api/upload HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Requested-With: t\r\n'
+                  b'Content-Length: 1000\r\n\r\n' + photo_png[:100])
+  stalled.settimeout(10)
+  reply = stalled.recv(4096)
+  assert reply.startswith(b'HTTP/1.1 408') and b'sent nothing for 1 s' in reply, reply[:200]
+  stalled.close()
+
+  threads_before = threading.active_count()
+  idle = [socket.create_connection((host, port)) for _ in range(40)]
+  try:
+    assert _request(srv, '/api/info')[0] == 200
+    assert threading.active_count() <= threads_before + 2
+  finally:
+    for c in idle:
+      c.close()
+
+  def rss_mb():
+    with open('/proc/self/status') as f:
+      return next(int(line.split()[1]) for line in f if line.startswith('VmRSS')) / 1024
+
+  statuses, lost = [], []
+  rss0 = rss_mb()
+
+  def client(i):
+    st, _, data = _request(srv, '/api/upload', _png(96, 64, seed=i), {'X-Filename': f'{i}.png'})
+    statuses.append(st)
+    if st != 200:
+      return
+    sid = json.loads(data)['session']
+    for _ in range(2):
+      st = _request(srv, '/api/generate', {'session': sid, 'steps': 2, 'num_frames': 4, 'max_side': 64})[0]
+      statuses.append(st)
+      p = _wait_state(srv, sid, ('done', 'error', 'cancelled'), timeout=300)
+      if p['state'] != 'done':
+        lost.append((i, p))
+      for _ in range(5):
+        statuses.append(_request(srv, '/api/poke', {'session': sid, 'action': 'poke', 'x': 0.5, 'y': 0.5,
+                                                    'dx': 3, 'dy': 0})[0])
+      st, _, video = _request(srv, p['video'] or '/api/video?session=' + sid)
+      statuses.append(st)
+      if st == 404:
+        lost.append((i, 'video'))
+
+  workers = [threading.Thread(target=client, args=(i,)) for i in range(6)]
+  for w in workers:
+    w.start()
+  for w in workers:
+    w.join(600)
+  assert not any(w.is_alive() for w in workers)
+  assert not lost, lost
+  assert all(st < 500 for st in statuses) and statuses.count(200) >= 6 + 6 * 2 * 6, statuses
+  growth = rss_mb() - rss0
+  print(f'load: {len(statuses)} requests from 6 clients, RSS growth {growth:.0f} MB')
+  assert growth < 1500
+
+
+def test_signals_stop_the_server_cleanly(ldm_runs, photo_png, tmp_path):
+  """SIGTERM, SIGINT and SIGHUP during a generation: exit 0, the work folder (photos, videos) removed, no
+  fatal error."""
+  for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+    tmp = tmp_path / sig.name
+    tmp.mkdir()
+    proc = subprocess.Popen([sys.executable, '-m', 'gid_jax.app', '--port', '0', '--checkpoint', ldm_runs['s1'],
+                             '--renderer', 'none'], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, 'TMPDIR': str(tmp)})
+    try:
+      line = proc.stdout.readline()
+      assert line.startswith('gid_jax app: http://'), (line, proc.stderr.read() if proc.poll() is not None else '')
+
+      class _Srv:
+        url = line.split()[2]
+
+      sid = json.loads(_request(_Srv, '/api/upload', photo_png, {'X-Filename': 'c.png'})[2])['session']
+      job = {'session': sid, 'steps': 100, 'num_frames': 600, 'max_side': 256}
+      assert _request(_Srv, '/api/generate', job)[0] == 202
+      assert _wait_state(_Srv, sid, ('rendering', 'done', 'error'))['state'] == 'rendering'
+      assert os.listdir(tmp)  # the work folder, with the photo
+      proc.send_signal(sig)
+      rc = proc.wait(30)
+      err = proc.stderr.read()
+    finally:
+      proc.kill()
+    assert rc == 0 and 'Fatal Python error' not in err and 'Traceback' not in err, (sig, rc, err)
+    assert os.listdir(tmp) == [], (sig, os.listdir(tmp))
 
 
 def test_cli_bad_options_are_one_line_exit_2(tmp_path, capsys):
@@ -232,6 +442,16 @@ def test_page_end_to_end(app_server, browser, photo_png):
   assert page.is_enabled('#generate')
   assert page.is_hidden('#error')
   assert page.inner_text('#photo-name') == f'coffee.png ({W} x {H})'
+  # A long job, stopped by the Cancel button.
+  page.fill('#steps', '100')
+  page.fill('#num-frames', '600')
+  page.fill('#max-side', str(W))
+  page.click('#generate')
+  page.wait_for_function("['rendering', 'done'].includes(document.getElementById('progress-box').dataset.state)",
+                         timeout=120_000)
+  page.click('#cancel')
+  page.wait_for_function("document.getElementById('progress-box').dataset.state === 'cancelled'", timeout=10_000)
+  assert page.is_enabled('#generate') and page.is_hidden('#cancel')
   page.fill('#steps', '3')
   page.fill('#num-frames', '8')
   page.fill('#max-side', str(W))

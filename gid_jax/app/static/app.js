@@ -115,14 +115,17 @@ async function generate(event) {
 function setProgress(p) {
   const frac = p.total ? p.done / p.total : 0;
   const text = {
-    queued: 'waiting for another generation to finish',
+    queued: p.position > 1 ? `waiting: ${p.position - 1} other generations before yours`
+                           : 'waiting for another generation to finish',
     sampling: p.done ? `sampling motion: step ${p.done} / ${p.total}` : 'loading the model (the first run compiles it)',
     rendering: 'rendering frames',
     encoding: 'encoding the video',
     live: 'preparing the live scene',
     done: `done in ${p.seconds} s`,
     error: 'failed',
+    cancelled: 'cancelled',
   }[p.state] || p.state;
+  $('cancel').hidden = ['done', 'error', 'cancelled', 'ready'].includes(p.state);
   const value = {sampling: 0.85 * frac, rendering: 0.9, encoding: 0.93, live: 0.97, done: 1}[p.state];
   $('progress').value = value === undefined ? 0 : value;
   $('progress-text').textContent = text;
@@ -147,6 +150,8 @@ async function poll(session) {
   } else if (p.state === 'error') {
     $('generate').disabled = false;
     showError(p.message);
+  } else if (p.state === 'cancelled' || p.state === 'ready') {
+    $('generate').disabled = false;
   } else {
     app.polling = setTimeout(() => poll(session), 300);
   }
@@ -324,6 +329,9 @@ drop.addEventListener('drop', (e) => {
   if (e.dataTransfer.files.length) upload(e.dataTransfer.files[0]);
 });
 $('form').addEventListener('submit', generate);
+$('cancel').addEventListener('click', () => {
+  if (app.session) api('/api/cancel', {method: 'POST', json: {session: app.session}}).catch((e) => showError(e.message));
+});
 const canvas = $('live');
 canvas.addEventListener('pointerdown', onPointerDown);
 canvas.addEventListener('pointermove', onPointerMove);
