@@ -44,10 +44,13 @@ MAX_PIXELS = 50_000_000  # larger photos are refused (decompression bombs, memor
 ASSETS = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'assets')
 DEFAULT_CHECKPOINT = os.path.join(ASSETS, 'default', 'ldm')
 DEFAULT_RENDERER = os.path.join(ASSETS, 'default', 'renderer')
-EXAMPLE_PHOTO = os.path.join(ASSETS, 'example.png')
+EXAMPLE_PHOTO = os.path.join(ASSETS, 'example.jpg')
 
 
 MIN_SIDE = 16  # photos with a shorter side below this are refused: too small to animate (1 x 1, icons)
+# Photos more elongated than this are refused: the motion model's input keeps the photo's aspect at about the
+# training pixel count, so a 200000 x 16 strip would make a 2 x 20000 model input (and hours of work).
+MAX_ASPECT = 4.0
 
 
 @dataclasses.dataclass
@@ -92,7 +95,8 @@ class Options:
 
 def check_photo_file(path: str, max_pixels: int = MAX_PIXELS) -> tuple[int, int]:
   """(width, height) from the file's header, without decoding it; InputError if missing, unreadable, too
-  large (over ``max_pixels``) or too small (shorter side under :data:`MIN_SIDE`)."""
+  large (over ``max_pixels``), too small (shorter side under :data:`MIN_SIDE`) or too elongated (over
+  :data:`MAX_ASPECT`)."""
   import warnings  # pylint: disable=g-import-not-at-top
   from PIL import Image, UnidentifiedImageError  # pylint: disable=g-import-not-at-top
   if not os.path.isfile(path):
@@ -111,6 +115,9 @@ def check_photo_file(path: str, max_pixels: int = MAX_PIXELS) -> tuple[int, int]
     raise InputError(f'{path} is {w}x{h} = {w * h:,} pixels, over the limit of {max_pixels:,} pixels')
   if min(w, h) < MIN_SIDE:
     raise InputError(f'{path} is {w}x{h} pixels; photos need at least {MIN_SIDE} pixels on each side')
+  if max(w, h) > MAX_ASPECT * min(w, h):
+    raise InputError(f'{path} is {w}x{h} pixels; its longer side may be at most {MAX_ASPECT:g}x its shorter '
+                     '(crop it)')
   return w, h
 
 

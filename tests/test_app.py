@@ -245,7 +245,7 @@ def test_queue_positions_and_cancel_within_a_second(app_server, photo_png):
   assert json.loads(_request(srv, '/api/cancel', {'session': a})[2])['session'] == a
   p = _wait_state(srv, a, ('cancelled', 'done', 'error'), timeout=10)
   cancel_s = time.monotonic() - t0
-  assert p['state'] == 'cancelled' and cancel_s < 2.5, (p, cancel_s)
+  assert p['state'] == 'cancelled' and cancel_s < 3.0, (p, cancel_s)  # about 1 s on an idle 2-core CPU
   assert _wait_state(srv, b, ('done', 'error'))['state'] == 'done'  # the next job ran
   # A queued job is cancelled at once.
   assert _request(srv, '/api/generate', {'session': a, **long_job})[0] == 202

@@ -153,7 +153,7 @@ def test_build_export_and_evaluate_refuse_a_users_folder(user_folder, tmp_path, 
   from gid_jax.data import build  # pylint: disable=g-import-not-at-top
   videos = tmp_path / 'videos'
   videos.mkdir()
-  shutil.copy(os.path.join(os.path.dirname(__file__), '..', 'gid_jax', 'assets', 'example.png'), videos)
+  shutil.copy(os.path.join(os.path.dirname(__file__), '..', 'gid_jax', 'assets', 'example.jpg'), videos)
   (videos / 'v.mp4').write_bytes(b'not checked before the output folder')
   assert build.main(['--videos', str(videos), '--out', str(user_folder)]) == 2
   assert '--out' in _err(capsys)

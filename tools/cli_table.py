@@ -32,6 +32,8 @@ CASES = [
      'photos need at least 16 pixels on each side'),
     ('gid_jax.sample', 'photo too large (12000 x 12000)', ['--image', 'bomb.png'],
      'over the limit of 50,000,000 pixels'),
+    ('gid_jax.sample', 'photo too elongated (2000 x 20)', ['--image', 'strip.png'],
+     'its longer side may be at most 4x its shorter (crop it)'),
     ('gid_jax.sample', 'mask of the wrong size', ['--image', 'photo.png', '--mask', 'tiny.png'],
      'but the photo is 96x64'),
     ('gid_jax.sample', 'bad number', ['--num-frames', '0'], '--num-frames must be at least 2, got 0'),
@@ -106,6 +108,7 @@ def make_inputs(d: str) -> None:
   rng = np.random.default_rng(0)
   Image.fromarray(rng.integers(0, 255, (64, 96, 3), dtype=np.uint8)).save(os.path.join(d, 'photo.png'))
   Image.fromarray(np.zeros((1, 1, 3), np.uint8)).save(os.path.join(d, 'tiny.png'))
+  Image.fromarray(np.zeros((20, 2000, 3), np.uint8)).save(os.path.join(d, 'strip.png'))
   Image.new('1', (12000, 12000)).save(os.path.join(d, 'bomb.png'))
   with open(os.path.join(d, 'corrupt.png'), 'wb') as f:
     f.write(b'\x89PNG\r\n\x1a\n' + bytes(rng.integers(0, 255, 200, dtype=np.uint8)))
@@ -147,7 +150,8 @@ def main() -> int:
           'on disk. Made by `python tools/cli_table.py > docs/CLI.md` (a fresh process per row, in a scratch '
           'folder with the inputs named below; times are wall seconds on a 2-core CPU, Python start-up '
           'included). Every row is checked by `tests/test_cli.py::test_cli_doc_cases`.\n')
-    print('Inputs: `photo.png` 96 x 64; `tiny.png` 1 x 1; `bomb.png` 12000 x 12000; `corrupt.png` a PNG header '
+    print('Inputs: `photo.png` 96 x 64; `tiny.png` 1 x 1; `strip.png` 2000 x 20; `bomb.png` 12000 x 12000; '
+          '`corrupt.png` a PNG header '
           'and noise; `mine/` a folder with the user\'s `notes.txt`; `clip.mp4` a user\'s file; `corrupt.npz` '
           'not a zip; `ds/` a dataset folder; `ldm_copy/` a copy of the bundled motion model run.\n')
     current = None
@@ -165,7 +169,7 @@ def main() -> int:
       args = ' '.join(argv(case, d)).replace(ROOT + '/', '')
       line = line.replace(d + '/', '').replace(ROOT + '/', '')
       print(f'| {case[1]} | `{args}` | `{line}` | {code} | {secs:.1f} |')
-    left = sorted(set(os.listdir(d)) - {'photo.png', 'tiny.png', 'bomb.png', 'corrupt.png', 'corrupt.npz', 'mine',
+    left = sorted(set(os.listdir(d)) - {'photo.png', 'tiny.png', 'strip.png', 'bomb.png', 'corrupt.png', 'corrupt.npz', 'mine',
                                         'clip.mp4', 'ds', 'videos', 'ldm_copy'})
     assert not left, left
     print(f'\nSlowest error: {worst:.1f} s. Nothing was written by any of these commands (the scratch folder '
