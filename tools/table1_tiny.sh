@@ -5,8 +5,9 @@
 #
 # * Data: the synthetic world with a photo-level hold-out (12 training photos, 4 others held out), the K = 8
 #   training dataset (the one the bundled model was trained on) and a K = 12 one for the K ablation.
-# * "Ours" is the bundled default model (gid_jax/assets/default: VAE 600 steps, stage 1 2,000, stage 2
-#   1,000). The ablations are trained here at one smaller, equal budget (ABL_S1 stage-1 steps, ABL_S2
+# * "Ours" is the bundled model before 2026-12-06 (VAE 600 steps, stage 1 2,000, stage 2 1,000; T = 40,
+#   K = 8, textured world), restored from git history into out/bundled_tiny (the bundled model is now the
+#   plants-world one: configs/eval.py:size=mini). The ablations are trained here at one smaller, equal budget (ABL_S1 stage-1 steps, ABL_S2
 #   stage-2 steps, batch 4) next to a "full model" run at that same budget, so that every ablation row has
 #   a like-for-like reference. They reuse the bundled VAE (a VAE sees one normalised 4-channel slice at a
 #   time, so it serves any K), except "w/o adaptive norm", whose inputs are scaled differently and which
@@ -18,7 +19,11 @@ ABL_S1=${ABL_S1:-600}
 ABL_S2=${ABL_S2:-300}
 TRAIN_PHOTOS=astronaut,brick,camera,cat,chelsea,clock,gravel,hubble_deep_field,immunohistochemistry,moon,retina,stereo_motorcycle
 TEST_PHOTOS=coffee,coins,grass,rocket
-BUNDLED=gid_jax/assets/default/ldm
+BUNDLED=out/bundled_tiny
+if [ ! -d $BUNDLED/checkpoints ]; then
+  mkdir -p $BUNDLED
+  git archive 2b6da6e gid_jax/assets/default/ldm | tar -x -C $BUNDLED --strip-components=4
+fi
 A=out/abl
 PY=${PYTHON:-python}
 train() {  # workdir, then train.py arguments; skipped when the run has finished

@@ -9,7 +9,8 @@ At ``size=tiny`` the dataset has K = 8 (T = 40 frames), so the K ablations are K
 frequencies of the same data) and K = 12 (a dataset built with 12); at ``size=paper`` they are the paper's
 K = 4 / 8 / 24 around its K = 16.
 
-At ``size=tiny`` "ours" is the bundled default model, and ``tools/table1_tiny.sh`` trains the ablations
+At ``size=tiny`` "ours" is the previous bundled model (T = 40, K = 8, textured world), which
+``tools/table1_tiny.sh`` restores from git history into ``out/bundled_tiny``, and the script trains the ablations
 under ``out/abl`` at one smaller, equal budget next to a "full model" run at that budget (``full``), so
 each ablation row has a like-for-like reference; "baseline splat" renders ours' volumes (same seed) with RGB
 average splatting instead of the renderer.
@@ -30,6 +31,7 @@ from gid_jax.configs import parse_size
 SIZES = {'tiny': (64, 40), 'mini': (64, 40), 'small': (128, 80), 'paper': (256, 160)}
 # The bundled default motion model (realpath: this file is also reached through the configs/ symlink).
 BUNDLED = os.path.join(os.path.dirname(os.path.dirname(os.path.realpath(__file__))), 'assets', 'default', 'ldm')
+PREVIOUS_TINY = 'out/bundled_tiny'  # the bundled model before 2026-12-06 (tools/table1_tiny.sh restores it)
 
 
 def _method(label, kind, run='', splat=''):
@@ -64,7 +66,7 @@ def get_config(arg=None):
 
   k = {'tiny': (4, 12), 'small': (4, 8, 24), 'paper': (4, 8, 24)}[size]
   runs = 'out' if size == 'tiny' else f'out/{size}'
-  ours = BUNDLED if size == 'tiny' else f'{runs}/ldm2'
+  ours = PREVIOUS_TINY if size == 'tiny' else f'{runs}/ldm2'
   m = ml_collections.ConfigDict()
   m.ours = _method('Ours (stage 2: frequency attention)', 'ldm', ours)
   m.repeat_i0 = _method('Repeat I_0', 'repeat')
