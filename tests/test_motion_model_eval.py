@@ -51,6 +51,27 @@ def test_condition_use(ldm_runs):
   assert near['mean_abs_diff_px'] < rows[1]['mean_abs_diff_px']
 
 
+def test_report_without_later_clips_and_a_missing_dataset(ldm_runs, tmp_path, monkeypatch, capsys):
+  """Held-out videos of exactly T frames have no clip from frame 10: the report leaves that reference out
+  (it used to crash); a folder without a dataset is one line, exit 2."""
+  assert motion_model.main(['--data', str(tmp_path), '--train-data', str(tmp_path)]) == 2
+  err = capsys.readouterr().err
+  assert err.startswith('error: --data no gid_motion dataset in') and len(err.strip().splitlines()) == 1
+  real = motion_model.load_clips
+
+  def only_frame_0(data_dir, split, start_frame=0, limit=None):
+    if start_frame == 10:
+      raise ValueError(f'{data_dir} split {split!r} has no clips starting at frame 10')
+    return real(data_dir, split, start_frame, limit)
+
+  monkeypatch.setattr(motion_model, 'load_clips', only_frame_0)
+  out = str(tmp_path / 'r.json')
+  assert motion_model.main(['--data', ldm_runs['data'], '--split', 'train', '--train-data', ldm_runs['data'],
+                            '--limit', '2', '--out', out]) == 0
+  assert 'reference is left out' in capsys.readouterr().err
+  assert list(json.load(open(out))['methods']) == ['mean spectral volume']
+
+
 def test_report_cli_errors(capsys):
   assert motion_model.main(['--data', 'x', '--train-data', 'y', '--probe-steps', '-1']) == 2
   assert capsys.readouterr().err.strip() == 'error: --probe-steps must be >= 0, got -1'
