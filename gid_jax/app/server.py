@@ -58,6 +58,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import signal
 import socket
 import struct
@@ -87,7 +88,6 @@ LIVE_KEEPALIVE_S = 1.0
 LOCAL_HOSTS = ('localhost', '127.0.0.1', '::1')
 MAX_CONNECTIONS = 64  # open connections and requests at once; beyond, uvicorn answers 503
 MAX_POKE_SIDES = 4.0  # |dx|, |dy| of a poke in units of the picture's longer side
-LIMITS = state.LIMITS
 
 
 def _error(status: int, message: str) -> JSONResponse:
@@ -95,12 +95,13 @@ def _error(status: int, message: str) -> JSONResponse:
 
 
 async def _json_body(request) -> dict:
-  n = request.headers.get('content-length')
-  if n is not None and (not n.isdigit() or int(n) > MAX_JSON_BYTES):
-    raise HttpError(413 if n.isdigit() else 400, f'request body over {MAX_JSON_BYTES} bytes' if n.isdigit()
-                    else 'bad Content-Length')
+  n = request.headers.get('content-length', '0')
+  if not n.isdigit():
+    raise HttpError(400, 'bad Content-Length')
+  if int(n) > MAX_JSON_BYTES:
+    raise HttpError(413, f'request body over {MAX_JSON_BYTES} bytes')
   raw = await request.body()
-  if len(raw) > MAX_JSON_BYTES:
+  if len(raw) > MAX_JSON_BYTES:  # a chunked body has no Content-Length
     raise HttpError(413, f'request body over {MAX_JSON_BYTES} bytes')
 
   def no_constants(name):  # NaN and Infinity are not JSON
@@ -155,7 +156,7 @@ def build_app(app: state.App, allowed_hosts, any_host: bool):
 
   async def info(request):
     return JSONResponse({'example': os.path.isfile(animate.EXAMPLE_PHOTO), 'max_upload_mb': limits.max_upload_mb,
-                         'max_pixels': limits.max_pixels, 'defaults': app.defaults(), 'limits': LIMITS,
+                         'max_pixels': limits.max_pixels, 'defaults': app.defaults(), 'limits': state.LIMITS,
                          'live_fps': app.live_fps})
 
   async def photo(request):
@@ -212,6 +213,16 @@ def build_app(app: state.App, allowed_hosts, any_host: bool):
     return StreamingResponse(records(), media_type='application/octet-stream',
                              headers={'X-Frame-Width': str(scene.width), 'X-Frame-Height': str(scene.height)})
 
+  async def open_session(path: str, name: str):
+    """A session from the photo file at ``path`` (moved into it, or removed if the photo is refused)."""
+    try:
+      photo_rgb = await run_in_threadpool(app.check_photo, path, name)
+      s = await run_in_threadpool(app.new_session, path, name, photo_rgb)
+    finally:
+      if os.path.exists(path):
+        os.remove(path)
+    return JSONResponse({'session': s.id, 'name': s.name, 'width': s.width, 'height': s.height})
+
   async def upload(request):
     name = urllib.parse.unquote(request.headers.get('x-filename', '')) or 'photo'
     name = os.path.basename(name.replace('\\', '/'))[:200] or 'photo'
@@ -235,13 +246,9 @@ def build_app(app: state.App, allowed_hosts, any_host: bool):
       with os.fdopen(fd, 'wb') as f:
         if await _receive(request, f, limits.upload_idle_s, n) < n:
           raise HttpError(400, 'the upload was cut short')
-      photo = await run_in_threadpool(app.check_photo, path, name)
-      s = await run_in_threadpool(app.new_session, path, name, photo)
+      return await open_session(path, name)
     finally:
       app.end_upload()
-      if os.path.exists(path):
-        os.remove(path)
-    return JSONResponse({'session': s.id, 'name': s.name, 'width': s.width, 'height': s.height})
 
   async def example(request):
     await _json_body(request)
@@ -250,14 +257,8 @@ def build_app(app: state.App, allowed_hosts, any_host: bool):
     name = os.path.basename(animate.EXAMPLE_PHOTO)
     fd, path = tempfile.mkstemp(dir=app.workdir, prefix='example-', suffix=os.path.splitext(name)[1])
     os.close(fd)
-    try:
-      await run_in_threadpool(_copy, animate.EXAMPLE_PHOTO, path)
-      photo_rgb = await run_in_threadpool(app.check_photo, path, name)
-      s = await run_in_threadpool(app.new_session, path, name, photo_rgb)
-    finally:
-      if os.path.exists(path):
-        os.remove(path)
-    return JSONResponse({'session': s.id, 'name': s.name, 'width': s.width, 'height': s.height})
+    await run_in_threadpool(shutil.copyfile, animate.EXAMPLE_PHOTO, path)
+    return await open_session(path, name)
 
   async def generate(request):
     body = await _json_body(request)
@@ -324,11 +325,6 @@ def build_app(app: state.App, allowed_hosts, any_host: bool):
       HttpError: on_http_error, HTTPException: on_starlette_error, TimeoutError: on_stalled,
       ClientDisconnect: lambda request, exc: Response(status_code=499), Exception: on_internal})
   return _Guard(web, allowed_hosts, any_host)
-
-
-def _copy(src: str, dst: str) -> None:
-  with open(src, 'rb') as f, open(dst, 'wb') as g:
-    g.write(f.read())
 
 
 async def _receive(request, f, idle_s: float, limit: int) -> int:
