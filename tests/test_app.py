@@ -384,6 +384,10 @@ def test_cli_bad_options_are_one_line_exit_2(tmp_path, capsys):
                                      'run or an export)\n')
   assert cli.main(['--max-upload-mb', '0']) == 2
   assert capsys.readouterr().err == 'error: --max-upload-mb must be positive, got 0.0\n'
+  assert cli.main(['--max-sessions', '0']) == 2
+  assert capsys.readouterr().err == 'error: --max-sessions must be >= 1 and --max-queue >= 0\n'
+  assert cli.main(['--session-min-age', 'inf']) == 2
+  assert capsys.readouterr().err == 'error: --session-min-age must be a finite number >= 0, got inf\n'
   with pytest.raises(SystemExit) as e:
     cli.main(['--port', 'eighty'])
   assert e.value.code == 2 and capsys.readouterr().err.startswith('error: argument --port')
