@@ -15,15 +15,27 @@ plays the band-limited trajectories at ``t / slowdown`` (exact slow motion of a 
 
 Seamless loops (``loop=True``): a clip of N frames loops without a seam when the motion at frame N equals
 the motion at frame 0 in position and velocity. Our spectral volumes are T-periodic by construction, so
-N = T * slowdown loops already; any other N uses motion self-guidance (SPEC section 6, universal guidance
-with self-recurrence; w = 1.75, 2 recurrences as in SPEC, u = 0.2 for our loss units): at every DDIM step
-the gradient of
+N = T * slowdown loops already. For any other N, two methods (``loop_method``):
 
-    L = ||F(N) - F(0)||_1 + ||(F(N) - F(N - 1)) - (F(1) - F(0))||_1
+* ``'snap'`` (default): the sampled volume is played with every frequency bin moved to the nearest whole
+  number of cycles per loop (:func:`gid_jax.motion.edit.loop_bins`): exact closure in position, velocity
+  and every derivative, each bin's amplitude and phase kept (the motion keeps its strength), frequencies
+  moved by at most half a cycle per loop; sampling is exactly a plain run's (no extra cost).
+* ``'guidance'``: the paper's motion self-guidance (SPEC section 6: universal guidance with self-recurrence,
+  w = 1.75, 2 recurrences, u = 200): at every DDIM step the gradient of
 
-(px; F decoded by the VAE from the predicted clean latent, de-normalised and evaluated by the inverse
-DFT) is added to the noise prediction, eps + u * sqrt(1 - abar) * grad L, and each step is repeated
-``recurrence`` times.
+      L = mean |F(N) - F(0)| + mean |F'(N) - F'(0)|,   F'(n) = (F(n + 1) - F(n - 1)) / 2
+
+  (F decoded by the VAE from the predicted clean latent, de-normalised and evaluated by the inverse DFT)
+  is added to the noise prediction, eps + u * sqrt(1 - abar) * grad_z L, and each step is repeated
+  ``recurrence`` times. Units, so that the paper's u means what it meant: ``||.||_1`` is read as the mean
+  absolute error (PyTorch's default reduction) over pixels and x / y, in pixels of the paper's 256-pixel-wide
+  frames (our model's displacements times 256 / its width). An earlier version summed over pixels in
+  model pixels; that is u_ours_old = u * (256 / W) / (2 H W): 0.156 for the paper's 200 at 64 x 40, which is
+  why 0.2 looked right there. It differentiates through the U-Net and the VAE decoder at every step: about
+  40x a plain run's sampling time on a CPU (docs/RESULTS.md). Velocities are central differences at both
+  ends: the one-sided pair of SPEC's formula (F(N) - F(N-1) against F(1) - F(0)) differs by a frame, so it
+  charges even an exactly periodic motion its acceleration.
 """
 
 from __future__ import annotations
@@ -51,6 +63,8 @@ MIN_SIDE = 16  # photos with a shorter side below this are refused: too small to
 # Photos more elongated than this are refused: the motion model's input keeps the photo's aspect at about the
 # training pixel count, so a 200000 x 16 strip would make a 2 x 20000 model input (and hours of work).
 MAX_ASPECT = 4.0
+LOOP_METHODS = ('snap', 'guidance')
+PAPER_WIDTH = 256  # the paper's frames are 256 x 160: the loop guidance's loss is in their pixels
 
 
 @dataclasses.dataclass
@@ -62,11 +76,9 @@ class Options:
   guidance: float = 0.0
   seed: int = 0
   loop: bool = False
-  loop_weight: float = 1.75  # w of classifier-free guidance while looping (SPEC)
-  # u: SPEC's 200 is in the paper's (unstated) loss units; with our L1 sums in pixels it overshoots. On the
-  # bundled model (N = 100, 20 steps) u in {0.02, 0.2, 2, 20, 200} gave closure 0.048/0.053/0.49/0.56/0.59 px
-  # (unguided 0.144) and 0.2 kept the motion's strength: docs/RESULTS.md.
-  loop_scale: float = 0.2
+  loop_method: str = 'snap'  # 'snap' or 'guidance' (module docstring)
+  loop_weight: float = 1.75  # w of classifier-free guidance while looping by guidance (SPEC)
+  loop_scale: float = 200.0  # u of the self-guidance, in the paper's units (module docstring; SPEC: 200)
   loop_recurrence: int = 2  # SPEC
   motion_scale: float = 1.0
   slowdown: float = 1.0
@@ -83,6 +95,10 @@ class Options:
       raise InputError(f'--eta must be >= 0, got {self.eta}')
     if self.guidance < 0:
       raise InputError(f'--guidance must be >= 0, got {self.guidance}')
+    if self.loop_method not in LOOP_METHODS:
+      raise InputError(f'--loop-method must be one of {", ".join(LOOP_METHODS)}, got {self.loop_method!r}')
+    if self.loop_recurrence < 1:
+      raise InputError(f'--loop-recurrence must be at least 1, got {self.loop_recurrence}')
     if self.loop_scale < 0:
       raise InputError(f'--loop-scale must be >= 0, got {self.loop_scale}')
     if self.motion_scale < 0:
@@ -206,60 +222,65 @@ def load_mask(path: str, width: int, height: int) -> np.ndarray:
 _LOOP_LOSSES = {}
 
 
-def loop_loss_fn(stats: norm_lib.NormStats, num_frames_t: int, length: float, num_frames_out: int) -> Callable:
-  """L(nspec_BxKxHxWx4) of the module docstring; ``length`` = N / slowdown in frames of the T-frame clip.
+def loop_loss_fn(stats: norm_lib.NormStats, num_frames_t: int, length: float, num_frames_out: int,
+                 model_width: int) -> Callable:
+  """L(nspec_BxKxHxWx4) of the module docstring; ``length`` = N / slowdown in frames of the T-frame clip;
+  ``model_width``: the width of the volumes' pixels (their displacements are scaled to 256-pixel frames).
 
   Cached per settings: the sampler compiles once per loss function object, so reuse spares a recompile.
   """
-  key = (stats.to_json(), num_frames_t, float(length), num_frames_out)
+  key = (stats.to_json(), num_frames_t, float(length), num_frames_out, int(model_width))
   if key not in _LOOP_LOSSES:
-    _LOOP_LOSSES[key] = _make_loop_loss(stats, num_frames_t, length, num_frames_out)
+    step = length / num_frames_out  # one output frame, in frames of the T-frame clip (1 / slowdown)
+    times = np.array([-step, 0.0, step, length - step, length, length + step])
+    to_paper_px = PAPER_WIDTH / float(model_width)
+
+    def loss(nspec):
+      f = edit.displacements_at(norm_lib.denormalize(nspec, stats), times, num_frames_t) * to_paper_px
+      fm, f0, f1, fn1, fn, fn2 = (f[..., i, :, :, :] for i in range(6))
+      return jnp.mean(jnp.abs(fn - f0)) + jnp.mean(jnp.abs((fn2 - fn1) - (f1 - fm)) / 2)
+
+    _LOOP_LOSSES[key] = loss
   return _LOOP_LOSSES[key]
 
 
-def _make_loop_loss(stats, num_frames_t, length, num_frames_out):
-  k = stats.num_freqs
-  step = length / num_frames_out  # one output frame, in frames of the T-frame clip (1 / slowdown)
-  times = np.array([0.0, step, length - step, length])
-  angle = 2.0 * np.pi * np.mod(np.arange(k)[:, None] * times[None, :], num_frames_t) / num_frames_t
-  weight = np.where(np.arange(k) == 0, 1.0, 2.0)[:, None]
-  cos = jnp.asarray(np.cos(angle) * weight, jnp.float32)
-  sin = jnp.asarray(np.sin(angle) * weight, jnp.float32)
-
-  def loss(nspec):
-    spec = norm_lib.denormalize(nspec, stats)
-    re, im = spec[..., 0::2], spec[..., 1::2]
-    f = jnp.einsum('kn,...khwc->...nhwc', cos, re) - jnp.einsum('kn,...khwc->...nhwc', sin, im)
-    f0, f1, fn1, fn = (f[..., i, :, :, :] for i in range(4))
-    # L1 norms (sums over pixels and x/y), as SPEC writes them: the guidance scale u = 200 refers to these.
-    return jnp.sum(jnp.abs(fn - f0)) + jnp.sum(jnp.abs((fn - fn1) - (f1 - f0)))
-
-  return loss
+def is_periodic(num_frames_out: int, slowdown: float, num_frames_t: int) -> bool:
+  """Whether N output frames are a whole number of the volume's T-frame periods (a loop by construction)."""
+  length = num_frames_out / slowdown
+  return abs(length / num_frames_t - round(length / num_frames_t)) < 1e-9
 
 
 def sample_motion(sampler, photo_HxWx3: np.ndarray, opts: Options, progress: Callable | None = None
                   ) -> np.ndarray:
-  """S_KxHxWx4 (pixel units of the model-size image) for a uint8 photo; loop guidance if opts.loop."""
+  """S_KxHxWx4 (pixel units of the model-size image) for a uint8 photo; loop self-guidance if opts.loop
+  and opts.loop_method == 'guidance' (a 'snap' loop samples exactly as a plain run)."""
   h, w = photo_HxWx3.shape[:2]
   mw, mh = model_size(w, h, (sampler.size[1], sampler.size[0]), sampler.multiple)
   small = resize(photo_HxWx3, mw, mh)
   x = jnp.asarray(small, jnp.float32)[None] / 127.5 - 1.0
-  length = opts.num_frames / opts.slowdown
-  periodic = abs(length / sampler.num_frames - round(length / sampler.num_frames)) < 1e-9
   kw = dict(num_steps=opts.steps, eta=opts.eta, guidance=opts.guidance, progress=progress)
-  if opts.loop and not periodic:
+  if (opts.loop and opts.loop_method == 'guidance'
+      and not is_periodic(opts.num_frames, opts.slowdown, sampler.num_frames)):
     kw.update(guidance=opts.loop_weight,
-              guidance_fn=loop_loss_fn(sampler.stats, sampler.num_frames, length, opts.num_frames),
+              guidance_fn=loop_loss_fn(sampler.stats, sampler.num_frames, opts.num_frames / opts.slowdown,
+                                       opts.num_frames, mw),
               guidance_scale=opts.loop_scale, recurrence=opts.loop_recurrence)
   nspec = sampler.sample_normalized(x, jax.random.PRNGKey(opts.seed), **kw)
   return np.asarray(norm_lib.denormalize(nspec[0], sampler.stats), np.float32)
 
 
-def trajectories(spec_KxHxWx4: np.ndarray, num_frames_t: int, opts: Options) -> np.ndarray:
-  """disp_NxHxWx2 for the output frames (times n / slowdown), with disp[0] = 0."""
-  times = np.arange(opts.num_frames) / opts.slowdown
-  disp = np.asarray(edit.displacements_at(spec_KxHxWx4, times, num_frames_t))
-  return disp - disp[:1]
+def trajectories(spec_KxHxWx4: np.ndarray, num_frames_t: int, opts: Options, frames=None) -> np.ndarray:
+  """disp_NxHxWx2 for the output frames n (times n / slowdown) minus the motion at frame 0 (so frame 0 shows
+  the photo); an exact N-frame loop (frame n + N equals frame n) when opts.loop and opts.loop_method ==
+  'snap'. ``frames``: which output frames (default 0..N-1; e.g. -1..N+1 to look across the seam)."""
+  frames = np.arange(opts.num_frames) if frames is None else np.asarray(frames, np.float64)
+  times = np.concatenate([[0.0], frames / opts.slowdown])
+  bins = None
+  if (opts.loop and opts.loop_method == 'snap'
+      and not is_periodic(opts.num_frames, opts.slowdown, num_frames_t)):
+    bins = edit.loop_bins(np.shape(spec_KxHxWx4)[-4], num_frames_t, opts.num_frames, opts.slowdown)
+  disp = np.asarray(edit.displacements_at(spec_KxHxWx4, times, num_frames_t, bins))
+  return disp[1:] - disp[:1]
 
 
 def animate(photo_HxWx3: np.ndarray, opts: Options, sampler=None, renderer=None, mask_HxW=None,

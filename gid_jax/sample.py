@@ -39,8 +39,12 @@ def build_parser() -> cli.Parser:
   p.add_argument('--eta', type=float, default=None, help="DDIM eta, >= 0 (default: the checkpoint's, 0)")
   p.add_argument('--guidance', type=float, default=None,
                  help="classifier-free guidance weight w, >= 0 (default: the checkpoint's, 0)")
-  p.add_argument('--loop', action='store_true', help='seamless loop (motion self-guidance)')
-  p.add_argument('--loop-scale', type=float, default=d.loop_scale, help='u of the loop self-guidance')
+  p.add_argument('--loop', action='store_true', help='seamless loop: the last frame leads into the first')
+  p.add_argument('--loop-method', choices=animate.LOOP_METHODS, default=d.loop_method,
+                 help="'snap': each frequency to a whole number of cycles per loop (exact, no extra cost); "
+                      "'guidance': the paper's motion self-guidance (about 40x slower)")
+  p.add_argument('--loop-scale', type=float, default=d.loop_scale,
+                 help="u of the loop self-guidance, in the paper's units (SPEC: 200)")
   p.add_argument('--motion-scale', type=float, default=d.motion_scale, help='>1 magnifies, <1 calms')
   p.add_argument('--slowdown', type=float, default=d.slowdown, help='slow motion factor (>1 slower)')
   p.add_argument('--mask', default=None, help="PNG of the photo's size: white = animate, black = still")
@@ -66,7 +70,8 @@ def check_args(args):
                          steps=1 if args.steps is None else args.steps,
                          eta=0.0 if args.eta is None else args.eta,
                          guidance=0.0 if args.guidance is None else args.guidance, seed=args.seed,
-                         loop=args.loop, loop_scale=args.loop_scale, motion_scale=args.motion_scale,
+                         loop=args.loop, loop_method=args.loop_method, loop_scale=args.loop_scale,
+                         motion_scale=args.motion_scale,
                          slowdown=args.slowdown, max_side=args.max_side)
   opts.check()
   if args.max_pixels < 1:

@@ -66,17 +66,19 @@ def magnify(spec_KxHxWx4, scale, include_dc: bool = False) -> jax.Array:
   return spec * jnp.asarray(factors, jnp.float32)[:, None, None, None]
 
 
-def displacements_at(spec_KxHxWx4, times, num_frames: int = spectral.NUM_FRAMES) -> jax.Array:
+def displacements_at(spec_KxHxWx4, times, num_frames: int = spectral.NUM_FRAMES, bins=None) -> jax.Array:
   """The band-limited trajectory of a spectral volume at real times (in frames of the T-frame clip).
 
   Args:
     spec_KxHxWx4: spectral volume (..., K, H, W, 4), pixels.
     times: (N,) real times in frames; any value (the trajectory is periodic with period ``num_frames``).
     num_frames: T, the clip length the volume was computed over.
+    bins: (K,) the frequency each coefficient plays at, in cycles per T frames (default ``arange(K)``, the
+      volume's own bins); :func:`loop_bins` gives the ones of an exact loop.
 
   Returns:
     Displacements (..., N, H, W, 2) float32; equal to :func:`gid_jax.motion.spectral.to_displacements` at
-    ``times = arange(T)``.
+    ``times = arange(T)``. Traceable in ``spec`` (``times`` and ``bins`` are concrete).
   """
   spec = _check_spec(spec_KxHxWx4)
   k = spec.shape[-4]
@@ -84,14 +86,39 @@ def displacements_at(spec_KxHxWx4, times, num_frames: int = spectral.NUM_FRAMES)
   t = np.asarray(times, np.float64).reshape(-1)
   if not np.all(np.isfinite(t)):
     raise ValueError('times must be finite')
+  b = np.arange(k, dtype=np.float64) if bins is None else np.asarray(bins, np.float64).reshape(-1)
+  if b.shape != (k,) or not np.all(np.isfinite(b)):
+    raise ValueError(f'bins must be {k} finite numbers, got {bins!r}')
   # Reduce k t mod T in float64 before the trig functions, so long or large times stay exact.
-  angle = 2.0 * np.pi * np.mod(np.arange(k)[:, None] * t[None, :], num_frames) / num_frames  # K x N
+  angle = 2.0 * np.pi * np.mod(b[:, None] * t[None, :], num_frames) / num_frames  # K x N
   weight = np.where(np.arange(k) == 0, 1.0, 2.0)[:, None]  # bin 0 once, others for themselves + mirror
   cos = jnp.asarray(np.cos(angle) * weight, jnp.float32)
   sin = jnp.asarray(np.sin(angle) * weight, jnp.float32)
   re, im = spec[..., 0::2], spec[..., 1::2]
   return (jnp.einsum('kn,...khwc->...nhwc', cos, re, precision=_HI)
           - jnp.einsum('kn,...khwc->...nhwc', sin, im, precision=_HI))
+
+
+def loop_bins(num_freqs: int, num_frames: int, loop_frames: int, slowdown: float = 1.0) -> np.ndarray:
+  """Frequencies (cycles per T frames, for :func:`displacements_at`) that make an exact loop of N frames.
+
+  Output frame n shows time n / slowdown, so bin k makes k N / (T slowdown) cycles in N output frames; a
+  trajectory repeats after N frames exactly when every bin makes a whole number of cycles. Each bin k >= 1
+  is moved to the nearest whole number of cycles, at least one (a bin never stops moving; very short loops
+  speed their slowest bins up instead), bin 0 (the mean position) stays. Position, velocity and every
+  higher derivative then close exactly at frame N, and each bin keeps its amplitude and phase: the motion
+  keeps its strength; its frequencies move by at most half a cycle per loop (0.15 Hz for N = 100 at 30 fps;
+  none at all when N is a multiple of T * slowdown).
+  """
+  if loop_frames < 1:
+    raise ValueError(f'loop_frames must be >= 1, got {loop_frames}')
+  if not slowdown > 0:
+    raise ValueError(f'slowdown must be > 0, got {slowdown}')
+  spectral.frequencies(num_freqs, num_frames)
+  period = num_frames * slowdown  # output frames per T-frame period
+  cycles = np.round(np.arange(num_freqs) * loop_frames / period)
+  cycles[1:] = np.maximum(cycles[1:], 1.0)
+  return cycles * period / loop_frames
 
 
 def slow_down(disp_TxHxWx2, factor: float, method: str = 'linear', num_frames: int | None = None
