@@ -114,6 +114,18 @@ def _checkpoint_steps(run: str) -> int:
   return max(steps) if steps else 0
 
 
+def _checkpoint_fingerprint(run: str) -> str:
+  """Names, sizes and modification times of the latest checkpoint's files: a retrained or re-exported run
+  at the same path and step count (e.g. a new bundled model) must not reuse cached features."""
+  step_dir = os.path.join(run, 'checkpoints', str(_checkpoint_steps(run)))
+  h = hashlib.sha1()
+  for root, _, files in sorted(os.walk(step_dir)):
+    for f in sorted(files):
+      st = os.stat(os.path.join(root, f))
+      h.update(f'{os.path.relpath(os.path.join(root, f), step_dir)}:{st.st_size}:{st.st_mtime_ns};'.encode())
+  return h.hexdigest()[:16]
+
+
 def _fit_k(spec_NxKxHxWx4: np.ndarray, k: int) -> np.ndarray:
   """Cut or zero-pad the frequency axis to K (a K = 4 model predicts no motion above its band)."""
   n, k0 = spec_NxKxHxWx4.shape[:2]
@@ -241,7 +253,8 @@ class _Cache:
 def _method_key(name: str, method, evalset: EvalSet, config) -> str:
   run_id = ''
   if method.kind == 'ldm':
-    run_id = f'{os.path.abspath(method.run)}:{_checkpoint_steps(method.run)}:{config.sampling.to_json()}'
+    run_id = (f'{os.path.abspath(method.run)}:{_checkpoint_steps(method.run)}:{_checkpoint_fingerprint(method.run)}:'
+              f'{config.sampling.to_json()}')
   # The true volumes enter the motion metrics of every method (and are the 'truth' method's videos): their
   # hash keeps a cache made with other flow settings (or older targets) from being reused.
   truth = hashlib.sha1(np.ascontiguousarray(evalset.spec).tobytes()).hexdigest()[:16]

@@ -108,6 +108,22 @@ def test_cache_key_changes_with_the_true_motion():
       'repeat_i0', method, b, config)
 
 
+def test_cache_key_changes_when_a_run_is_replaced_at_the_same_step(tmp_path):
+  """A retrained or re-exported model at the same path and step count (a new bundled model) is sampled anew."""
+  config = eval_config.get_config('size=tiny')
+  ckpt = tmp_path / 'run' / 'checkpoints' / '1000'
+  ckpt.mkdir(parents=True)
+  (ckpt / 'params').write_bytes(b'old')
+  method = config.methods['ours']
+  method.run = str(tmp_path / 'run')
+  s = evaluate.EvalSet('real', ['v@0'], np.zeros((1, 4, 8, 8, 3), np.uint8), np.zeros((1, 2, 8, 8, 4), np.float32))
+  key = lambda: evaluate._method_key('ours', method, s, config)  # pylint: disable=protected-access
+  before = key()
+  assert key() == before
+  (ckpt / 'params').write_bytes(b'new weights')
+  assert key() != before
+
+
 def test_mini_size_evaluates_the_bundled_model_on_the_plants_world():
   c = eval_config.get_config('size=mini')
   assert c.methods.ours.run == eval_config.BUNDLED and c.sampling.guidance == 4.0
