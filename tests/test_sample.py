@@ -163,3 +163,19 @@ def test_bad_input_is_one_line_exit_2_and_writes_nothing(ldm_runs, photo, tmp_pa
   lines = r.stderr.strip().splitlines()
   assert len(lines) == 1 and message in lines[0], r.stderr
   assert not os.path.exists(out)
+
+
+def test_loops_benchmark_reports_closure_motion_seam_and_time(ldm_runs, tmp_path):
+  from benchmarks import loops  # pylint: disable=g-import-not-at-top
+  p = tmp_path / 'a.png'
+  Image.fromarray((np.random.default_rng(2).random((40, 64, 3)) * 255).astype(np.uint8)).save(p)
+  lines = []
+  summary = loops.run([str(tmp_path)], num_frames=(30, 50), seeds=(0, 1), steps=2, guidance_scales=(1e5,),
+                      checkpoint=ldm_runs['s1'], out=lines.append)
+  table = '\n'.join(lines)
+  assert '| 30 | snap |' in table and '| 50 | guidance u=100000 |' in table
+  for n in (30, 50):
+    plain, snap = summary[(n, 'plain')], summary[(n, 'snap')]
+    assert plain['position'] > 0 and snap['position'] < 1e-6 * plain['position'] + 1e-9
+    assert snap['velocity'] < 1e-6 * plain['velocity'] + 1e-9
+    assert snap['time_ratio'] == 1.0 and 0.5 < snap['rms_ratio'] < 1.5 and summary[(n, 'guidance u=100000')]['seconds'] > 0
