@@ -67,36 +67,9 @@ def magnify(spec_KxHxWx4, scale, include_dc: bool = False) -> jax.Array:
 
 
 def displacements_at(spec_KxHxWx4, times, num_frames: int = spectral.NUM_FRAMES, bins=None) -> jax.Array:
-  """The band-limited trajectory of a spectral volume at real times (in frames of the T-frame clip).
-
-  Args:
-    spec_KxHxWx4: spectral volume (..., K, H, W, 4), pixels.
-    times: (N,) real times in frames; any value (the trajectory is periodic with period ``num_frames``).
-    num_frames: T, the clip length the volume was computed over.
-    bins: (K,) the frequency each coefficient plays at, in cycles per T frames (default ``arange(K)``, the
-      volume's own bins); :func:`loop_bins` gives the ones of an exact loop.
-
-  Returns:
-    Displacements (..., N, H, W, 2) float32; equal to :func:`gid_jax.motion.spectral.to_displacements` at
-    ``times = arange(T)``. Traceable in ``spec`` (``times`` and ``bins`` are concrete).
-  """
-  spec = _check_spec(spec_KxHxWx4)
-  k = spec.shape[-4]
-  spectral.frequencies(k, num_frames)  # validates K against T (bins below Nyquist)
-  t = np.asarray(times, np.float64).reshape(-1)
-  if not np.all(np.isfinite(t)):
-    raise ValueError('times must be finite')
-  b = np.arange(k, dtype=np.float64) if bins is None else np.asarray(bins, np.float64).reshape(-1)
-  if b.shape != (k,) or not np.all(np.isfinite(b)):
-    raise ValueError(f'bins must be {k} finite numbers, got {bins!r}')
-  # Reduce k t mod T in float64 before the trig functions, so long or large times stay exact.
-  angle = 2.0 * np.pi * np.mod(b[:, None] * t[None, :], num_frames) / num_frames  # K x N
-  weight = np.where(np.arange(k) == 0, 1.0, 2.0)[:, None]  # bin 0 once, others for themselves + mirror
-  cos = jnp.asarray(np.cos(angle) * weight, jnp.float32)
-  sin = jnp.asarray(np.sin(angle) * weight, jnp.float32)
-  re, im = spec[..., 0::2], spec[..., 1::2]
-  return (jnp.einsum('kn,...khwc->...nhwc', cos, re, precision=_HI)
-          - jnp.einsum('kn,...khwc->...nhwc', sin, im, precision=_HI))
+  """The trajectory at real times: :func:`gid_jax.motion.spectral.displacements_at` (the one inverse DFT)."""
+  _check_spec(spec_KxHxWx4)
+  return spectral.displacements_at(spec_KxHxWx4, times, num_frames, bins)
 
 
 def loop_bins(num_freqs: int, num_frames: int, loop_frames: int, slowdown: float = 1.0) -> np.ndarray:

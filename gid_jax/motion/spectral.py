@@ -76,22 +76,45 @@ def to_spectral_volume(disp_TxHxWx2: jax.Array, num_freqs: int = NUM_FREQS) -> j
 
 def to_displacements(spec_KxHxWx4: jax.Array, num_frames: int = NUM_FRAMES) -> jax.Array:
   """Spectral volume (..., K, H, W, 4) -> displacements (..., T, H, W, 2), float32, pixel units."""
+  return displacements_at(spec_KxHxWx4, np.arange(num_frames), num_frames)
+
+
+def displacements_at(spec_KxHxWx4, times, num_frames: int = NUM_FRAMES, bins=None) -> jax.Array:
+  """The inverse DFT (the project's only one): the band-limited trajectory at real times.
+
+      F(t) = Re S_0 + 2 sum_{k=1}^{K-1} Re[S_k exp(2 pi i b_k t / T)],   b_k = k by default
+
+  Args:
+    spec_KxHxWx4: spectral volume (..., K, H, W, 4), pixels, channels (re x, im x, re y, im y).
+    times: (N,) real times in frames of the T-frame clip; any value (periodic with period T for b_k = k).
+    num_frames: T, the clip length the volume was computed over.
+    bins: (K,) the frequency each coefficient plays at, in cycles per T frames (default ``arange(K)``, the
+      volume's own bins; ``gid_jax.motion.edit.loop_bins`` gives those of an exact loop).
+
+  Returns:
+    Displacements (..., N, H, W, 2) float32. Traceable in ``spec`` (``times`` and ``bins`` are concrete).
+  """
   spec = jnp.asarray(spec_KxHxWx4, jnp.float32)
   if spec.ndim < 4 or spec.shape[-1] != 4:
     raise ValueError(f'expected a spectral volume of shape (..., K, H, W, 4), got {spec.shape}')
-  num_freqs = spec.shape[-4]
-  _check(num_freqs, num_frames)
-  cos, sin = _basis(num_freqs, num_frames)
-  # Bin 0 counts once, every other kept bin twice (itself and its mirror T - k).
-  weight = np.where(np.arange(num_freqs) == 0, 1.0, 2.0)[:, None]
-  cos = jnp.asarray(cos * weight, jnp.float32)
-  sin = jnp.asarray(sin * weight, jnp.float32)
-  re = spec[..., 0::2]  # (..., K, H, W, 2) real parts of x, y
-  im = spec[..., 1::2]
+  k = spec.shape[-4]
+  _check(k, num_frames)
+  t = np.asarray(times, np.float64).reshape(-1)
+  if not np.all(np.isfinite(t)):
+    raise ValueError('times must be finite')
+  b = np.arange(k, dtype=np.float64) if bins is None else np.asarray(bins, np.float64).reshape(-1)
+  if b.shape != (k,) or not np.all(np.isfinite(b)):
+    raise ValueError(f'bins must be {k} finite numbers, got {bins!r}')
+  # Reduce b t mod T in float64 before the trig functions, so long or large times stay exact.
+  angle = 2.0 * np.pi * np.mod(b[:, None] * t[None, :], num_frames) / num_frames  # K x N
+  weight = np.where(np.arange(k) == 0, 1.0, 2.0)[:, None]  # bin 0 once, others for themselves + mirror
+  cos = jnp.asarray(np.cos(angle) * weight, jnp.float32)
+  sin = jnp.asarray(np.sin(angle) * weight, jnp.float32)
+  re, im = spec[..., 0::2], spec[..., 1::2]
   hi = jax.lax.Precision.HIGHEST
   # Re[(a + ib)(cos + i sin)] = a cos - b sin
-  return (jnp.einsum('kt,...khwc->...thwc', cos, re, precision=hi)
-          - jnp.einsum('kt,...khwc->...thwc', sin, im, precision=hi))
+  return (jnp.einsum('kn,...khwc->...nhwc', cos, re, precision=hi)
+          - jnp.einsum('kn,...khwc->...nhwc', sin, im, precision=hi))
 
 
 def band_limit(disp_TxHxWx2: jax.Array, num_freqs: int = NUM_FREQS) -> jax.Array:
