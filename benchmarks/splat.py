@@ -5,7 +5,7 @@
 For every size (B x H x W x C, float32, flow uniform in [-5, 5] px, importance ~ N(0, 1)) it times the
 forward softmax splat and forward + backward (the gradient with respect to x, flow and importance for a
 random output cotangent). On CPU "JAX" is ``softmax_splat``'s default there, the C++ kernel of
-gid_jax.render.native, and "JAX XLA" the same splat with ``impl='xla'``: XLA's scatter-add (in chunks for
+gid_jax.ops.native, and "JAX XLA" the same splat with ``impl='xla'``: XLA's scatter-add (in chunks for
 large inputs), which is what GPUs and TPUs run. NumPy has no autodiff, so it only runs forward; torch is
 imported lazily and its rows say so when it is missing. Before timing, the three forward outputs must agree
 to 1e-5 (and the JAX and torch gradients closely), so the comparison is between implementations of the same
@@ -32,7 +32,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from gid_jax.render import native, splat
+from gid_jax.ops import native, splat
 
 SIZES = ((1, 160, 256, 16), (1, 640, 1024, 16))
 MAX_FLOW = 5.0
@@ -176,7 +176,7 @@ def run(sizes=SIZES, repeats: int | None = None, out=print, bandwidth_mb: int = 
 
   fwd, fwd_bwd = jitted()
   with_kernel = jax.devices()[0].platform == 'cpu' and native.available()
-  notes.append('JAX runs the C++ CPU kernel (gid_jax.render.native); "JAX XLA ms" is the pure-JAX scatter'
+  notes.append('JAX runs the C++ CPU kernel (gid_jax.ops.native); "JAX XLA ms" is the pure-JAX scatter'
                if with_kernel else 'JAX runs its pure-JAX scatter (no CPU kernel here)')
   xla_fwd, xla_fwd_bwd = jitted('xla')
 

@@ -87,7 +87,7 @@ def test_live_scene_rests_leans_and_follows_the_clock():
 
 def test_period_importance_is_the_splat_weight_of_one_period():
   from gid_jax.motion import edit  # pylint: disable=g-import-not-at-top
-  from gid_jax.render import splat  # pylint: disable=g-import-not-at-top
+  from gid_jax.ops import splat  # pylint: disable=g-import-not-at-top
   spec = np.random.default_rng(0).normal(size=(8, 20, 30, 4)).astype(np.float32)
   disp = edit.displacements_at(spec, np.arange(40), 40)
   np.testing.assert_allclose(live.period_importance(spec, 40, chunk=16), splat.splat_weight(disp - disp[:1]),

@@ -7,6 +7,7 @@ from flax import nnx
 from gid_jax.data import synthetic, video as video_io
 from gid_jax.models.renderer import Renderer
 from gid_jax.motion import spectral
+from gid_jax.ops import image as image_ops
 from gid_jax.render import video as render
 
 
@@ -81,7 +82,7 @@ def test_fill_holes_keeps_known_pixels_and_fills_the_rest():
   x = jnp.asarray(rng.random((1, 16, 20, 3)), jnp.float32)
   mask = np.ones((1, 16, 20, 1), np.float32)
   mask[:, 5:9, 6:12] = 0
-  out = np.asarray(render.fill_holes(x * mask, jnp.asarray(mask)))
+  out = np.asarray(image_ops.fill_holes(x * mask, jnp.asarray(mask)))
   np.testing.assert_allclose(out[mask[..., 0] > 0], np.asarray(x)[mask[..., 0] > 0])
   hole = out[0, 5:9, 6:12]
   assert hole.min() > 0.1 and hole.max() < 0.9  # interpolated from neighbours, not left at 0

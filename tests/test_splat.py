@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from jax.test_util import check_grads
 
-from gid_jax.render import splat
+from gid_jax.ops import splat
 
 MODES = ('sum', 'average', 'linear', 'softmax')
 
@@ -124,7 +124,7 @@ def random_case(rng, shape=(2, 7, 9, 3), max_flow=3.0):
   return x, flow.astype(np.float32), z
 
 
-# The ways the CPU can run the scatter: the C++ kernels (gid_jax.render.native, the default where they
+# The ways the CPU can run the scatter: the C++ kernels (gid_jax.ops.native, the default where they
 # build), XLA's scatter in one piece (as on GPU/TPU), and XLA's in 26 chunks of 5 of the 126 sources, the
 # last one overlapping its predecessor, scattered and gathered in a loop as large inputs are.
 VARIANTS = {'native': (('impl', 'native'),), 'xla': (('impl', 'xla'),), 'xla-chunks': (('chunk', 5),)}
@@ -278,7 +278,7 @@ def test_native_kernel_on_several_threads_matches_xla_and_repeats_exactly(rng, m
 
 
 def test_native_kernel_is_the_default_on_cpu_and_can_be_turned_off(rng, monkeypatch):
-  from gid_jax.render import native
+  from gid_jax.ops import native
   assert native.available(), 'the CPU splat kernel did not build here (is there a C++ compiler?)'
   x, flow, z = random_case(rng)
   hlo = jax.jit(lambda x, f, z: splat.softmax_splat(x, f, z)).lower(x, flow, z).as_text()
@@ -302,7 +302,7 @@ def test_native_kernel_is_the_default_on_cpu_and_can_be_turned_off(rng, monkeypa
 
 
 def test_a_compiler_that_rejects_the_cpu_flags_builds_without_them(tmp_path, monkeypatch):
-  from gid_jax.render import native
+  from gid_jax.ops import native
   monkeypatch.setattr(native, 'ARCH_FLAGS', ('-march=no-such-cpu',))
   monkeypatch.setenv('GID_JAX_CACHE', str(tmp_path))
   lib = native._build(native._compiler())  # pylint: disable=protected-access
@@ -311,7 +311,7 @@ def test_a_compiler_that_rejects_the_cpu_flags_builds_without_them(tmp_path, mon
 
 
 def test_a_kernel_that_does_not_compile_warns_once_and_falls_back(tmp_path, monkeypatch):
-  from gid_jax.render import native
+  from gid_jax.ops import native
   broken = tmp_path / 'splat_cpu.cc'
   broken.write_text('this is not C++\n')
   monkeypatch.setattr(native, 'SOURCE', broken)

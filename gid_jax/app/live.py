@@ -28,7 +28,7 @@ import numpy as np
 
 from gid_jax.motion import edit
 from gid_jax.motion import modal
-from gid_jax.render import splat
+from gid_jax.ops import splat
 from gid_jax.render import video as render_video
 
 # Further behind the wall clock than this many frames (a stalled machine), the simulation skips ahead rather

@@ -52,7 +52,7 @@ from gid_jax.progress import Progress
 from gid_jax.motion import flow as flow_lib
 from gid_jax.motion import normalize as norm_lib
 from gid_jax.motion import spectral
-from gid_jax.render import splat
+from gid_jax.ops import splat
 
 from gid_jax.data import DATASET_NAME, FRAMES_DATASET_NAME, REPORT_FILENAME  # pylint: disable=g-bad-import-order
 

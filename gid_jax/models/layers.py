@@ -29,21 +29,3 @@ class ResBlock(nnx.Module):
     h = self.norm2(self.conv2(h))
     s = x_BxHxWxC if self.skip is None else self.skip(x_BxHxWxC)
     return jax.nn.relu(h + s)
-
-
-def avg_pool(x_BxHxWxC: jax.Array, factor: int) -> jax.Array:
-  """Average over factor x factor blocks (sizes not divisible by the factor are edge-padded)."""
-  if factor == 1:
-    return x_BxHxWxC
-  b, h, w, c = x_BxHxWxC.shape
-  ph, pw = -h % factor, -w % factor
-  if ph or pw:
-    x_BxHxWxC = jnp.pad(x_BxHxWxC, ((0, 0), (0, ph), (0, pw), (0, 0)), mode='edge')
-  h2, w2 = (h + ph) // factor, (w + pw) // factor
-  return x_BxHxWxC.reshape(b, h2, factor, w2, factor, c).mean(axis=(2, 4))
-
-
-def upsample_to(x_BxHxWxC: jax.Array, height: int, width: int) -> jax.Array:
-  """Nearest-neighbour upsampling to an exact size."""
-  b, _, _, c = x_BxHxWxC.shape
-  return jax.image.resize(x_BxHxWxC, (b, height, width, c), method='nearest')

@@ -26,9 +26,9 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from gid_jax.models.layers import ResBlock, avg_pool, upsample_to
-from gid_jax.render import splat
-from gid_jax.render.video import fill_holes
+from gid_jax.models.layers import ResBlock
+from gid_jax.ops import splat
+from gid_jax.ops.image import avg_pool, fill_holes, upsample_to
 
 RGB_BASES = ('softmax', 'average')
 

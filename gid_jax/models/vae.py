@@ -33,7 +33,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from gid_jax.models.layers import avg_pool
+from gid_jax.ops.image import avg_pool
 
 NORMS = ('group', 'none')
 LOGVAR_RANGE = (-30.0, 20.0)  # as LDM's DiagonalGaussianDistribution: keeps exp(logvar) finite
@@ -238,7 +238,7 @@ def from_config(model_cfg, rngs: nnx.Rngs) -> VAE:
 def gradient_loss(pred_NxHxWxC: jax.Array, target_NxHxWxC: jax.Array, num_scales: int = 3) -> jax.Array:
   """Multi-scale gradient consistency (SPEC.md section 4).
 
-  With P_s, T_s the prediction and target average-pooled over 2^s x 2^s blocks (``layers.avg_pool``, edge-
+  With P_s, T_s the prediction and target average-pooled over 2^s x 2^s blocks (``gid_jax.ops.image.avg_pool``, edge-
   padded when a side is not a multiple of 2^s) and the forward differences
   Dx(A)[n, i, j, c] = A[n, i, j+1, c] - A[n, i, j, c], Dy(A)[n, i, j, c] = A[n, i+1, j, c] - A[n, i, j, c]:
 

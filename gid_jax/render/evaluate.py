@@ -44,8 +44,9 @@ from gid_jax.data import build as build_lib
 from gid_jax.data import pipeline
 from gid_jax.data import video as video_lib
 from gid_jax.motion import flow as flow_lib
-from gid_jax.render import splat
-from gid_jax.render.video import fill_holes, to_uint8
+from gid_jax.ops import splat
+from gid_jax.ops.image import fill_holes
+from gid_jax.render.video import to_uint8
 
 METHODS = ('still', 'backward_warp', 'average_splat', 'softmax_splat', 'renderer')
 

@@ -19,22 +19,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from gid_jax.models.layers import avg_pool, upsample_to
 from gid_jax.motion import spectral
-from gid_jax.render import splat
-
-
-def fill_holes(x_BxHxWxC: jax.Array, mask_BxHxWx1: jax.Array) -> jax.Array:
-  """Push-pull hole filling: keep x where mask = 1, interpolate from coarser levels elsewhere."""
-  h, w = x_BxHxWxC.shape[1:3]
-  if h <= 1 and w <= 1:
-    return x_BxHxWxC
-  num = avg_pool(x_BxHxWxC * mask_BxHxWx1, 2)
-  den = avg_pool(mask_BxHxWx1, 2)
-  known = (den > 0).astype(x_BxHxWxC.dtype)
-  coarse = fill_holes(num / jnp.maximum(den, 1e-8), known)
-  up = upsample_to(coarse, h, w)
-  return x_BxHxWxC * mask_BxHxWx1 + up * (1.0 - mask_BxHxWx1)
+from gid_jax.ops import splat
+from gid_jax.ops.image import fill_holes
 
 
 @functools.partial(jax.jit, static_argnames='mode')

@@ -1,9 +1,9 @@
-// Bilinear splatting (the scatter at the heart of gid_jax.render.splat) as XLA FFI kernels for the CPU.
+// Bilinear splatting (the scatter at the heart of gid_jax.ops.splat) as XLA FFI kernels for the CPU.
 //
 // XLA:CPU lowers a scatter-add to a generic loop that costs several nanoseconds per updated row; these
-// loops do the same arithmetic as the pure-JAX path in gid_jax/render/splat.py (_corners, _scatter_chunks,
+// loops do the same arithmetic as the pure-JAX path in gid_jax/ops/splat.py (_corners, _scatter_chunks,
 // _gather_chunks), source by source, in the same float type. They are built on first use by
-// gid_jax/render/native/__init__.py with the system C++ compiler against the FFI headers that ship with
+// gid_jax/ops/native/__init__.py with the system C++ compiler against the FFI headers that ship with
 // jaxlib; without a compiler the pure-JAX scatter runs instead.
 //
 // Layout (all row-major): x (N, C); z (N, 1) or (0, 1) when the sources carry no weight; flow (N, 2)
@@ -153,7 +153,7 @@ inline void Store(T* p, const Vec<T>& v) {
 }
 
 // a * b + c, fused where the CPU has FMA. Written out, because the library is built with -ffp-contract=off
-// (see gid_jax/render/native/__init__.py): every copy of a loop then rounds the same way.
+// (see gid_jax/ops/native/__init__.py): every copy of a loop then rounds the same way.
 #if defined(__FMA__) && defined(__AVX__)
 inline Vec<float> MulAdd(const Vec<float>& a, float b, const Vec<float>& c) {
   return (Vec<float>)_mm256_fmadd_ps((__m256)a, _mm256_set1_ps(b), (__m256)c);

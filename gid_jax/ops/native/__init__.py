@@ -4,7 +4,7 @@ The shared library is compiled once per (source, jaxlib, compiler) with the syst
 else ``c++``/``g++``/``clang++``) against the FFI headers inside jaxlib, into ``$GID_JAX_CACHE`` (default
 ``~/.cache/gid_jax``) under a file lock, written atomically; later processes just load it. Set
 ``GID_JAX_NATIVE_SPLAT=0`` to never build or use it. When it cannot be built (no compiler, a compile
-error), ``available()`` is False, a warning says why once, and gid_jax.render.splat uses its pure-JAX
+error), ``available()`` is False, a warning says why once, and gid_jax.ops.splat uses its pure-JAX
 scatter instead.
 """
 

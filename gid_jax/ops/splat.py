@@ -21,7 +21,7 @@ backend (the reference is CUDA-only), in one of two implementations of the same 
 * 'xla': a JAX scatter-add (with a hand-written backward: a gather); on CPU the sources are taken in
   cache-sized chunks and the backward's channel sums are written as matrix products. GPUs and TPUs always
   run this one.
-* 'native': the C++ kernels of gid_jax.render.native (XLA FFI custom calls, CPU only, built on first use),
+* 'native': the C++ kernels of gid_jax.ops.native (XLA FFI custom calls, CPU only, built on first use),
   which also normalise and do the normalisation's backward; the CPU default where they could be built.
 
 benchmarks/splat.py measures both against torch and NumPy.
@@ -34,7 +34,7 @@ import functools
 import jax
 import jax.numpy as jnp
 
-from gid_jax.render import native
+from gid_jax.ops import native
 
 MODES = ('sum', 'average', 'linear', 'softmax')
 IMPLS = ('auto', 'native', 'xla')
@@ -133,7 +133,7 @@ def _by_platform(fn, chunk: int | None, n: int, c: int, *args):
 
 
 def _use_native(impl: str, dtype) -> bool:
-  """Whether the CPU branch runs the C++ kernels of gid_jax.render.native (see ``softmax_splat``). 'auto'
+  """Whether the CPU branch runs the C++ kernels of gid_jax.ops.native (see ``softmax_splat``). 'auto'
   builds them only where JAX's default backend is the CPU: a GPU or TPU job does not need a compiler."""
   if impl == 'xla' or (impl == 'auto' and jax.default_backend() != 'cpu'):
     return False
@@ -297,7 +297,7 @@ def _native_call(kind: str, outs, x_NxC, z_Nx1, flow_BxHxWx2, *args, eps, **attr
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(4, 5))
 def _native_sums(x_NxC, z_Nx1, flow_BxHxWx2, eps, coverage: bool, normalize: bool):
-  """``_xla_sums`` in the C++ kernels of gid_jax.render.native (CPU only): the splat, the coverage and the
+  """``_xla_sums`` in the C++ kernels of gid_jax.ops.native (CPU only): the splat, the coverage and the
   normalisation in one pass over the sources and one over the output; the VJP is one more kernel (the
   gather of the corners' cotangents, with the normalisation's backward)."""
   n, c = x_NxC.shape
@@ -358,7 +358,7 @@ def softmax_splat(x_BxHxWxC: jax.Array, flow_BxHxWx2: jax.Array, importance_BxHx
     chunk: sources per scatter (and per gather in the backward). Default: on CPU chunks whose corner
       updates fit the cache, elsewhere all at once. The result does not depend on it beyond float rounding.
       Giving it selects the pure-JAX scatter (impl='xla') on every backend.
-    impl: how the scatter runs on CPU: 'native' in the C++ kernels of gid_jax.render.native (built on
+    impl: how the scatter runs on CPU: 'native' in the C++ kernels of gid_jax.ops.native (built on
       first use; several times faster than XLA:CPU's scatter), 'xla' as a JAX scatter-add, 'auto' (the
       default) native when it could be built and the CPU is JAX's default backend, else xla. GPUs and
       TPUs always run the JAX scatter. The result does not depend on it beyond float rounding.
