@@ -7,8 +7,8 @@ For every photo, seed and loop length N (not multiples of the model's T, so a pl
 the same volume is played three ways: **plain** (``--loop`` off), **snap** (the ``--loop`` default: every
 frequency bin moved to a whole number of cycles per loop) and, with ``--guidance-scales``, **guidance** (the
 paper's motion self-guidance: w = 1.75, 2 recurrences, the given u in the paper's units, SPEC's is 200; its
-own sampling run, about 40x the time of a plain one on a CPU). Measured on the trajectories F(n), n = -1..N+1 (frame N is the
-one the loop returns to, i.e. frame 0 again):
+own sampling run, about 80x the time of a plain one on a CPU). Measured on the trajectories F(n),
+n = -1..N+1 (frame N is the one the loop returns to, i.e. frame 0 again):
 
 * closure, position: mean |F(N) - F(0)| (px, Euclidean over x / y, mean over pixels);
 * closure, velocity: mean |F'(N) - F'(0)| with central differences F'(n) = (F(n+1) - F(n-1)) / 2 (px / frame;
@@ -67,7 +67,7 @@ def run(photos=(), num_frames=(100, 200), seeds=(0, 1, 2), steps: int = 50, guid
   warm = set()
 
   def timed(photo, opts):
-    """(spec, seconds): a plain run is timed compiled (it runs once first); a guided one, 40x longer, is timed
+    """(spec, seconds): a plain run is timed compiled (it runs once first); a guided one, ~80x longer, is timed
     with its compile (a few seconds, one more run would double the benchmark)."""
     key = (photo.shape, opts.loop_method if opts.loop else 'plain')
     if key not in warm and not opts.loop:

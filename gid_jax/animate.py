@@ -33,7 +33,7 @@ N = T * slowdown loops already. For any other N, two methods (``loop_method``):
   frames (our model's displacements times 256 / its width). An earlier version summed over pixels in
   model pixels; that is u_ours_old = u * (256 / W) / (2 H W): 0.156 for the paper's 200 at 64 x 40, which is
   why 0.2 looked right there. It differentiates through the U-Net and the VAE decoder at every step: about
-  40x a plain run's sampling time on a CPU (docs/RESULTS.md). Velocities are central differences at both
+  80x a plain run's sampling time on a CPU (docs/RESULTS.md). Velocities are central differences at both
   ends: the one-sided pair of SPEC's formula (F(N) - F(N-1) against F(1) - F(0)) differs by a frame, so it
   charges even an exactly periodic motion its acceleration.
 """

@@ -42,7 +42,7 @@ def build_parser() -> cli.Parser:
   p.add_argument('--loop', action='store_true', help='seamless loop: the last frame leads into the first')
   p.add_argument('--loop-method', choices=animate.LOOP_METHODS, default=d.loop_method,
                  help="'snap': each frequency to a whole number of cycles per loop (exact, no extra cost); "
-                      "'guidance': the paper's motion self-guidance (about 40x slower)")
+                      "'guidance': the paper's motion self-guidance (about 80x slower on a CPU)")
   p.add_argument('--loop-scale', type=float, default=d.loop_scale,
                  help="u of the loop self-guidance, in the paper's units (SPEC: 200)")
   p.add_argument('--motion-scale', type=float, default=d.motion_scale, help='>1 magnifies, <1 calms')

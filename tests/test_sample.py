@@ -178,4 +178,5 @@ def test_loops_benchmark_reports_closure_motion_seam_and_time(ldm_runs, tmp_path
     plain, snap = summary[(n, 'plain')], summary[(n, 'snap')]
     assert plain['position'] > 0 and snap['position'] < 1e-6 * plain['position'] + 1e-9
     assert snap['velocity'] < 1e-6 * plain['velocity'] + 1e-9
-    assert snap['time_ratio'] == 1.0 and 0.5 < snap['rms_ratio'] < 1.5 and summary[(n, 'guidance u=100000')]['seconds'] > 0
+    assert snap['time_ratio'] == 1.0 and 0.5 < snap['rms_ratio'] < 1.5
+    assert summary[(n, 'guidance u=100000')]['seconds'] > 0
