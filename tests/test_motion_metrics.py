@@ -152,3 +152,16 @@ def test_amplitude_ratios_on_moving_and_still_pixels(rng):
   assert out['amp_moving_ratio'] == pytest.approx(1.5, rel=1e-6)
   assert out['amp_still_ratio'] == pytest.approx(rms_p[~moving].mean() / rms_t[moving].mean(), rel=1e-6)
   assert 0 < out['amp_still_ratio'] < 0.2
+
+
+def test_imag_real_ratio_flags_cosine_only_volumes(rng):
+  """motion_model.motion_metrics' phase balance: 1 for the truth itself, ~0 when the imaginary parts are
+  dropped (what the bundled VAE does), float64 reference by hand."""
+  from gid_jax.eval import motion_model  # pylint: disable=g-import-not-at-top
+  true = _spec(rng, k=4, h=8, w=8)[None]
+  assert motion_model.motion_metrics(true, true, 0.1)['imag_real_ratio'] == pytest.approx(1.0)
+  cos_only = true.copy()
+  cos_only[..., 1::2] *= 0.04
+  ratio = lambda s: np.abs(s[:, 1:, ..., 1::2].astype(np.float64)).mean() / np.abs(s[:, 1:, ..., 0::2]).mean()
+  out = motion_model.motion_metrics(cos_only, true, 0.1)['imag_real_ratio']
+  assert out == pytest.approx(ratio(cos_only) / ratio(true), rel=1e-5) and out < 0.05

@@ -94,7 +94,16 @@ def motion_metrics(pred_NxKxHxWx4: np.ndarray, true_NxKxHxWx4: np.ndarray, movin
       'amp_moving_ratio': float(rms_p[moving].mean()) / true_moving_amp if moving.any() else float('nan'),
       'amp_still_ratio': (float(rms_p[~moving].mean()) / true_moving_amp if moving.any() and (~moving).any()
                           else float('nan')),
+      # Phase balance: mean |Im| / mean |Re| over bins k >= 1, predicted over the truth's (1 = as the truth;
+      # near 0 = cosines only, every pixel at a turning point at frame 0: what a VAE that drops the
+      # imaginary parts produces, docs/RESULTS.md).
+      'imag_real_ratio': _imag_real(pred) / max(_imag_real(true), 1e-12),
   }
+
+
+def _imag_real(spec_NxKxHxWx4: np.ndarray) -> float:
+  s = np.asarray(spec_NxKxHxWx4)[:, 1:]
+  return float(np.abs(s[..., 1::2]).mean() / max(float(np.abs(s[..., 0::2]).mean()), 1e-12))
 
 
 def load_clips(data_dir: str, split: str, start_frame: int | None = 0, limit: int | None = None):
@@ -332,7 +341,8 @@ def main(argv=None) -> int:
   for name, run in runs.items():
     pred, secs = sample_run(run, images, args.samples, args.steps, args.eta, args.guidance, args.seed)
     results['methods'][name] = dict(motion_metrics(pred, true, args.moving_px), sec_per_volume=secs)
-  keys = ('iou', 'auc', 'power_log_err', 'pixel_fd', 'coherence_err', 'amp_log_err', 'moving_fraction')
+  keys = ('iou', 'auc', 'power_log_err', 'pixel_fd', 'coherence_err', 'amp_log_err', 'moving_fraction',
+          'imag_real_ratio')
   from gid_jax.eval import motion as mm  # pylint: disable=g-import-not-at-top
   moving = float((mm.motion_rms(true) > args.moving_px).mean())
   print(f'{len(images)} held-out clips; true moving fraction {moving:.3f}')
