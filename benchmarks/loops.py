@@ -69,10 +69,9 @@ def run(photos=(), num_frames=(100, 200), seeds=(0, 1, 2), steps: int = 50, guid
   def timed(photo, opts):
     """(spec, seconds): a plain run is timed compiled (it runs once first); a guided one, ~80x longer, is timed
     with its compile (a few seconds, one more run would double the benchmark)."""
-    key = (photo.shape, opts.loop_method if opts.loop else 'plain')
-    if key not in warm and not opts.loop:
+    if photo.shape not in warm and not opts.loop:
       animate.sample_motion(sampler, photo, opts)
-      warm.add(key)
+      warm.add(photo.shape)
     t0 = time.perf_counter()
     spec = animate.sample_motion(sampler, photo, opts)
     return spec, time.perf_counter() - t0

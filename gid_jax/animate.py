@@ -250,6 +250,14 @@ def is_periodic(num_frames_out: int, slowdown: float, num_frames_t: int) -> bool
   return abs(length / num_frames_t - round(length / num_frames_t)) < 1e-9
 
 
+def loop_method(opts: Options, num_frames_t: int) -> str | None:
+  """The loop method that has work to do: opts.loop_method for a loop that is not periodic already, else
+  None."""
+  if opts.loop and not is_periodic(opts.num_frames, opts.slowdown, num_frames_t):
+    return opts.loop_method
+  return None
+
+
 def sample_motion(sampler, photo_HxWx3: np.ndarray, opts: Options, progress: Callable | None = None
                   ) -> np.ndarray:
   """S_KxHxWx4 (pixel units of the model-size image) for a uint8 photo; loop self-guidance if opts.loop
@@ -259,8 +267,7 @@ def sample_motion(sampler, photo_HxWx3: np.ndarray, opts: Options, progress: Cal
   small = resize(photo_HxWx3, mw, mh)
   x = jnp.asarray(small, jnp.float32)[None] / 127.5 - 1.0
   kw = dict(num_steps=opts.steps, eta=opts.eta, guidance=opts.guidance, progress=progress)
-  if (opts.loop and opts.loop_method == 'guidance'
-      and not is_periodic(opts.num_frames, opts.slowdown, sampler.num_frames)):
+  if loop_method(opts, sampler.num_frames) == 'guidance':
     kw.update(guidance=opts.loop_weight,
               guidance_fn=loop_loss_fn(sampler.stats, sampler.num_frames, opts.num_frames / opts.slowdown,
                                        opts.num_frames, mw),
@@ -276,8 +283,7 @@ def trajectories(spec_KxHxWx4: np.ndarray, num_frames_t: int, opts: Options, fra
   frames = np.arange(opts.num_frames) if frames is None else np.asarray(frames, np.float64)
   times = np.concatenate([[0.0], frames / opts.slowdown])
   bins = None
-  if (opts.loop and opts.loop_method == 'snap'
-      and not is_periodic(opts.num_frames, opts.slowdown, num_frames_t)):
+  if loop_method(opts, num_frames_t) == 'snap':
     bins = edit.loop_bins(np.shape(spec_KxHxWx4)[-4], num_frames_t, opts.num_frames, opts.slowdown)
   disp = np.asarray(edit.displacements_at(spec_KxHxWx4, times, num_frames_t, bins))
   return disp[1:] - disp[:1]

@@ -66,10 +66,8 @@ def magnify(spec_KxHxWx4, scale, include_dc: bool = False) -> jax.Array:
   return spec * jnp.asarray(factors, jnp.float32)[:, None, None, None]
 
 
-def displacements_at(spec_KxHxWx4, times, num_frames: int = spectral.NUM_FRAMES, bins=None) -> jax.Array:
-  """The trajectory at real times: :func:`gid_jax.motion.spectral.displacements_at` (the one inverse DFT)."""
-  _check_spec(spec_KxHxWx4)
-  return spectral.displacements_at(spec_KxHxWx4, times, num_frames, bins)
+# The trajectory at real times (the one inverse DFT, which checks its input), here beside the other edits.
+displacements_at = spectral.displacements_at
 
 
 def loop_bins(num_freqs: int, num_frames: int, loop_frames: int, slowdown: float = 1.0) -> np.ndarray:
