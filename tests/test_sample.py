@@ -149,6 +149,7 @@ def test_photo_modes(tmp_path):
     (['--mask', 'MASK_WRONG'], 'but the photo is 90x60'),
     (['--checkpoint', '/nonexistent'], '--checkpoint /nonexistent: no such folder'),
     (['--num-frames', '1'], '--num-frames must be at least 2'),
+    (['--loop', '--loop-method', 'spline'], "invalid choice: 'spline'"),
     (['--max-pixels', '1000'], 'over the limit of 1,000'),
     (['--checkpoint', 'gid_jax/assets/default/renderer'], "is a run of trainer 'renderer', not 'ldm'"),
 ])
