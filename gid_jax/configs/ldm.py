@@ -39,6 +39,9 @@ def get_config(arg=None):
   # 'image_size' = the "w/o adaptive norm" ablation). Stage 2 inherits both from its stage-1 run.
   c.num_freqs = 0
   c.normalize = ''
+  # Encode the training set once with the frozen VAE and train on the cached latents (training/ldm.py):
+  # K x h x w x L floats per example in memory. Off for datasets that do not fit in host memory.
+  c.cache_latents = size == 'tiny'
   c.mode = 'slice'  # 'slice': B*K slices of 4 channels (paper); 'volume': all 4K channels at once (ablation)
   c.trainable = 'unet'  # parameters optimised: 'unet' (stage 1) or 'freq_attn' (stage 2)
   c.seed = 0

@@ -18,6 +18,14 @@ the same with and without the image (``eval.motion_model --condition-check``), a
 at random. The auxiliary loss asks a 1x1 head on the U-Net's bottleneck (``aux_mask_at='middle'``, the default) or
 on its last features (``'out'``) for the moving mask (``moving_fraction``, binary cross-entropy) at every
 noise level, which at high noise only the image can answer.
+
+Latent cache (``cache_latents``, on by default). The VAE is frozen in every LDM run, so its latents of the
+training set never change: the run encodes each process's share of the training split once at start (and on
+resume), keeps ``image`` / ``z0`` (scaled posterior means, exactly what ``MotionLDM.encode`` gives) /
+``mask`` (the auxiliary target) in memory, and every step trains the U-Net only: no ArrayRecord decoding, no
+VAE encoder. Memory: K x h x w x L floats per example (16 x 20 x 32 x 4 x 4 B = 160 KiB at size=mini with a
+factor-2 VAE); turn it off for datasets that do not fit (``--config.cache_latents=False``). The shuffle order
+is the uncached pipeline's (same seed, same examples per step).
 """
 
 from __future__ import annotations
@@ -97,6 +105,60 @@ def _measure_latent_scale(vae, data_dir: str, stats, num_examples: int = 32) -> 
   if not np.isfinite(std) or std <= 0:
     raise ValueError(f'the VAE latents have std {std}: is the VAE run trained?')
   return 1.0 / std
+
+
+class _Cached:
+  """A random-access source over in-memory arrays of equal length (grain.MapDataset.source reads it)."""
+
+  def __init__(self, arrays: dict[str, np.ndarray]):
+    self.arrays = arrays
+    self.n = len(next(iter(arrays.values())))
+
+  def __len__(self) -> int:
+    return self.n
+
+  def __getitem__(self, i):
+    return {k: v[i] for k, v in self.arrays.items()}
+
+
+def encode_training_set(cfg, model, split: str = 'train', shard_index: int | None = None,
+                        shard_count: int | None = None, batch_size: int = 8) -> dict[str, np.ndarray]:
+  """This process's share of ``split``, encoded once by ``model``'s (a MotionLDM's) frozen VAE: image / z0 /
+  mask arrays, z0 exactly as ``model.encode`` gives it."""
+  stats = norm_lib.NormStats.from_json(cfg.norm_stats_json)
+  mask_px = float(cfg.get('aux_mask_px', 0.1))
+
+  @nnx.jit
+  def encode(m, nspec):
+    z = m.encode(nspec)
+    return z, moving_fraction(nspec, stats, mask_px, z.shape[2:4])
+
+  if shard_index is None or shard_count is None:
+    shard_index, shard_count = jax.process_index(), jax.process_count()
+  ds = pipeline.make_dataset(cfg.data_dir, split, batch_size=batch_size, shuffle=False, num_epochs=1,
+                             drop_remainder=False, shard_index=shard_index, shard_count=shard_count, stats=stats)
+  out = {'image': [], 'z0': [], 'mask': []}
+  for batch in ds:
+    z, mask = encode(model, jnp.asarray(batch['nspec']))
+    out['image'].append(batch['image'])
+    out['z0'].append(np.asarray(z))
+    out['mask'].append(np.asarray(mask))
+  return {k: np.concatenate(v) for k, v in out.items()}
+
+
+def latent_dataset(cfg, model, split: str = 'train'):
+  """Batches of image / z0 / mask from :func:`encode_training_set`, shuffled and repeated as
+  ``vae_task.motion_dataset`` would (same seed, same order); ``cache_latents=False`` gives that instead."""
+  if not cfg.get('cache_latents', False):
+    return vae_task.motion_dataset(cfg, split)
+  import grain  # pylint: disable=g-import-not-at-top
+  if cfg.batch_size % jax.process_count():
+    raise ValueError(f'batch_size {cfg.batch_size} is not divisible by {jax.process_count()} processes')
+  arrays = encode_training_set(cfg, model, split)
+  log.info('latent cache: %d examples, %.0f MiB', len(arrays['z0']),
+           sum(a.nbytes for a in arrays.values()) / 2 ** 20)
+  ds = grain.MapDataset.source(_Cached(arrays)).shuffle(seed=cfg.seed).repeat(None)
+  return ds.batch(cfg.batch_size // jax.process_count(), drop_remainder=True).to_iter_dataset()
 
 
 def moving_fraction(nspec_BxKxHxWx4: jax.Array, stats, threshold_px: float, latent_hw) -> jax.Array:
@@ -227,7 +289,10 @@ def build_task(config) -> loop.Task:
 
   def loss_fn(model, batch, rng):
     k_t, k_n, k_c, k_d = jax.random.split(rng, 4)
-    z0 = jax.lax.stop_gradient(model.encode(batch['nspec']))  # B x K x h x w x L
+    if 'z0' in batch:  # the latent cache
+      z0 = batch['z0']  # B x K x h x w x L
+    else:
+      z0 = jax.lax.stop_gradient(model.encode(batch['nspec']))
     if 'volume' in where:
       z0 = jax.lax.with_sharding_constraint(z0, where['volume'])
     b = z0.shape[0]
@@ -253,12 +318,14 @@ def build_task(config) -> loop.Task:
     metrics = {'mse': mse}
     loss = jnp.mean(schedules.min_snr_weight(sched, t, objective, gamma) * err) if gamma > 0 else mse
     if mask_weight > 0:
-      target = moving_fraction(batch['nspec'], stats, mask_px, z0.shape[2:4])
+      target = batch['mask'] if 'mask' in batch else moving_fraction(batch['nspec'], stats, mask_px,
+                                                                      z0.shape[2:4])
       target = jnp.repeat(target, per, axis=0) if per > 1 else target
       bce = jnp.mean(optax.sigmoid_binary_cross_entropy(logits, target))
       metrics['mask_bce'] = bce
       loss = loss + mask_weight * bce
     return loss, metrics
 
-  return loop.Task('ldm', make_model, loss_fn, vae_task.motion_dataset, trainable=TRAINABLE[config.trainable],
+  return loop.Task('ldm', make_model, loss_fn, latent_dataset, dataset_uses_model=True,
+                   trainable=TRAINABLE[config.trainable],
                    init_model=init_model, shard_model=shard_model)

@@ -49,7 +49,10 @@ class Task:
   name: str
   make_model: Callable[[Any, nnx.Rngs], nnx.Module]  # (config, rngs) -> model
   loss_fn: Callable[[nnx.Module, dict, jax.Array], tuple[jax.Array, dict]]  # -> (loss, metrics)
-  make_dataset: Callable[[Any], Any]  # config -> grain IterDataset of batches (numpy dicts)
+  make_dataset: Callable[..., Any]  # config -> grain IterDataset of batches (numpy dicts)
+  # make_dataset(config, model) instead: the run's own model (fresh or restored), e.g. to cache its frozen
+  # VAE's latents (training.ldm)
+  dataset_uses_model: bool = False
   trainable: Any = nnx.Param  # nnx filter of the parameters that are optimised; the others are frozen
   init_model: Callable[[nnx.Module, Any], None] | None = None  # fresh runs only: load pretrained parts
   shard_model: Callable[[nnx.Module, Any, Any], None] | None = None  # (model, mesh, config): constraints
@@ -224,23 +227,26 @@ def train(config, workdir: str, task: Task, progress: bool = True) -> dict:
   graphdef, rest, state, tx = init_state(config, task, mesh, pretrained=start is None, abstract=start is not None)
   state_sh = state_shardings(state, mesh, config)
   batch_sh = sharding_lib.batch_sharding(mesh, config)
-  data = iter(task.make_dataset(config))
   if start is None:
     state = _place(state, state_sh)
   else:
-    items = {'state': ocp.args.StandardRestore(_abstract(state, state_sh))}
+    try:
+      state = mngr.restore(start, args=ocp.args.Composite(
+          state=ocp.args.StandardRestore(_abstract(state, state_sh))))['state']
+    except (ValueError, KeyError) as e:
+      raise ValueError(f'checkpoint in {workdir} does not fit the {task.name} config ({e})'.split('\n')[0]) from e
+  if task.dataset_uses_model:
+    data = iter(task.make_dataset(config, nnx.merge(graphdef, state['params'], state['frozen'], rest)))
+  else:
+    data = iter(task.make_dataset(config))
+  if start is not None:
     if _has_data_state(mngr, start):
-      items['data'] = grain.checkpoint.CheckpointRestore(data)
+      mngr.restore(start, args=ocp.args.Composite(data=grain.checkpoint.CheckpointRestore(data)))
     else:
       logging.getLogger('gid_jax.train').warning(
           'checkpoint %d in %s has no data iterator state for process %d of %d (saved with another number of '
           'processes): the model state is restored, the data order starts afresh', start, workdir,
           jax.process_index(), jax.process_count())
-    try:
-      restored = mngr.restore(start, args=ocp.args.Composite(**items))
-    except (ValueError, KeyError) as e:
-      raise ValueError(f'checkpoint in {workdir} does not fit the {task.name} config ({e})'.split('\n')[0]) from e
-    state = restored['state']
   start = int(state['step'])
   step_fn = make_train_step(graphdef, rest, tx, task, config.ema_decay, state_sh, batch_sh)
   key = jax.random.PRNGKey(config.seed)
