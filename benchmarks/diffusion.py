@@ -27,6 +27,7 @@ from gid_jax.configs import ldm as ldm_config
 from gid_jax.configs import ldm_freq as ldm_freq_config
 from gid_jax.configs import ldm_volume as ldm_volume_config
 from gid_jax.configs import vae as vae_config
+from gid_jax.runs import checkpoints
 from gid_jax.training import ldm as ldm_task
 from gid_jax.training import loop
 from gid_jax.training import vae as vae_task
@@ -69,7 +70,7 @@ def _vae_task(c):
     x = batch['nspec'].reshape(-1, *batch['nspec'].shape[2:])
     recon, mean, logvar = model(x, rng)
     return vae_lib.vae_loss(x, recon, mean, logvar)
-  return loop.Task('vae', lambda cfg, rngs: vae_lib.from_config(cfg.model, rngs), loss_fn, None)
+  return loop.Task('vae', loss_fn, None)
 
 
 def train_throughput(steps: int, out=print) -> list[dict]:
@@ -100,7 +101,7 @@ def train_throughput(steps: int, out=print) -> list[dict]:
 def sampling_time(sample_steps: int, out=print) -> list[dict]:
   from gid_jax.diffusion import motion  # pylint: disable=g-import-not-at-top
   c = _configs('tiny')['ldm_freq (stage 2)']
-  model = loop.make_model(c, ldm_task.build_task(c))
+  model = checkpoints.build(c)
   c.norm_stats_json = __import__('gid_jax.motion.normalize', fromlist=['x']).image_size_stats(
       c.data_info.num_freqs, c.data_info.width, c.data_info.height).to_json()
   sampler = motion.MotionSampler(None, loaded=(c, model))

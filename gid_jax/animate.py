@@ -48,6 +48,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from gid_jax import runs
 from gid_jax.errors import InputError  # pylint: disable=unused-import  (gid_jax.animate.InputError)
 from gid_jax.motion import edit
 from gid_jax.motion import normalize as norm_lib
@@ -323,20 +324,18 @@ def load_renderer(workdir: str):
   """A trained renderer (configs/renderer.py run or exported model) or None when ``workdir`` is empty."""
   if not workdir:
     return None
-  from gid_jax.training import loop  # pylint: disable=g-import-not-at-top
-  from gid_jax.training import renderer as renderer_task  # pylint: disable=g-import-not-at-top
-  cfg = loop.read_config(workdir)
-  if cfg.get('trainer') != 'renderer':
-    raise InputError(f'{workdir} is not a renderer run (its trainer is {cfg.get("trainer")!r})')
-  return loop.load_model(workdir, cfg, renderer_task.model_task(cfg))
+  from gid_jax.runs import checkpoints  # pylint: disable=g-import-not-at-top
+  try:
+    return checkpoints.load_kind(workdir, 'renderer')[1]
+  except ValueError as e:
+    raise InputError(str(e)) from e
 
 
 def check_model_dirs(checkpoint: str | None, renderer: str | None) -> None:
   """The fast check of ``load_models``' folders (no JAX): each exists, holds a checkpoint of the right kind."""
-  from gid_jax.training import runinfo  # pylint: disable=g-import-not-at-top
-  runinfo.check_run(checkpoint or DEFAULT_CHECKPOINT, ('ldm',), '--checkpoint')
+  runs.check_run(checkpoint or DEFAULT_CHECKPOINT, ('ldm',), '--checkpoint')
   if renderer not in (None, '', 'none'):
-    runinfo.check_run(renderer, ('renderer',), '--renderer')
+    runs.check_run(renderer, ('renderer',), '--renderer')
 
 
 def load_models(checkpoint: str | None, renderer: str | None):

@@ -40,6 +40,7 @@ import time
 
 import numpy as np
 
+from gid_jax import runs
 from gid_jax.errors import InputError
 from gid_jax.fileio import atomic_path, atomic_write_text
 from gid_jax.progress import Progress
@@ -109,9 +110,8 @@ def load_set(name: str, set_cfg, config) -> EvalSet:
 
 
 def _checkpoint_steps(run: str) -> int:
-  ckpt = os.path.join(run, 'checkpoints')
-  steps = [int(d) for d in os.listdir(ckpt) if d.isdigit()] if os.path.isdir(ckpt) else []
-  return max(steps) if steps else 0
+  steps = runs.steps(run)
+  return steps[-1] if steps else 0
 
 
 def _checkpoint_fingerprint(run: str) -> str:
@@ -379,9 +379,8 @@ def evaluate(config, progress: bool = False) -> dict:
 def _train_steps(method) -> str:
   if method.kind != 'ldm':
     return ''
-  from gid_jax.training import loop  # pylint: disable=g-import-not-at-top
   steps = [_checkpoint_steps(method.run)]
-  cfg = loop.read_config(method.run)
+  cfg = runs.stored_config(method.run)
   if cfg.get('trainable') == 'freq_attn' and cfg.get('stage1_workdir'):
     # An export (the bundled model) no longer has its stage-1 run beside it: its steps are unknown here.
     steps.insert(0, _checkpoint_steps(cfg.stage1_workdir) if os.path.isdir(cfg.stage1_workdir) else '?')

@@ -2,7 +2,7 @@
 
 Writes the EMA parameters (and any frozen parts, e.g. the LDM's VAE) with the run's config, without the
 optimiser state, as an orbax checkpoint that ``gid_jax.sample --checkpoint DIR`` / ``--renderer DIR`` and
-``gid_jax.training.loop.load_model`` read. This is how the bundled default model was made.
+``gid_jax.runs.checkpoints.load`` read. This is how the bundled default model was made.
 """
 
 import os
@@ -10,21 +10,8 @@ import shutil
 import sys
 
 from gid_jax import cli
+from gid_jax import runs
 from gid_jax.errors import InputError
-
-
-def model_task(config):
-  trainer = config.get('trainer')
-  if trainer == 'ldm':
-    from gid_jax.training import ldm  # pylint: disable=g-import-not-at-top
-    return ldm.model_task(config)
-  if trainer == 'renderer':
-    from gid_jax.training import renderer  # pylint: disable=g-import-not-at-top
-    return renderer.model_task(config)
-  if trainer == 'vae':
-    from gid_jax.training import ldm  # pylint: disable=g-import-not-at-top
-    return ldm.vae_model_task(config)
-  raise ValueError(f'cannot export a run of trainer {trainer!r}')
 
 
 def build_parser():
@@ -41,8 +28,7 @@ def build_parser():
 
 def run(args) -> None:
   from gid_jax import fileio  # pylint: disable=g-import-not-at-top
-  from gid_jax.training import runinfo  # pylint: disable=g-import-not-at-top
-  stored = runinfo.check_run(args.workdir, ('ldm', 'renderer', 'vae'), '--workdir')
+  stored = runs.check_run(args.workdir, ('ldm', 'renderer', 'vae'), '--workdir')
   sampling = {k: v for k, v in (('guidance', args.guidance), ('num_steps', args.steps)) if v is not None}
   if sampling and stored.get('trainer') != 'ldm':
     raise InputError('--guidance and --steps apply to motion LDM runs only')
@@ -52,15 +38,14 @@ def run(args) -> None:
     raise InputError(f'--steps must be >= 1, got {args.steps}')
   if os.path.abspath(args.out) == os.path.abspath(args.workdir):
     raise InputError('--out must differ from --workdir')
-  is_export = runinfo.stored_config(args.out) is not None and set(os.listdir(args.out)) <= {'checkpoints'}
+  is_export = runs.stored_config(args.out) is not None and set(os.listdir(args.out)) <= {'checkpoints'}
   if not (is_export and args.overwrite):
     fileio.check_output(args.out, False, '--out', kind='dir')  # a user's folder is never written into
   with cli.Progress(args.progress).phase(f'exporting {args.workdir}'):
-    from gid_jax.training import loop  # pylint: disable=g-import-not-at-top
-    config = loop.read_config(args.workdir)
+    from gid_jax.runs import checkpoints  # pylint: disable=g-import-not-at-top
     if is_export:
       shutil.rmtree(os.path.join(args.out, 'checkpoints'))  # our own earlier export, --overwrite given
-    loop.export_model(args.workdir, args.out, model_task(config), sampling=sampling)
+    checkpoints.export(args.workdir, args.out, sampling=sampling)
   print(f'exported {args.workdir} -> {args.out}')
 
 

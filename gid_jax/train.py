@@ -19,6 +19,7 @@ import shutil
 import sys
 
 from gid_jax import cli
+from gid_jax import runs
 from gid_jax.errors import InputError
 
 PROG = 'gid-train'
@@ -46,7 +47,6 @@ def build_parser() -> cli.Parser:
 
 def check_workdir(workdir: str, config, overwrite: bool) -> bool:
   """Refuse a workdir that holds another run or a user's files; True if it holds this run (a resume)."""
-  from gid_jax.training import runinfo  # pylint: disable=g-import-not-at-top
   if not workdir:
     raise InputError('--workdir must not be empty')
   if os.path.exists(workdir) and not os.path.isdir(workdir):
@@ -54,9 +54,9 @@ def check_workdir(workdir: str, config, overwrite: bool) -> bool:
   if not os.path.isdir(workdir):
     return False
   entries = set(os.listdir(workdir))
-  stored = runinfo.stored_config(workdir)
+  stored = runs.stored_config(workdir)
   if stored is not None:
-    diff = runinfo.config_differences(stored, config.to_dict())
+    diff = runs.config_differences(stored, config.to_dict())
     if not diff:
       return True
     if not overwrite:
@@ -72,7 +72,6 @@ def check_workdir(workdir: str, config, overwrite: bool) -> bool:
 def precheck(args) -> bool:
   """Everything that can be checked without JAX: config values, data, the runs it builds on, the workdir."""
   from gid_jax import data  # pylint: disable=g-import-not-at-top
-  from gid_jax.training import runinfo  # pylint: disable=g-import-not-at-top
   config = args.config
   trainer = config.get('trainer')
   if trainer not in TRAINERS:
@@ -83,11 +82,11 @@ def precheck(args) -> bool:
     if config.trainable == 'freq_attn':
       if not config.stage1_workdir:
         raise InputError('--config.stage1_workdir is empty: stage 2 needs a trained configs/ldm.py run')
-      runinfo.check_run(config.stage1_workdir, ('ldm',), '--config.stage1_workdir')
+      runs.check_run(config.stage1_workdir, ('ldm',), '--config.stage1_workdir')
     else:
       if not config.vae_workdir:
         raise InputError('--config.vae_workdir is empty: pass a trained configs/vae.py run')
-      runinfo.check_run(config.vae_workdir, ('vae',), '--config.vae_workdir')
+      runs.check_run(config.vae_workdir, ('vae',), '--config.vae_workdir')
   if args.num_processes is not None and args.num_processes < 1:
     raise InputError(f'--num-processes must be >= 1, got {args.num_processes}')
   return resume

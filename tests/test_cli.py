@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from gid_jax import cli, fileio
+from gid_jax import cli, fileio, runs
 from gid_jax.errors import InputError
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -403,11 +403,10 @@ def test_config_choices_agree_with_the_libraries():
 
 def test_export_stores_default_sampling_settings(tmp_path, capsys):
   from gid_jax import export  # pylint: disable=g-import-not-at-top
-  from gid_jax.training import runinfo  # pylint: disable=g-import-not-at-top
   out = tmp_path / 'e'
   assert export.main(['--workdir', BUNDLED_LDM, '--out', str(out), '--guidance', '2.5', '--steps', '40',
                       '--no-progress']) == 0, capsys.readouterr().err
-  assert runinfo.stored_config(str(out))['sampling'] == dict(runinfo.stored_config(BUNDLED_LDM)['sampling'],
+  assert runs.stored_config(str(out))['sampling'] == dict(runs.stored_config(BUNDLED_LDM)['sampling'],
                                                              guidance=2.5, num_steps=40)
   assert export.main(['--workdir', BUNDLED_LDM, '--out', str(out), '--guidance', '-1']) == 2
   assert '--guidance must be a finite number >= 0' in _err(capsys)

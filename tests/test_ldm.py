@@ -18,6 +18,7 @@ from gid_jax.data import pipeline
 from gid_jax.diffusion import motion
 from gid_jax.eval import motion as mm
 from gid_jax.motion import normalize as norm_lib
+from gid_jax.runs import checkpoints
 from gid_jax.training import ldm as ldm_task
 from gid_jax.training import loop, metrics
 
@@ -36,19 +37,19 @@ def _batch(data, n=2):
 
 
 def test_stage1_config_is_self_contained(runs):
-  cfg = loop.read_config(runs['s1'])
+  cfg = checkpoints.read_config(runs['s1'])
   assert cfg.data_info.num_freqs == 8 and cfg.data_info.num_frames == 40
   assert cfg.latent_scale > 0 and cfg.vae.model.widths == [8, 16]
   assert cfg.model.in_channels == 4 and cfg.model.num_freqs == 8
   assert all(np.isfinite(m['loss']) for m in metrics.read_metrics(runs['s1']))
   # The VAE inside the LDM checkpoint is the trained VAE, untouched by LDM training.
-  _, vae = ldm_task.load_vae(runs['vae'])
+  _, vae = checkpoints.load_vae(runs['vae'])
   _, model = ldm_task.load_ldm(runs['s1'])
   a = jax.tree.leaves(nnx.state(vae, nnx.Param))
   b = jax.tree.leaves(nnx.state(model.vae, nnx.Param))
   assert len(a) == len(b) and all(np.array_equal(x, y) for x, y in zip(a, b))
   # An LDM run (or export) also serves as the vae_workdir of a new run: it hands out that same VAE.
-  vae_cfg, inner = ldm_task.load_vae(runs['s1'])
+  vae_cfg, inner = checkpoints.load_vae(runs['s1'])
   assert vae_cfg.model.widths == [8, 16] and vae_cfg.normalize == ''
   c = jax.tree.leaves(nnx.state(inner, nnx.Param))
   assert len(a) == len(c) and all(np.array_equal(x, y) for x, y in zip(a, c))
@@ -122,7 +123,7 @@ def test_latent_cache_is_the_uncached_pipeline(runs, tmp_path):
 def test_volume_ablation_trains_and_samples(runs, tmp_path):
   w = str(tmp_path / 'vol')
   runs_lib.train_ldm(runs['data'], w, 'volume', vae_workdir=runs['vae'], num_steps=2)
-  cfg = loop.read_config(w)
+  cfg = checkpoints.read_config(w)
   assert cfg.model.in_channels == 4 * 8 and not cfg.model.freq_embedding
   spec = motion.MotionSampler(w).sample(np.zeros((40, 64, 3), np.uint8), num_steps=3, seed=0)
   assert spec.shape == (8, 40, 64, 4) and np.isfinite(spec).all()
@@ -135,7 +136,7 @@ def test_k_and_normalisation_ablations_train_from_the_same_dataset(runs, tmp_pat
                      normalize='image_size')
   runs_lib.train_ldm(runs['data'], s2, 2, stage1_workdir=s1, num_steps=2)
   for w in (s1, s2):
-    cfg = loop.read_config(w)
+    cfg = checkpoints.read_config(w)
     stats = json.loads(cfg.norm_stats_json)
     assert cfg.data_info.num_freqs == 3 and cfg.model.num_freqs == 3 and cfg.normalize == 'image_size'
     assert stats['mode'] == 'image_size' and np.allclose(stats['scales'], [[64, 64, 40, 40]] * 3)
@@ -183,7 +184,7 @@ def test_auxiliary_moving_mask_loss(runs, tmp_path):
   w = str(tmp_path / 'mask')
   runs_lib.train_ldm(runs['data'], w, 1, vae_workdir=runs['vae'], num_steps=2, aux_mask_weight=0.5,
                      aux_mask_at='middle')
-  cfg = loop.read_config(w)
+  cfg = checkpoints.read_config(w)
   assert cfg.model.mask_head == 'middle'
   logged = metrics.read_metrics(w)
   # loss = mse + 0.5 bce, both logged; BCE of soft targets is positive.
@@ -204,7 +205,7 @@ def test_auxiliary_moving_mask_loss(runs, tmp_path):
   # Stage 2 on it builds the same head (loaded, frozen) and samples; a stage-1 run without it cannot have one.
   s2 = str(tmp_path / 's2')
   runs_lib.train_ldm(runs['data'], s2, 2, stage1_workdir=w, num_steps=2)
-  assert loop.read_config(s2).model.mask_head == 'middle'
+  assert checkpoints.read_config(s2).model.mask_head == 'middle'
   assert motion.MotionSampler(s2).sample(np.zeros((40, 64, 3), np.uint8), num_steps=2, seed=0).shape[1:] == (40, 64, 4)
   with pytest.raises(ValueError, match='needs a stage-1 run trained with aux_mask_weight'):
     runs_lib.train_ldm(runs['data'], str(tmp_path / 'bad2'), 2, stage1_workdir=runs['s1'], aux_mask_weight=1.0)

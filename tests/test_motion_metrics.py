@@ -56,6 +56,14 @@ def test_motion_rms_is_rms_of_the_trajectory(rng):
       disp[..., c] += 2 * np.real(s[k][None] * np.exp(2j * np.pi * k * t / num_frames)[:, None, None])
   rms = np.sqrt(np.mean(np.sum((disp - disp.mean(axis=0)) ** 2, axis=-1), axis=0))
   np.testing.assert_allclose(motion.motion_rms(spec), rms, rtol=1e-10)
+  # The JAX one (the training loss's moving-mask target) against this float64 reference, gradient included.
+  import jax  # pylint: disable=g-import-not-at-top
+  np.testing.assert_allclose(spectral.motion_rms(np.float32(spec)), rms, rtol=1e-5)
+  w = rng.normal(size=rms.shape)
+  grad = jax.grad(lambda s: (spectral.motion_rms(s) * w).sum())(spec.astype(np.float32))
+  ref = np.zeros_like(spec)
+  ref[1:] = 2.0 * spec[1:] * (w / rms)[None, ..., None]  # d sqrt(2 sum s^2) / ds = 2 s / rms
+  np.testing.assert_allclose(grad, ref, rtol=1e-4, atol=1e-6)
 
 
 def test_moving_region_iou(rng):

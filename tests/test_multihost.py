@@ -159,8 +159,8 @@ def test_two_process_checkpoint_resumes_in_one_process_on_another_mesh(ldm_runs,
   assert 'final metrics' in out and 'no data iterator state' in err
   assert _steps(w) == [1, 2, 3, 4, 5, 6]  # steps 1-4 by the 2 processes, 5-6 after the restore
   assert all(np.isfinite(v) for v in _losses(w).values())
-  from gid_jax.training import loop  # pylint: disable=g-import-not-at-top
-  assert loop.checkpoint_manager(w).latest_step() == 6
+  from gid_jax.runs import checkpoints  # pylint: disable=g-import-not-at-top
+  assert checkpoints.manager(w).latest_step() == 6
 
 
 def test_initialize_decides_from_flags_and_environment():
@@ -192,14 +192,17 @@ def emulate(data: str, stage1: str, workdir: str, mesh: str) -> None:
   from gid_jax.configs import ldm_freq, override  # pylint: disable=g-import-not-at-top
   from gid_jax.data import pipeline  # pylint: disable=g-import-not-at-top
   from gid_jax.diffusion import motion  # pylint: disable=g-import-not-at-top
-  from gid_jax.training import ldm, loop, sharding  # pylint: disable=g-import-not-at-top
+  from gid_jax import sharding  # pylint: disable=g-import-not-at-top
+  from gid_jax.runs import checkpoints  # pylint: disable=g-import-not-at-top
+  from gid_jax.training import ldm, loop  # pylint: disable=g-import-not-at-top
 
   d, f, q = (int(v) for v in mesh.split(','))
   values = dict(OVERRIDES, data_dir=data, stage1_workdir=stage1, **{'mesh.data': d, 'mesh.fsdp': f, 'mesh.freq': q})
   c = override(ldm_freq.get_config(CONFIG.split(':')[1]), **values)
   processes = 2
 
-  def make_dataset(cfg):
+  def make_dataset(cfg, model=None):  # the uncached pipeline, split over two 'processes'
+    del model
     halves = [pipeline.make_dataset(cfg.data_dir, 'train', batch_size=cfg.batch_size // processes,
                                     seed=cfg.seed, shard_index=i, shard_count=processes)
               for i in range(processes)]
@@ -210,7 +213,7 @@ def emulate(data: str, stage1: str, workdir: str, mesh: str) -> None:
   task = dataclasses.replace(ldm.make_task(c), make_dataset=make_dataset)
   loop.train(c, workdir, task, progress=False)
   losses = _losses(workdir)
-  sampler = motion.MotionSampler(workdir, mesh=sharding.make_mesh(loop.read_config(workdir)))
+  sampler = motion.MotionSampler(workdir, mesh=sharding.make_mesh(checkpoints.read_config(workdir)))
   ds = pipeline.make_dataset(data, 'train', batch_size=4, shuffle=False, shard_index=0, shard_count=1)
   nspec = np.asarray(sampler.sample_normalized(next(iter(ds))['image'], jax.random.PRNGKey(3), num_steps=5,
                                                guidance=1.0))

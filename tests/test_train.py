@@ -15,6 +15,7 @@ from gid_jax.configs import data as data_config
 from gid_jax.configs import override
 from gid_jax.configs import renderer as renderer_config
 from gid_jax.data import build
+from gid_jax.runs import checkpoints
 from gid_jax.training import loop, metrics
 from gid_jax.training import renderer as renderer_task
 
@@ -68,7 +69,7 @@ def test_training_with_the_perceptual_loss_logs_it_and_restores(data_dir, tmp_pa
     assert 10 < m['psnr'] < 100
     assert m['loss'] == pytest.approx(m['l1'] + m['perceptual'] + 0.5 * m['dssim'] - 0.3 * m['psnr'] / 10,
                                       rel=1e-5, abs=1e-6)
-  model = loop.load_model(str(tmp_path / 'w'), c, renderer_task.make_task(c))
+  _, model = checkpoints.load(str(tmp_path / 'w'))
   assert model.num_levels == 2
 
 
@@ -102,9 +103,9 @@ def test_checkpoint_from_another_config_is_rejected(data_dir, tmp_path):
   loop.train(c, str(tmp_path / 'w'), renderer_task.make_task(c), progress=False)
   other = cfg(data_dir, **{'model.widths': (8, 32)})
   with pytest.raises(ValueError, match='does not fit'):
-    loop.load_model(str(tmp_path / 'w'), other, renderer_task.make_task(other))
+    checkpoints.load(str(tmp_path / 'w'), config=other)
   with pytest.raises(FileNotFoundError, match='no checkpoint'):
-    loop.load_model(str(tmp_path / 'none'), c, renderer_task.make_task(c))
+    checkpoints.load(str(tmp_path / 'none'))
 
 
 def test_cli_errors_are_one_line(tmp_path):

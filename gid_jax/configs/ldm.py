@@ -105,7 +105,7 @@ def get_config(arg=None):
   c.optimizer.grad_clip = 1.0
   c.ema_decay = 0.995 if size == 'tiny' else 0.9999
 
-  # Mesh axes (gid_jax.training.sharding): data and fsdp split the batch, fsdp also the parameters,
+  # Mesh axes (gid_jax.sharding): data and fsdp split the batch, fsdp also the parameters,
   # freq splits the K slices of every example (frequency attention attends across it).
   c.mesh = ml_collections.ConfigDict({'data': -1, 'fsdp': 1, 'freq': 1})
   c.sharding = ml_collections.ConfigDict()

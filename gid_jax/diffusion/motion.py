@@ -24,9 +24,11 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from gid_jax import sharding as sharding_lib
 from gid_jax.diffusion import sampling
 from gid_jax.diffusion import schedules
 from gid_jax.motion import normalize as norm_lib
+from gid_jax.runs import checkpoints
 
 
 class MotionSampler:
@@ -34,11 +36,9 @@ class MotionSampler:
 
   def __init__(self, checkpoint: str | None, ema: bool = True, mesh: jax.sharding.Mesh | None = None,
                loaded=None):
-    """``mesh``: sample on a device mesh (axes as in gid_jax.training.sharding); batch and K are split.
+    """``mesh``: sample on a device mesh (axes as in gid_jax.sharding); batch and K are split.
     ``loaded``: an in-memory (config, MotionLDM) instead of a checkpoint (e.g. for benchmarks)."""
-    from gid_jax.training import ldm as ldm_task  # pylint: disable=g-import-not-at-top
-    from gid_jax.training import sharding as sharding_lib  # pylint: disable=g-import-not-at-top
-    self.config, model = loaded if loaded is not None else ldm_task.load_ldm(checkpoint, ema=ema)
+    self.config, model = loaded if loaded is not None else checkpoints.load_kind(checkpoint, 'ldm', ema)
     self.mesh = mesh
     if mesh is not None:
       self.batch_sharding = jax.sharding.NamedSharding(mesh, sharding_lib.batch_spec(self.config))

@@ -76,27 +76,11 @@ def power_spectrum_error(pred_spec_KxHxWx4, true_spec_KxHxWx4) -> dict:
               mean_abs_relative=float(np.mean(np.abs(relative))), mean_abs_log=float(np.mean(np.abs(log))))
 
 
-def _is_tracer(x) -> bool:
-  if not type(x).__module__.startswith('jax'):  # no JAX import for NumPy-only callers
-    return False
-  import jax  # pylint: disable=g-import-not-at-top
-  return isinstance(x, jax.core.Tracer)
-
-
-def motion_rms(spec_KxHxWx4):
-  """(..., H, W) RMS displacement about the mean position over one period: sqrt(2 sum_{k>=1} |S_k|^2).
-
-  NumPy float64 for concrete input (JAX arrays included); a value being traced by JAX (the training loss's
-  moving-mask target, ``training.ldm.moving_fraction``) stays in JAX.
-  """
-  if _is_tracer(spec_KxHxWx4):
-    import jax.numpy as xp  # pylint: disable=g-import-not-at-top
-    spec = spec_KxHxWx4
-    if spec.ndim < 4 or spec.shape[-1] != 4:
-      _arr('spec', np.empty(spec.shape), 4)  # the same error as for NumPy input
-  else:
-    xp, spec = np, _arr('spec', spec_KxHxWx4, 4)
-  return xp.sqrt(2.0 * xp.sum(spec[..., 1:, :, :, :] ** 2, axis=(-4, -1)))
+def motion_rms(spec_KxHxWx4) -> np.ndarray:
+  """(..., H, W) RMS displacement about the mean position over one period: sqrt(2 sum_{k>=1} |S_k|^2), float64
+  (the reference of ``gid_jax.motion.spectral.motion_rms``, which JAX code such as the training loss uses)."""
+  spec = _arr('spec', spec_KxHxWx4, 4)
+  return np.sqrt(2.0 * np.sum(spec[..., 1:, :, :, :] ** 2, axis=(-4, -1)))
 
 
 def moving_region_iou(pred_spec_KxHxWx4, true_spec_KxHxWx4, threshold_px: float = 0.5) -> float:

@@ -128,6 +128,13 @@ def amplitude(spec_KxHxWx4: jax.Array) -> jax.Array:
   return jnp.sqrt(jnp.sum(jnp.square(spec_KxHxWx4), axis=-1))
 
 
+def motion_rms(spec_KxHxWx4: jax.Array) -> jax.Array:
+  """(..., H, W) RMS displacement about the mean position over one period, sqrt(2 sum_{k>=1} |S_k|^2)
+  (Parseval; the DC term is a constant offset, not motion). ``gid_jax.eval.motion.motion_rms`` is its
+  float64 NumPy reference."""
+  return jnp.sqrt(2.0 * jnp.sum(jnp.square(spec_KxHxWx4[..., 1:, :, :, :]), axis=(-4, -1)))
+
+
 def power_spectrum(spec_KxHxWx4: jax.Array) -> jax.Array:
   """Mean motion power per frequency, (..., K): mean over pixels of |S_x|^2 + |S_y|^2."""
   return jnp.mean(jnp.sum(jnp.square(spec_KxHxWx4), axis=-1), axis=(-2, -1))

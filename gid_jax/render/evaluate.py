@@ -40,6 +40,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from gid_jax import runs
 from gid_jax.data import build as build_lib
 from gid_jax.data import pipeline
 from gid_jax.data import video as video_lib
@@ -47,6 +48,7 @@ from gid_jax.motion import flow as flow_lib
 from gid_jax.ops import splat
 from gid_jax.ops.image import fill_holes
 from gid_jax.render.video import to_uint8
+from gid_jax.runs import checkpoints
 
 METHODS = ('still', 'backward_warp', 'average_splat', 'softmax_splat', 'renderer')
 
@@ -215,10 +217,9 @@ def _run(args) -> None:
   if args.out:
     check_output(args.out, args.overwrite, '--out', kind='file')
   if args.workdir:
-    from gid_jax.training import runinfo  # pylint: disable=g-import-not-at-top
-    runinfo.check_run(args.workdir, ('renderer',), '--workdir')
-  from gid_jax import animate  # pylint: disable=g-import-not-at-top
-  renderer = animate.load_renderer(args.workdir)  # from the run's own config, overrides included
+    runs.check_run(args.workdir, ('renderer',), '--workdir')
+  # the run's own config, overrides included; no --workdir: the RGB baseline
+  renderer = checkpoints.load_kind(args.workdir, 'renderer')[1] if args.workdir else None
   examples = list(dataset_examples(args.data, args.split))
   name = 'held-out test split' if args.split == 'test' else 'training split (seen in training)'
   results = breakdown(name, examples, score_examples(examples, renderer),

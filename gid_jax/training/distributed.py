@@ -3,7 +3,7 @@
 A multi-host run is one Python process per host (TPU pods, one SLURM task per node) or one per accelerator
 (one SLURM task per GPU). Every process runs the same program: it reads its own 1/process_count of the
 data (gid_jax.data.pipeline), hands its slice of each global batch to
-``jax.make_array_from_process_local_data`` (gid_jax.training.sharding.global_batch), and calls the
+``jax.make_array_from_process_local_data`` (gid_jax.sharding.global_batch), and calls the
 checkpoint manager's save and restore like the others (orbax writes each process's shards and meets at
 barriers); only process 0 writes metrics and shows a progress bar.
 

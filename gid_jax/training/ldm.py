@@ -40,54 +40,24 @@ import optax
 from flax import nnx
 from jax.sharding import NamedSharding
 
+from gid_jax import sharding as sharding_lib
 from gid_jax.data import pipeline
 from gid_jax.diffusion import schedules
-from gid_jax.eval import motion as motion_metrics
 from gid_jax.models import ldm as ldm_lib
 from gid_jax.models import unet as unet_lib
-from gid_jax.models import vae as vae_lib
 from gid_jax.motion import normalize as norm_lib
+from gid_jax.motion import spectral
+from gid_jax.runs import checkpoints
 from gid_jax.training import loop
-from gid_jax.training import sharding as sharding_lib
 from gid_jax.training import vae as vae_task
 
 log = logging.getLogger('gid_jax.train')
-TRAINABLE = {'unet': nnx.PathContains('unet'), 'freq_attn': nnx.PathContains('freq_attn')}
-
-
-def vae_model_task(cfg) -> loop.Task:
-  """Enough of the VAE task to rebuild and restore a VAE run."""
-  return loop.Task('vae', lambda c, rngs: vae_lib.from_config(c.model, rngs), None, None)
-
-
-def model_task(cfg) -> loop.Task:
-  """Enough of the LDM task to rebuild and restore an LDM run from its stored config."""
-  if cfg.trainable not in TRAINABLE:
-    raise ValueError(f'config.trainable must be one of {tuple(TRAINABLE)}, got {cfg.trainable!r}')
-  return loop.Task('ldm', lambda c, rngs: ldm_lib.from_config(c, rngs), None, None,
-                   trainable=TRAINABLE[cfg.trainable])
-
-
-def load_vae(workdir: str):
-  """(config, VAE) of a VAE run, or the frozen VAE inside an LDM run or export (to reuse a trained VAE).
-
-  The config returned has the VAE's ``model`` (and, for an LDM run, its normalisation choice).
-  """
-  cfg = loop.read_config(workdir)
-  if cfg.get('trainer') == 'ldm':
-    ldm_cfg, ldm = load_ldm(workdir)
-    vae_cfg = ml_collections.ConfigDict({'trainer': 'vae', 'model': ldm_cfg.vae.model.to_dict(),
-                                         'normalize': ldm_cfg.get('normalize', '')})
-    return vae_cfg, ldm.vae
-  return cfg, loop.load_model(workdir, cfg, vae_model_task(cfg))
+TRAINABLE = checkpoints.LDM_TRAINABLE
 
 
 def load_ldm(workdir: str, ema: bool = True):
-  """(config, MotionLDM) of a trained LDM run (stage 1, stage 2 or volume)."""
-  cfg = loop.read_config(workdir)
-  if cfg.get('trainer') != 'ldm':
-    raise ValueError(f'{workdir} is not a motion LDM run (its trainer is {cfg.get("trainer")!r})')
-  return cfg, loop.load_model(workdir, cfg, model_task(cfg), ema=ema)
+  """(config, MotionLDM) of a trained LDM run (stage 1, stage 2 or volume) or export."""
+  return checkpoints.load_kind(workdir, 'ldm', ema)
 
 
 def _measure_latent_scale(vae, data_dir: str, stats, num_examples: int = 32) -> float:
@@ -162,9 +132,9 @@ def latent_dataset(cfg, model, split: str = 'train'):
 
 
 def moving_fraction(nspec_BxKxHxWx4: jax.Array, stats, threshold_px: float, latent_hw) -> jax.Array:
-  """B x h x w: the fraction of each latent pixel's image pixels whose motion RMS (``eval.motion.motion_rms``
+  """B x h x w: the fraction of each latent pixel's image pixels whose motion RMS (``spectral.motion_rms``
   of the de-normalised volume) exceeds ``threshold_px``; the target of the auxiliary moving-mask loss."""
-  rms = motion_metrics.motion_rms(norm_lib.denormalize(nspec_BxKxHxWx4, stats))
+  rms = spectral.motion_rms(norm_lib.denormalize(nspec_BxKxHxWx4, stats))
   moving = (rms > threshold_px).astype(jnp.float32)
   b, hh, ww = moving.shape
   h, w = latent_hw
@@ -206,7 +176,7 @@ def complete_config(config) -> None:
       raise ValueError('config.stage1_workdir is empty: stage 2 needs a trained configs/ldm.py run')
     if not config.model.freq_attention:
       raise ValueError('stage 2 (trainable=freq_attn) needs config.model.freq_attention=True')
-    s1 = loop.read_config(config.stage1_workdir)
+    s1 = checkpoints.read_config(config.stage1_workdir)
     for name in ('num_freqs', 'normalize'):  # stage 2 sees the data exactly as stage 1 did
       ours, theirs = config.get(name), s1.get(name, config.get(name))
       if ours != theirs and ours != get_default(name):
@@ -234,7 +204,7 @@ def complete_config(config) -> None:
   else:
     if not config.vae_workdir:
       raise ValueError('config.vae_workdir is empty: pass a trained configs/vae.py run')
-    vae_cfg, vae = load_vae(config.vae_workdir)
+    vae_cfg, vae = checkpoints.load_vae(config.vae_workdir)
     config.vae.model = ml_collections.ConfigDict(vae_cfg.model.to_dict())
     if vae_cfg.get('normalize', '') != config.normalize:
       log.warning('the VAE of %s was trained with normalize=%r but this run uses %r: its latents may not '
@@ -271,15 +241,12 @@ def build_task(config) -> loop.Task:
     stats = norm_lib.NormStats.from_json(config.norm_stats_json)
     mask_px = float(config.get('aux_mask_px', 0.1))
 
-  def make_model(cfg, rngs):
-    return ldm_lib.from_config(cfg, rngs)
-
   def init_model(model, cfg):
     if cfg.trainable == 'freq_attn':
       _, s1 = load_ldm(cfg.stage1_workdir)
       nnx.update(model, nnx.state(s1, nnx.Param))
     else:
-      _, vae = load_vae(cfg.vae_workdir)
+      _, vae = checkpoints.load_vae(cfg.vae_workdir)
       nnx.update(model.vae, nnx.state(vae, nnx.Param))
 
   def shard_model(model, mesh, cfg):
@@ -326,6 +293,5 @@ def build_task(config) -> loop.Task:
       loss = loss + mask_weight * bce
     return loss, metrics
 
-  return loop.Task('ldm', make_model, loss_fn, latent_dataset, dataset_uses_model=True,
-                   trainable=TRAINABLE[config.trainable],
-                   init_model=init_model, shard_model=shard_model)
+  return loop.Task('ldm', loss_fn, latent_dataset, dataset_uses_model=True, init_model=init_model,
+                   shard_model=shard_model)

@@ -1,12 +1,13 @@
 """The shared training loop: pure jitted steps on pytrees, orbax checkpoints with the data iterator, resume.
 
-A ``Task`` says what is trained: how to build the NNX model, its loss on a batch, and its input pipeline.
+A ``Task`` says what is trained: which kind of model (``gid_jax.runs.checkpoints.KINDS``: its builder and
+which parameters are trained), its loss on a batch, and its input pipeline.
 ``train(config, workdir, task)`` then
 
 * splits the model into (graphdef, params, frozen, rest) so that the step is a pure function of pytrees:
   ``params`` are the parameters the task trains (``Task.trainable``), ``frozen`` the other parameters
   (a pretrained VAE, a stage-1 U-Net), kept in the checkpoint so one checkpoint is the whole model;
-* runs on a device mesh from ``config.mesh`` (gid_jax.training.sharding): batches split over the data
+* runs on a device mesh from ``config.mesh`` (gid_jax.sharding): batches split over the data
   axes, parameters and optimiser state FSDP-split, global batches assembled from per-process data;
 * optimises with AdamW (linear warm-up, cosine decay, global-norm clipping) and keeps an EMA of the params;
 * jits ``train_step(state, batch, rng)`` with ``donate_argnames='state'``; the step's randomness is
@@ -35,8 +36,9 @@ import optax
 import orbax.checkpoint as ocp
 from flax import nnx
 
+from gid_jax import sharding as sharding_lib
 from gid_jax.progress import Progress
-from gid_jax.training import sharding as sharding_lib
+from gid_jax.runs import checkpoints
 from gid_jax.training.metrics import make_writer
 
 
@@ -46,32 +48,16 @@ class TrainingDiverged(RuntimeError):
 
 @dataclasses.dataclass(frozen=True)
 class Task:
+  """What is trained: ``name`` is the trainer kind (``runs.checkpoints.KINDS``: the model and which of its
+  parameters are trained), ``loss_fn`` its loss on a batch, ``make_dataset`` its input pipeline."""
   name: str
-  make_model: Callable[[Any, nnx.Rngs], nnx.Module]  # (config, rngs) -> model
   loss_fn: Callable[[nnx.Module, dict, jax.Array], tuple[jax.Array, dict]]  # -> (loss, metrics)
   make_dataset: Callable[..., Any]  # config -> grain IterDataset of batches (numpy dicts)
   # make_dataset(config, model) instead: the run's own model (fresh or restored), e.g. to cache its frozen
   # VAE's latents (training.ldm)
   dataset_uses_model: bool = False
-  trainable: Any = nnx.Param  # nnx filter of the parameters that are optimised; the others are frozen
   init_model: Callable[[nnx.Module, Any], None] | None = None  # fresh runs only: load pretrained parts
   shard_model: Callable[[nnx.Module, Any, Any], None] | None = None  # (model, mesh, config): constraints
-
-
-def make_optimizer(opt_cfg, num_steps: int) -> optax.GradientTransformation:
-  decay = opt_cfg.decay_steps or num_steps  # 0 = decay over the whole run
-  schedule = optax.warmup_cosine_decay_schedule(
-      init_value=0.0, peak_value=opt_cfg.learning_rate, warmup_steps=opt_cfg.warmup_steps,
-      decay_steps=max(decay, opt_cfg.warmup_steps + 1), end_value=opt_cfg.learning_rate * 0.1)
-  return optax.chain(optax.clip_by_global_norm(opt_cfg.grad_clip),
-                     optax.adamw(schedule, b1=0.9, b2=0.99, weight_decay=opt_cfg.weight_decay))
-
-
-def make_model(config, task: Task, abstract: bool = False) -> nnx.Module:
-  """The task's model, initialised in one compiled program (eagerly, XLA:CPU compiles every initialiser on
-  its own: seconds per model); ``abstract`` gives shapes only, for restoring a checkpoint."""
-  create = lambda: task.make_model(config, nnx.Rngs(config.seed))
-  return nnx.eval_shape(create) if abstract else nnx.jit(create)()
 
 
 def init_state(config, task: Task, mesh=None, pretrained: bool = False, abstract: bool = False):
@@ -80,22 +66,18 @@ def init_state(config, task: Task, mesh=None, pretrained: bool = False, abstract
   ``pretrained`` runs ``task.init_model`` (loading e.g. a stage-1 checkpoint); a resumed or restored run
   skips it because the checkpoint holds the frozen parameters too. ``abstract``: shapes only.
   """
-  model = make_model(config, task, abstract)
+  model = checkpoints.build(config, abstract)
   if pretrained and task.init_model is not None:
     task.init_model(model, config)
   if mesh is not None and task.shard_model is not None:
     task.shard_model(model, mesh, config)
-  graphdef, params, frozen, rest = nnx.split(model, nnx.All(nnx.Param, task.trainable), nnx.Param, ...)
+  graphdef, params, frozen, rest = checkpoints.split(model, config)
   if abstract and jax.tree.leaves(rest):  # non-parameter state (e.g. RNG streams) must be concrete
     return init_state(config, task, mesh, pretrained)
   if not jax.tree.leaves(params):
     raise ValueError(f'the {task.name} task has no trainable parameters')
-  tx = make_optimizer(config.optimizer, config.num_steps)
-
-  def full(params, frozen):
-    return {'step': jnp.zeros((), jnp.int32), 'params': params, 'frozen': frozen,
-            'opt_state': tx.init(params), 'ema': jax.tree.map(jnp.copy, params)}
-
+  tx = checkpoints.make_optimizer(config.optimizer, config.num_steps)
+  full = lambda p, f: checkpoints.full_state(tx, p, f)
   state = jax.eval_shape(full, params, frozen) if abstract else jax.jit(full)(params, frozen)
   return graphdef, rest, state, tx
 
@@ -125,21 +107,6 @@ def make_train_step(graphdef, rest, tx, task: Task, ema_decay: float, state_sh=N
                  out_shardings=(state_sh, None))
 
 
-def checkpoint_manager(workdir: str, keep: int = 3) -> ocp.CheckpointManager:
-  return ocp.CheckpointManager(
-      os.path.abspath(os.path.join(workdir, 'checkpoints')),
-      options=ocp.CheckpointManagerOptions(create=True, max_to_keep=keep))
-
-
-def _abstract(state, shardings=None):
-  if shardings is None:
-    # A local device: in a multi-process run jax.devices()[0] belongs to process 0, and every other process
-    # would restore arrays with no shard it can read.
-    one = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
-    return jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=one), state)
-  return jax.tree.map(lambda x, sh: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sh), state, shardings)
-
-
 def _place(tree, shardings):
   """Full values held alike by every process (same seed, same pretrained checkpoint) -> global arrays.
 
@@ -158,63 +125,6 @@ def _has_data_state(mngr, step: int) -> bool:
   return os.path.exists(os.path.join(os.fspath(mngr.directory), str(step), 'data', name))
 
 
-def read_config(workdir: str, step: int | None = None):
-  """The config a run in ``workdir`` was trained with (stored beside every checkpoint)."""
-  import ml_collections  # pylint: disable=g-import-not-at-top
-  mngr, step = _latest(workdir, step)
-  restored = mngr.restore(step, args=ocp.args.Composite(config=ocp.args.JsonRestore()))
-  return ml_collections.ConfigDict(restored['config'])
-
-
-def _latest(workdir: str, step: int | None):
-  ckpt_dir = os.path.join(os.path.abspath(workdir), 'checkpoints')
-  if not os.path.isdir(ckpt_dir):  # checked first: the manager would create the folder
-    raise FileNotFoundError(f'no checkpoint in {ckpt_dir}')
-  mngr = checkpoint_manager(workdir)
-  step = mngr.latest_step() if step is None else step
-  if step is None:
-    raise FileNotFoundError(f'no checkpoint in {ckpt_dir}')
-  return mngr, step
-
-
-def load_model(workdir: str, config, task: Task, ema: bool = True, step: int | None = None) -> nnx.Module:
-  """The trained model from a checkpoint in ``workdir`` (the latest, EMA params by default)."""
-  mngr, step = _latest(workdir, step)
-  graphdef, rest, state, _ = init_state(config, task, abstract=True)
-  exported = os.path.isdir(os.path.join(os.path.abspath(workdir), 'checkpoints', str(step), 'model'))
-  try:
-    if exported:  # export_model's slim format: the (EMA) params and the frozen params only
-      abstract = {'params': state['params'], 'frozen': state['frozen']}
-      st = mngr.restore(step, args=ocp.args.Composite(model=ocp.args.StandardRestore(_abstract(abstract))))['model']
-      return nnx.merge(graphdef, st['params'], st['frozen'], rest)
-    restored = mngr.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore(_abstract(state))))
-  except (ValueError, KeyError) as e:
-    raise ValueError(f'checkpoint in {workdir} does not fit the {task.name} config ({e})'.split('\n')[0]) from e
-  st = restored['state']
-  return nnx.merge(graphdef, st['ema' if ema else 'params'], st['frozen'], rest)
-
-
-def export_model(workdir: str, out_dir: str, task: Task, ema: bool = True, sampling: dict | None = None) -> str:
-  """Write the trained model of ``workdir`` (EMA params + frozen params + config, no optimiser state) to
-  ``out_dir`` in a form load_model and read_config read: what gets shipped (e.g. the bundled model).
-  ``sampling``: default sampling settings to store with it instead of the run's (e.g. {'guidance': 4.0})."""
-  config = read_config(workdir)
-  model = load_model(workdir, config, task, ema=ema)
-  if sampling:
-    import ml_collections  # pylint: disable=g-import-not-at-top
-    config = ml_collections.ConfigDict(config.to_dict())
-    for key, value in sampling.items():
-      config.sampling[key] = type(config.sampling[key])(value)
-  _, params, frozen, _ = nnx.split(model, nnx.All(nnx.Param, task.trainable), nnx.Param, ...)
-  step = _latest(workdir, None)[1]
-  mngr = checkpoint_manager(out_dir, keep=1)
-  mngr.save(step, args=ocp.args.Composite(
-      model=ocp.args.StandardSave({'params': params, 'frozen': frozen}),
-      config=ocp.args.JsonSave(json.loads(config.to_json_best_effort()))), force=True)
-  mngr.wait_until_finished()
-  return out_dir
-
-
 def train(config, workdir: str, task: Task, progress: bool = True) -> dict:
   """Train (or resume) until ``config.num_steps``; returns the last logged metrics."""
   import grain  # pylint: disable=g-import-not-at-top
@@ -222,7 +132,7 @@ def train(config, workdir: str, task: Task, progress: bool = True) -> dict:
   os.makedirs(workdir, exist_ok=True)
   writer = make_writer(workdir, enabled=jax.process_index() == 0)
   mesh = sharding_lib.make_mesh(config)
-  mngr = checkpoint_manager(workdir, config.get('keep_checkpoints', 3))
+  mngr = checkpoints.manager(workdir, config.get('keep_checkpoints', 3))
   start = mngr.latest_step()
   graphdef, rest, state, tx = init_state(config, task, mesh, pretrained=start is None, abstract=start is not None)
   state_sh = state_shardings(state, mesh, config)
@@ -232,7 +142,7 @@ def train(config, workdir: str, task: Task, progress: bool = True) -> dict:
   else:
     try:
       state = mngr.restore(start, args=ocp.args.Composite(
-          state=ocp.args.StandardRestore(_abstract(state, state_sh))))['state']
+          state=ocp.args.StandardRestore(checkpoints.abstract(state, state_sh))))['state']
     except (ValueError, KeyError) as e:
       raise ValueError(f'checkpoint in {workdir} does not fit the {task.name} config ({e})'.split('\n')[0]) from e
   if task.dataset_uses_model:

@@ -16,11 +16,6 @@ from gid_jax.models import ssim as ssim_lib
 from gid_jax.training.loop import Task
 
 
-def model_task(cfg) -> Task:
-  """Enough of the task to rebuild and restore a trained renderer from its stored config."""
-  return Task('renderer', lambda c, rngs: renderer_lib.from_config(c.model, rngs), None, None)
-
-
 def frame_psnr(pred_BxHxWx3: jax.Array, target_BxHxWx3: jax.Array) -> jax.Array:
   """Each frame's PSNR in dB (B,), of images in [-1, 1] scored in [0, 1] as the evaluation scores them."""
   mse = jnp.mean(jnp.square((pred_BxHxWx3 - target_BxHxWx3) / 2), axis=(1, 2, 3))
@@ -38,9 +33,6 @@ def make_task(config) -> Task:
     raise ValueError(f'config.model.rgb_base must be one of {renderer_lib.RGB_BASES}, '
                      f'got {config.model.rgb_base!r}')
   perceptual = perceptual_lib.get(config.loss.perceptual_net) if config.loss.perceptual > 0 else None
-
-  def make_model(cfg, rngs):
-    return renderer_lib.from_config(cfg.model, rngs)
 
   def loss_fn(model, batch, rng):
     del rng
@@ -71,4 +63,4 @@ def make_task(config) -> Task:
     return pipeline.make_dataset(cfg.data_dir, 'train', batch_size=cfg.batch_size // jax.process_count(),
                                  seed=cfg.seed, name=build_lib.FRAMES_DATASET_NAME)
 
-  return Task('renderer', make_model, loss_fn, make_dataset)
+  return Task('renderer', loss_fn, make_dataset)

@@ -26,9 +26,6 @@ def motion_dataset(cfg, split: str = 'train'):
 def make_task(config) -> Task:
   require_data_dir(config)
 
-  def make_model(cfg, rngs):
-    return vae_lib.from_config(cfg.model, rngs)
-
   def loss_fn(model, batch, rng):
     nspec = batch['nspec']
     x = nspec.reshape(-1, *nspec.shape[2:])  # (B*K) x H x W x 4
@@ -36,4 +33,4 @@ def make_task(config) -> Task:
     return vae_lib.vae_loss(x, recon, mean, logvar, grad_weight=config.loss.grad_weight,
                             kl_weight=config.loss.kl_weight, num_scales=config.loss.grad_scales)
 
-  return Task('vae', make_model, loss_fn, motion_dataset)
+  return Task('vae', loss_fn, motion_dataset)

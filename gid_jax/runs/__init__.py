@@ -1,9 +1,13 @@
-"""What a run folder holds, read from its files without JAX or orbax (fast enough for argument checks).
+"""Trained runs and exports: what a run folder holds, read here without JAX or orbax; loaded by
+:mod:`gid_jax.runs.checkpoints`.
 
 A run (``python -m gid_jax.train --workdir RUN``) or an export keeps orbax checkpoints in
 ``RUN/checkpoints/<step>/``, each with its config as JSON in ``config/metadata``. The entry points use this
-to refuse a wrong folder (no checkpoint, another trainer's run, another run's workdir) in one line before
-any model is built; ``gid_jax.training.loop`` does the actual loading.
+package's functions to refuse a wrong folder (no checkpoint, another trainer's run, another run's workdir) in
+one line before any model is built. This module imports nothing heavy on purpose: ``gid-sample --help`` and
+an argument error answer in well under a second, where importing JAX, flax and orbax takes seconds;
+``gid_jax.runs.checkpoints`` holds everything that needs them (the registry of run kinds, read_config,
+load, export).
 """
 
 from __future__ import annotations

@@ -1,0 +1,186 @@
+"""Checkpoints of trained runs and exports: the one place that builds, reads, loads and exports them.
+
+Every checkpoint of a run holds ``state`` = {step, params, frozen, opt_state, ema} (``params`` are what the
+run trains, ``frozen`` the other parameters: a pretrained VAE, a stage-1 U-Net), the grain iterator state
+and the config as JSON; an export (``export``) holds ``model`` = {params (EMA), frozen} and the config. Which
+model a checkpoint holds is its config's ``trainer``: :data:`KINDS` maps it to the model builder and the
+filter of trained parameters, so ``load(workdir)`` needs nothing but the folder. ``gid_jax.training.loop``
+writes these checkpoints; the entry points (sampling, the app, evaluation, export) read them here.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from typing import Any, Callable
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import optax
+import orbax.checkpoint as ocp
+from flax import nnx
+
+from gid_jax.models import ldm as ldm_lib
+from gid_jax.models import renderer as renderer_lib
+from gid_jax.models import vae as vae_lib
+
+
+@dataclasses.dataclass(frozen=True)
+class Kind:
+  """How to rebuild one trainer's model from its config and which of its parameters the run trains."""
+  build: Callable[[Any, nnx.Rngs], nnx.Module]  # (config, rngs) -> model
+  trainable: Callable[[Any], Any]  # config -> nnx filter of the trained parameters (the others are frozen)
+
+
+LDM_TRAINABLE = {'unet': nnx.PathContains('unet'), 'freq_attn': nnx.PathContains('freq_attn')}
+
+KINDS = {
+    'vae': Kind(lambda c, rngs: vae_lib.from_config(c.model, rngs), lambda c: nnx.Param),
+    'ldm': Kind(ldm_lib.from_config, lambda c: LDM_TRAINABLE[c.get('trainable', 'unet')]),
+    'renderer': Kind(lambda c, rngs: renderer_lib.from_config(c.model, rngs), lambda c: nnx.Param),
+}
+
+
+def kind(config) -> Kind:
+  name = config.get('trainer')
+  if name not in KINDS:
+    raise ValueError(f'unknown trainer {name!r} (one of {sorted(KINDS)})')
+  return KINDS[name]
+
+
+def build(config, abstract: bool = False) -> nnx.Module:
+  """The config's model, initialised in one compiled program (eagerly, XLA:CPU compiles every initialiser on
+  its own: seconds per model); ``abstract`` gives shapes only, for restoring a checkpoint."""
+  create = lambda: kind(config).build(config, nnx.Rngs(config.seed))
+  return nnx.eval_shape(create) if abstract else nnx.jit(create)()
+
+
+def split(model: nnx.Module, config):
+  """(graphdef, params, frozen, rest): the trained parameters, the other parameters, the rest."""
+  return nnx.split(model, nnx.All(nnx.Param, kind(config).trainable(config)), nnx.Param, ...)
+
+
+def make_optimizer(opt_cfg, num_steps: int) -> optax.GradientTransformation:
+  """AdamW with linear warm-up, cosine decay to 10% and global-norm clipping (its state is in every run
+  checkpoint, so its structure is part of the checkpoint format)."""
+  decay = opt_cfg.decay_steps or num_steps  # 0 = decay over the whole run
+  schedule = optax.warmup_cosine_decay_schedule(
+      init_value=0.0, peak_value=opt_cfg.learning_rate, warmup_steps=opt_cfg.warmup_steps,
+      decay_steps=max(decay, opt_cfg.warmup_steps + 1), end_value=opt_cfg.learning_rate * 0.1)
+  return optax.chain(optax.clip_by_global_norm(opt_cfg.grad_clip),
+                     optax.adamw(schedule, b1=0.9, b2=0.99, weight_decay=opt_cfg.weight_decay))
+
+
+def full_state(tx: optax.GradientTransformation, params, frozen) -> dict:
+  """A run checkpoint's ``state`` at step 0."""
+  return {'step': jnp.zeros((), jnp.int32), 'params': params, 'frozen': frozen, 'opt_state': tx.init(params),
+          'ema': jax.tree.map(jnp.copy, params)}
+
+
+def abstract(tree, shardings=None):
+  """ShapeDtypeStructs to restore ``tree`` into (on this process's first device without ``shardings``)."""
+  if shardings is None:
+    # A local device: in a multi-process run jax.devices()[0] belongs to process 0, and every other process
+    # would restore arrays with no shard it can read.
+    one = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+    return jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=one), tree)
+  return jax.tree.map(lambda x, sh: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sh), tree, shardings)
+
+
+def manager(workdir: str, keep: int = 3) -> ocp.CheckpointManager:
+  return ocp.CheckpointManager(
+      os.path.abspath(os.path.join(workdir, 'checkpoints')),
+      options=ocp.CheckpointManagerOptions(create=True, max_to_keep=keep))
+
+
+def latest(workdir: str, step: int | None = None):
+  """(manager, step) of the latest (or the given) checkpoint in ``workdir``; FileNotFoundError if none."""
+  ckpt_dir = os.path.join(os.path.abspath(workdir), 'checkpoints')
+  if not os.path.isdir(ckpt_dir):  # checked first: the manager would create the folder
+    raise FileNotFoundError(f'no checkpoint in {ckpt_dir}')
+  mngr = manager(workdir)
+  step = mngr.latest_step() if step is None else step
+  if step is None:
+    raise FileNotFoundError(f'no checkpoint in {ckpt_dir}')
+  return mngr, step
+
+
+def read_config(workdir: str, step: int | None = None) -> ml_collections.ConfigDict:
+  """The config a run (or export) in ``workdir`` was trained with (stored beside every checkpoint)."""
+  mngr, step = latest(workdir, step)
+  restored = mngr.restore(step, args=ocp.args.Composite(config=ocp.args.JsonRestore()))
+  return ml_collections.ConfigDict(restored['config'])
+
+
+def _template(config):
+  """(graphdef, rest, abstract run state) of ``config``'s model: what a checkpoint restores into."""
+  model = build(config, abstract=True)
+  graphdef, params, frozen, rest = split(model, config)
+  if jax.tree.leaves(rest):  # non-parameter state (e.g. RNG streams) must be concrete
+    graphdef, params, frozen, rest = split(build(config), config)
+  tx = make_optimizer(config.optimizer, config.num_steps)
+  return graphdef, rest, jax.eval_shape(lambda p, f: full_state(tx, p, f), params, frozen)
+
+
+def load(workdir: str, ema: bool = True, step: int | None = None, config=None):
+  """(config, model) of the run or export in ``workdir`` (the latest checkpoint, EMA params by default);
+  ``config``: the config to rebuild the model from instead of the stored one (it must fit the checkpoint)."""
+  mngr, step = latest(workdir, step)
+  config = read_config(workdir, step) if config is None else config
+  graphdef, rest, state = _template(config)
+  exported = os.path.isdir(os.path.join(os.path.abspath(workdir), 'checkpoints', str(step), 'model'))
+  name = config.get('trainer')
+  try:
+    if exported:  # export's slim format: the (EMA) params and the frozen params only
+      slim = {'params': state['params'], 'frozen': state['frozen']}
+      st = mngr.restore(step, args=ocp.args.Composite(model=ocp.args.StandardRestore(abstract(slim))))['model']
+      return config, nnx.merge(graphdef, st['params'], st['frozen'], rest)
+    restored = mngr.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract(state))))
+  except (ValueError, KeyError) as e:
+    raise ValueError(f'checkpoint in {workdir} does not fit the {name} config ({e})'.split('\n')[0]) from e
+  st = restored['state']
+  return config, nnx.merge(graphdef, st['ema' if ema else 'params'], st['frozen'], rest)
+
+
+def load_kind(workdir: str, trainer: str, ema: bool = True):
+  """:func:`load`, refusing a run of another trainer in one line."""
+  config = read_config(workdir)
+  if config.get('trainer') != trainer:
+    raise ValueError(f'{workdir} is not a {trainer} run (its trainer is {config.get("trainer")!r})')
+  return load(workdir, ema, config=config)
+
+
+def load_vae(workdir: str):
+  """(config, VAE) of a VAE run, or the frozen VAE inside an LDM run or export (to reuse a trained VAE).
+
+  The config returned has the VAE's ``model`` (and, for an LDM run, its normalisation choice).
+  """
+  config = read_config(workdir)
+  if config.get('trainer') == 'ldm':
+    ldm_cfg, ldm = load(workdir, config=config)
+    vae_cfg = ml_collections.ConfigDict({'trainer': 'vae', 'model': ldm_cfg.vae.model.to_dict(),
+                                         'normalize': ldm_cfg.get('normalize', '')})
+    return vae_cfg, ldm.vae
+  return load(workdir, config=config)
+
+
+def export(workdir: str, out_dir: str, ema: bool = True, sampling: dict | None = None) -> str:
+  """Write the trained model of ``workdir`` (EMA params + frozen params + config, no optimiser state) to
+  ``out_dir`` in the form :func:`load` and :func:`read_config` read: what gets shipped (the bundled model).
+  ``sampling``: default sampling settings to store with it instead of the run's (e.g. {'guidance': 4.0})."""
+  config, model = load(workdir, ema)
+  if sampling:
+    config = ml_collections.ConfigDict(config.to_dict())
+    for key, value in sampling.items():
+      config.sampling[key] = type(config.sampling[key])(value)
+  _, params, frozen, _ = split(model, config)
+  step = latest(workdir)[1]
+  mngr = manager(out_dir, keep=1)
+  mngr.save(step, args=ocp.args.Composite(
+      model=ocp.args.StandardSave({'params': params, 'frozen': frozen}),
+      config=ocp.args.JsonSave(json.loads(config.to_json_best_effort()))), force=True)
+  mngr.wait_until_finished()
+  return out_dir
+
