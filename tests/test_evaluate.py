@@ -114,6 +114,7 @@ def test_cache_key_changes_when_a_run_is_replaced_at_the_same_step(tmp_path):
   ckpt = tmp_path / 'run' / 'checkpoints' / '1000'
   ckpt.mkdir(parents=True)
   (ckpt / 'params').write_bytes(b'old')
+  (ckpt / '_CHECKPOINT_METADATA').write_text('{}')  # what makes a checkpoint finished (runs.steps)
   method = config.methods['ours']
   method.run = str(tmp_path / 'run')
   s = evaluate.EvalSet('real', ['v@0'], np.zeros((1, 4, 8, 8, 3), np.uint8), np.zeros((1, 2, 8, 8, 4), np.float32))
