@@ -4,7 +4,7 @@
 
 Synthetic scenes (real photos, exact ground truth) are rendered at 256 x 160, encoded as H.264 and decoded
 again, then every clip (T frames, a new one every 10 frames) is turned into training targets of a ``--size``
-dataset by the builder's own code path (``build.clips_with_motion``). One row per way of making targets
+dataset by the builder's own code path (``clips.clips_with_motion``). One row per way of making targets
 (``TARGETS``: the old default, luminance DIS at the dataset size; the new default, DIS on CIE Lab at the
 video's resolution then resized; the steps between; Farneback): clips per minute and the ratio to the old
 default measured in the same run, accuracy against the exact motion at the dataset size (mean end-point error
@@ -27,7 +27,7 @@ import numpy as np
 import psutil
 
 from gid_jax.configs import data as data_config
-from gid_jax.data import build, synthetic, video
+from gid_jax.data import build, clips, synthetic, video
 from gid_jax.motion import flow, spectral
 
 # (label, data-config flow overrides): the old default targets, the new default and the ablations between.
@@ -76,7 +76,7 @@ def probe_fidelity(cfg, tmp: str) -> tuple[int, int, float]:
   path = os.path.join(tmp, 'probe.mp4')
   shifts, coverage = synthetic.isoluminant_probe(path, num_frames=cfg.num_frames, period=cfg.num_frames)
   mask = cv2.resize(coverage, (cfg.width, cfg.height), interpolation=cv2.INTER_AREA) > 0.99
-  [(start, _, disp)] = list(build.clips_with_motion(path, cfg, build.ClipMotion(cfg)))
+  [(start, _, disp)] = list(clips.clips_with_motion(path, cfg, clips.ClipMotion(cfg)))
   true = np.zeros_like(disp)
   true[..., 0] = ((shifts - shifts[start]) * cfg.width / 256)[:, None, None] * mask
   amp = lambda d: np.linalg.norm(np.asarray(spectral.to_spectral_volume(d, cfg.num_freqs)), axis=-1)[:, mask].mean(-1)
@@ -105,12 +105,12 @@ def run(size: str = 'small', scenes: int = 2, frames: int = 180, video_wh=(256, 
   rows = []
   for label, overrides in TARGETS:
     c = _config(size, **overrides)
-    motion = build.ClipMotion(c)
+    motion = clips.ClipMotion(c)
     # Pass 1, timed and memory-sampled: exactly the builder's per-clip work (decode, flow, resize, FFT).
     with _PeakRSS() as mem:
       n, t0, rss = 0, time.perf_counter(), []
       for p in paths:
-        for _, _, disp in build.clips_with_motion(p, c, motion):
+        for _, _, disp in clips.clips_with_motion(p, c, motion):
           np.asarray(spectral.to_spectral_volume(disp, k))
           n += 1
           rss.append(mem.proc.memory_info().rss)
@@ -118,7 +118,7 @@ def run(size: str = 'small', scenes: int = 2, frames: int = 180, video_wh=(256, 
     # Pass 2: accuracy against the exact motion at the dataset size.
     epe, epe_mov, epe_static, agree, gain = [], [], [], [], []
     for p in paths:
-      for start, _, disp in build.clips_with_motion(p, c, motion):
+      for start, _, disp in clips.clips_with_motion(p, c, motion):
         d, g, moving, still = truth[(p, start)]
         e = np.linalg.norm(disp - d, axis=-1)
         epe.append(e.mean())

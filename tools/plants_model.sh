@@ -17,15 +17,18 @@
 #    exposure, contrast and colour). EXTRA_PHOTOS=1 SCENES=240 JITTER=0.7 at the same training budget moved
 #    held-out plants less, not more (docs/RESULTS.md).
 # 3. The dataset at size=mini (64 x 40, T = 150, K = 16) with the world's exact motion.
-# 4. VAE, stage 1 (with the auxiliary moving-mask loss) and stage 2 (frequency attention).
+# 4. VAE (2 levels: a 32 x 20 latent, docs/RESULTS.md), stage 1 (with the auxiliary moving-mask loss) and
+#    stage 2 (frequency attention), on cached VAE latents (configs/ldm.py cache_latents).
 set -euo pipefail
 SCENES=${SCENES:-120}
 JITTER=${JITTER:-0}
 EXTRA_PHOTOS=${EXTRA_PHOTOS:-0}
-VAE_STEPS=${VAE_STEPS:-600}
-S1_STEPS=${S1_STEPS:-3000}
-S2_STEPS=${S2_STEPS:-1000}
-OUT=${OUT:-out/plants}
+VAE_STEPS=${VAE_STEPS:-2000}
+VAE_WIDTHS=${VAE_WIDTHS:-(16,32)}  # 2 levels: a factor-2 VAE, a 32 x 20 latent (3 levels, 16 x 10, drops the imaginary parts)
+S1_STEPS=${S1_STEPS:-2000}
+S2_STEPS=${S2_STEPS:-800}
+OUT=${OUT:-out/plants}  # photos, scenes and the dataset
+RUNS=${RUNS:-out/plants_f2}  # the VAE, stage 1 and stage 2 runs
 mkdir -p "$OUT/debs" "$OUT/photos/train" "$OUT/photos/heldout"
 if [ ! -f "$OUT/photos/.done-v2" ]; then
   rm -f "$OUT"/photos/train/* "$OUT"/photos/heldout/*  # made by an earlier version of this script
@@ -71,8 +74,8 @@ python -m gid_jax.data.synthetic --world plants --photos "$OUT/photos/heldout" -
     --config=configs/data.py:size=mini --config.flow.method=ground_truth --config.filters.camera_motion_px=0 \
     --config.filters.static_px=0 --config.frame_pairs_per_clip=0
 python -m gid_jax.train --config=configs/vae.py --config.data_dir="$OUT/ds" --config.num_steps="$VAE_STEPS" \
-    --workdir "$OUT/vae"
-python -m gid_jax.train --config=configs/ldm.py --config.data_dir="$OUT/ds" --config.vae_workdir="$OUT/vae" \
-    --config.aux_mask_weight=0.3 --config.num_steps="$S1_STEPS" --workdir "$OUT/ldm1"
-python -m gid_jax.train --config=configs/ldm_freq.py --config.data_dir="$OUT/ds" --config.stage1_workdir="$OUT/ldm1" \
-    --config.aux_mask_weight=0.3 --config.num_steps="$S2_STEPS" --workdir "$OUT/ldm2"
+    "--config.model.widths=$VAE_WIDTHS" --workdir "$RUNS/vae"
+python -m gid_jax.train --config=configs/ldm.py --config.data_dir="$OUT/ds" --config.vae_workdir="$RUNS/vae" \
+    --config.aux_mask_weight=0.3 --config.num_steps="$S1_STEPS" --workdir "$RUNS/ldm1"
+python -m gid_jax.train --config=configs/ldm_freq.py --config.data_dir="$OUT/ds" --config.stage1_workdir="$RUNS/ldm1" \
+    --config.aux_mask_weight=0.3 --config.num_steps="$S2_STEPS" --workdir "$RUNS/ldm2"

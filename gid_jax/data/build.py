@@ -30,7 +30,6 @@ from __future__ import annotations
 import collections
 import contextlib
 import dataclasses
-import functools
 import glob
 import hashlib
 import io
@@ -40,11 +39,11 @@ import os
 import re
 import shutil
 import sys
-from typing import Iterator
 
 import numpy as np
 
-from gid_jax.data import synthetic
+from gid_jax.data import clips as clips_lib
+from gid_jax.data import records as records_lib
 from gid_jax.errors import InputError
 from gid_jax.data import video as video_lib
 from gid_jax.fileio import atomic_path, atomic_write_text
@@ -56,7 +55,6 @@ from gid_jax.ops import splat
 
 from gid_jax.data import DATASET_NAME, FRAMES_DATASET_NAME, REPORT_FILENAME  # pylint: disable=g-bad-import-order
 
-DATASET_VERSION = '1.0.0'
 _RECORD = 'record.json'
 # 'auto': synthetic scenes' exact motion where a scene file exists, DIS flow elsewhere (ClipMotion).
 FLOW_METHODS = flow_lib.METHODS + ('ground_truth', 'auto')
@@ -141,93 +139,6 @@ def _cache_name(vid: str) -> str:
 
 # ------------------------------------------------------------------------------------------- per video
 
-class ClipMotion:
-  """Trajectories of a clip: estimated flow, or the synthetic world's exact ground truth.
-
-  ``flow.method='auto'``: the ground truth for videos with a synthetic-world scene file beside them, DIS
-  flow (``flow.preset``) for the rest, e.g. a renderer dataset of synthetic scenes and real videos.
-  """
-
-  def __init__(self, config):
-    self.config = config
-    self.estimator = None
-    method = config.flow.method
-    if method != 'ground_truth':
-      self.estimator = flow_lib.FlowEstimator('dis' if method == 'auto' else method, config.flow.preset,
-                                              config.flow.warm_start)
-
-  def scene_for(self, path: str):
-    method = self.config.flow.method
-    if method not in ('ground_truth', 'auto'):
-      return None
-    sp = synthetic.scene_path(path)
-    if not os.path.exists(sp):
-      if method == 'auto':
-        return None
-      raise video_lib.VideoError(f'{path}: flow.method=ground_truth needs the scene file {sp}')
-    scene = synthetic.Scene.load(sp)
-    c = self.config
-    if abs(scene.width / scene.height - c.width / c.height) > 0.01 * c.width / c.height or \
-        scene.width < c.width or abs(scene.fps - c.fps) > 1e-6:
-      raise video_lib.VideoError(
-          f'{path}: scene is {scene.width}x{scene.height} at {scene.fps} fps but the config asks for '
-          f'{c.width}x{c.height} at {c.fps} fps; ground-truth motion needs the same fps and aspect ratio, and '
-          'a scene at least as large')
-    return scene
-
-  def flow_size(self, path: str, scene) -> tuple[int, int]:
-    """(W, H) to decode a video at for its motion: larger than the dataset only for estimated flow."""
-    c = self.config
-    if scene is not None:  # the exact motion at the scene's own size, resized like estimated flow
-      return scene.width, scene.height
-    if self.estimator is None or c.flow.get('max_side', 0) <= max(c.width, c.height):
-      return c.width, c.height
-    info = video_lib.probe(path)
-    return flow_lib.flow_size((info['width'], info['height']), (c.width, c.height), c.flow.max_side)
-
-  def __call__(self, frames_TxHxWx3, scene, start) -> np.ndarray:
-    """Trajectories at the dataset size of frames decoded at :meth:`flow_size`."""
-    c = self.config
-    if scene is not None:
-      return flow_lib.resize_displacements(synthetic.trajectories(scene, start, len(frames_TxHxWx3)),
-                                           c.width, c.height)
-    disp = flow_lib.extract_trajectories(frames_TxHxWx3, estimator=self.estimator,
-                                         color=c.flow.get('color', 'gray'))
-    return flow_lib.resize_displacements(disp, c.width, c.height)
-
-
-def iter_clips(path: str, config, size: tuple[int, int] | None = None) -> Iterator[tuple[int, np.ndarray]]:
-  """(start frame, frames_TxHxWx3) of every clip of a video, holding only T frames in memory; frames at
-  ``size`` (W, H; default the dataset's width x height)."""
-  t_ = config.num_frames
-  ring = collections.deque(maxlen=t_)
-  n = 0
-  for frame in video_lib.iter_frames(path, config.fps, size or (config.width, config.height)):
-    ring.append(frame)
-    n += 1
-    start = n - t_
-    if start >= 0 and start % config.start_stride == 0:
-      yield start, np.stack(ring)
-  if n < t_:
-    raise video_lib.VideoError(
-        f'{path}: too short: {n} frames at {config.fps:g} fps, a clip needs {t_}')
-
-
-def clips_with_motion(path: str, config, motion: ClipMotion, starts=None
-                      ) -> Iterator[tuple[int, np.ndarray, np.ndarray]]:
-  """(start, frames_TxHxWx3, disp_TxHxWx2) of every clip of a video (or of those in ``starts``), both at
-  the dataset size; the frames are decoded at :meth:`ClipMotion.flow_size` for the motion."""
-  scene = motion.scene_for(path)
-  size = motion.flow_size(path, scene)
-  for start, frames in iter_clips(path, config, size):
-    if starts is not None and start not in starts:
-      continue
-    disp = motion(frames, scene, start)
-    if size != (config.width, config.height):
-      frames = np.stack([video_lib.center_crop_resize(f, config.width, config.height) for f in frames])
-    yield start, frames, disp
-
-
 def _pair_times(vid: str, start: int, config) -> np.ndarray:
   """Seeded frame offsets t in 1..T-1 whose (I_0, I_t, F_t) triples train the renderer."""
   n = min(config.frame_pairs_per_clip, config.num_frames - 1)
@@ -236,7 +147,7 @@ def _pair_times(vid: str, start: int, config) -> np.ndarray:
       np.arange(1, config.num_frames), n, replace=False)).astype(np.int32)
 
 
-def process_video(path: str, vid: str, split: str, config, motion: ClipMotion, dest: str) -> dict:
+def process_video(path: str, vid: str, split: str, config, motion: clips_lib.ClipMotion, dest: str) -> dict:
   """Extract every clip of one video into the folder ``dest`` (made atomically); returns its record."""
   record = {'video_id': vid, 'path': os.path.abspath(path), 'split': split,
             'fingerprint': _fingerprint(config), 'status': 'ok', 'reason': '', 'clips': 0,
@@ -244,7 +155,7 @@ def process_video(path: str, vid: str, split: str, config, motion: ClipMotion, d
   dtype = np.dtype(config.spectral_dtype)
   with atomic_path(dest, is_dir=True) as tmp:
     try:
-      for start, frames, disp in clips_with_motion(path, config, motion):
+      for start, frames, disp in clips_lib.clips_with_motion(path, config, motion):
         verdict = flow_lib.filter_clip(disp, config.filters.camera_motion_px, config.filters.static_px,
                                        config.filters.static_quantile)
         if not verdict.keep:
@@ -287,135 +198,6 @@ def _clip_files(cache_dir: str, records: list[dict]) -> list[tuple[dict, str]]:
   return out
 
 
-# -------------------------------------------------------------------------------------------------- TFDS
-
-def _png(image_HxWx3: np.ndarray) -> bytes:
-  from PIL import Image  # pylint: disable=g-import-not-at-top
-  buf = io.BytesIO()
-  Image.fromarray(image_HxWx3).save(buf, format='png')
-  return buf.getvalue()
-
-
-def _motion_features(c):
-  import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
-  k, h, w = c['num_freqs'], c['height'], c['width']
-  return tfds.features.FeaturesDict({
-      'image': tfds.features.Image(shape=(h, w, 3), encoding_format='png'),
-      'spectral_volume': tfds.features.Tensor(shape=(k, h, w, 4), dtype=np.dtype(c['spectral_dtype'])),
-      'video_id': tfds.features.Text(),
-      'start_frame': tfds.features.Scalar(dtype=np.int32),
-  })
-
-
-def _motion_examples(rec, start, z):
-  yield f'{rec["video_id"]}@{start}', {
-      'image': _png(z['image']), 'spectral_volume': z['spec'], 'video_id': rec['video_id'],
-      'start_frame': start}
-
-
-def _frames_features(c):
-  import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
-  h, w = c['height'], c['width']
-  return tfds.features.FeaturesDict({
-      'image': tfds.features.Image(shape=(h, w, 3), encoding_format='png'),
-      'target': tfds.features.Image(shape=(h, w, 3), encoding_format='png'),
-      'flow': tfds.features.Tensor(shape=(h, w, 2), dtype=np.float32),
-      # The motion-aware splat weight of the whole clip, W(p) = mean_t ||F_t(p)|| (SPEC.md section 5).
-      'importance': tfds.features.Tensor(shape=(h, w, 1), dtype=np.float32),
-      't': tfds.features.Scalar(dtype=np.int32),
-      'video_id': tfds.features.Text(),
-      'start_frame': tfds.features.Scalar(dtype=np.int32),
-  })
-
-
-def _frames_examples(rec, start, z):
-  for t, frame, flow in zip(z['pair_t'], z['pair_frames'], z['pair_flows']):
-    yield f'{rec["video_id"]}@{start}+{int(t)}', {
-        'image': _png(z['image']), 'target': _png(frame), 'flow': flow, 'importance': z['importance'],
-        't': int(t),
-        'video_id': rec['video_id'], 'start_frame': start}
-
-
-# name -> (features, examples): 'gid_motion' trains the motion model, 'gid_frames' the renderer.
-DATASETS = {DATASET_NAME: (_motion_features, _motion_examples),
-            FRAMES_DATASET_NAME: (_frames_features, _frames_examples)}
-
-
-class _NoSuchError(Exception):
-  """Stands in for tf.errors.ResourceExhaustedError (never raised by local files)."""
-  message = ''
-
-
-class _GfileShim:
-  """The four tf.io.gfile / tf.errors names TFDS's shuffler uses, on local files (see _allow_spill)."""
-
-  class io:  # pylint: disable=invalid-name
-    class gfile:  # pylint: disable=invalid-name
-      GFile = staticmethod(lambda path, mode='r': open(os.fspath(path), mode))  # noqa: SIM115
-      exists = staticmethod(lambda path: os.path.exists(os.fspath(path)))
-      remove = staticmethod(lambda path: os.remove(os.fspath(path)))
-
-  class errors:  # pylint: disable=invalid-name
-    ResourceExhaustedError = _NoSuchError
-
-
-def _allow_spill() -> None:
-  """Let TFDS write splits larger than its 1 GB shuffle buffer without TensorFlow.
-
-  Past ``shuffle.MAX_MEM_BUFFER_SIZE`` TFDS's writer spills the split to temporary bucket files through
-  ``tf.io.gfile``, which needs TensorFlow (``ModuleNotFoundError`` after all the extraction work). Any real
-  dataset is past 1 GB (a paper-size example is 10 MB), so without TensorFlow we give that module the few
-  local-file calls it makes. With TensorFlow installed nothing changes.
-  """
-  from tensorflow_datasets.core import shuffle  # pylint: disable=g-import-not-at-top
-  try:
-    import tensorflow  # noqa: F401  pylint: disable=g-import-not-at-top,unused-import
-  except ImportError:
-    shuffle.tf = _GfileShim
-
-
-@functools.lru_cache(maxsize=None)
-def _tfds_builder_classes() -> dict:
-  import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
-
-  class _FromCache(tfds.core.GeneratorBasedBuilder, skip_registration=True):
-    """Examples extracted from videos by gid_jax.data.build (written from its per-video cache)."""
-    VERSION = tfds.core.Version(DATASET_VERSION)
-
-    def __init__(self, *, config_dict, clips, metadata, **kwargs):
-      self._cfg = config_dict
-      self._clips = clips  # {'train': [(record, npz path)], 'test': [...]}
-      self._meta = metadata
-      super().__init__(**kwargs)
-
-    def _info(self):
-      features_fn = DATASETS[self.name][0]
-      return tfds.core.DatasetInfo(builder=self, description=__doc__.split('\n')[0],
-                                   features=features_fn(self._cfg),
-                                   metadata=tfds.core.MetadataDict(self._meta))
-
-    def _split_generators(self, dl_manager):
-      return {split: self._generate_examples(split) for split, clips in self._clips.items() if clips}
-
-    def _generate_examples(self, split='train'):
-      examples_fn = DATASETS[self.name][1]
-      for rec, path in self._clips[split]:
-        with np.load(path) as z:
-          yield from examples_fn(rec, int(os.path.basename(path)[5:11]), z)
-
-  class GidMotion(_FromCache, skip_registration=True):
-    name = DATASET_NAME
-
-  class GidFrames(_FromCache, skip_registration=True):
-    name = FRAMES_DATASET_NAME
-
-  return {DATASET_NAME: GidMotion, FRAMES_DATASET_NAME: GidFrames}
-
-
-def dataset_dir(out_dir: str, name: str = DATASET_NAME) -> str:
-  return os.path.join(out_dir, name, DATASET_VERSION)
-
-
 # ------------------------------------------------------------------------------------------------- build
 
 @dataclasses.dataclass
@@ -437,7 +219,7 @@ class BuildReport:
         lines.append(f'  skipped {v["video_id"]}: {v["reason"]}')
     if rejected:
       lines.append('  clips rejected: ' + ', '.join(f'{k} {n}' for k, n in sorted(rejected.items())))
-    lines.append(f'dataset: {dataset_dir(self.out_dir)}')
+    lines.append(f'dataset: {records_lib.dataset_dir(self.out_dir)}')
     return '\n'.join(lines)
 
 
@@ -457,7 +239,7 @@ def build(videos_dir: str, out_dir: str, config, keep_cache: bool = False, progr
   for stale in glob.glob(os.path.join(cache_dir, '.tmp-*')):  # left by a killed run
     shutil.rmtree(stale, ignore_errors=True)
 
-  motion = ClipMotion(config)
+  motion = clips_lib.ClipMotion(config)
   records, reused = [], 0
   bar = tqdm(list(zip(paths, ids)), desc='videos', unit='video', disable=not progress)
   for path, vid in bar:
@@ -498,17 +280,17 @@ def build(videos_dir: str, out_dir: str, config, keep_cache: bool = False, progr
   # The TFDS dataset: always rewritten from the cache (cheap next to flow extraction).
   import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
   tfds.disable_progress_bar()  # ours is enough
-  _allow_spill()
+  records_lib.allow_spill()
   meta = {'build_config': config.to_dict(), 'norm_stats': json.loads(stats.to_json()),
           'num_videos': {s: sum(1 for r in records if r['split'] == s and r['status'] == 'ok')
                          for s in ('train', 'test')}}
   names = [DATASET_NAME] + ([FRAMES_DATASET_NAME] if config.frame_pairs_per_clip else [])
-  for name in DATASETS:
+  for name in records_lib.DATASETS:
     ds_root = os.path.join(out_dir, name)
     if os.path.isdir(ds_root):
       shutil.rmtree(ds_root)
   for name in names:
-    builder = _tfds_builder_classes()[name](config_dict=config.to_dict(), clips=clips, metadata=meta,
+    builder = records_lib.builder_classes()[name](config_dict=config.to_dict(), clips=clips, metadata=meta,
                                         data_dir=out_dir, file_format='array_record')
     # TFDS prints "Downloading and preparing dataset ..." for a local build: said only with --verbose.
     quiet = logging.getLogger('gid_jax').getEffectiveLevel() > logging.INFO

@@ -21,16 +21,17 @@ import os
 import grain
 import numpy as np
 
-from gid_jax.data import build as build_lib
+from gid_jax.data import DATASET_NAME, FRAMES_DATASET_NAME
+from gid_jax.data import records
 from gid_jax.motion import normalize as norm_lib
 
 
-def _resolve(data_dir: str, name: str = build_lib.DATASET_NAME) -> tuple[str, str]:
+def _resolve(data_dir: str, name: str = DATASET_NAME) -> tuple[str, str]:
   """(TFDS version folder, folder holding norm_stats.json) from a build --out folder or the version folder."""
   data_dir = os.path.abspath(data_dir)
   if os.path.exists(os.path.join(data_dir, 'dataset_info.json')):
     return data_dir, os.path.dirname(os.path.dirname(data_dir))
-  version_dir = build_lib.dataset_dir(data_dir, name)
+  version_dir = records.dataset_dir(data_dir, name)
   if not os.path.exists(os.path.join(version_dir, 'dataset_info.json')):
     raise FileNotFoundError(f'no {name} dataset in {data_dir} (build one with python -m gid_jax.data.build)')
   return version_dir, data_dir
@@ -61,7 +62,7 @@ def training_stats(data_dir: str, normalize: str = '', num_freqs: int = 0) -> no
   raise ValueError(f"normalize must be '' (the dataset's statistics) or 'image_size', got {normalize!r}")
 
 
-def data_source(data_dir: str, split: str, name: str = build_lib.DATASET_NAME):
+def data_source(data_dir: str, split: str, name: str = DATASET_NAME):
   """Random-access source of raw examples of the dataset ``name`` ('gid_motion' or 'gid_frames')."""
   import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
   version_dir, _ = _resolve(data_dir, name)
@@ -105,7 +106,7 @@ class PreprocessFrames(grain.transforms.Map):
 def make_dataset(data_dir: str, split: str = 'train', *, batch_size: int, seed: int = 0,
                  shuffle: bool = True, num_epochs: int | None = None, drop_remainder: bool = True,
                  shard_index: int | None = None, shard_count: int | None = None, normalize: bool = True,
-                 worker_count: int = 0, name: str = build_lib.DATASET_NAME,
+                 worker_count: int = 0, name: str = DATASET_NAME,
                  stats: norm_lib.NormStats | None = None) -> grain.IterDataset:
   """Batched, shuffled, sharded, normalised dataset (see module docstring); ``num_epochs=None`` repeats.
 
@@ -125,7 +126,7 @@ def make_dataset(data_dir: str, split: str = 'train', *, batch_size: int, seed: 
   if n // shard_count < (batch_size if drop_remainder else 1):
     raise ValueError(f'split {split!r} of {data_dir} has {n} examples: too few for {shard_count} '
                      f'process(es) x batch {batch_size}')
-  if name == build_lib.FRAMES_DATASET_NAME:
+  if name == FRAMES_DATASET_NAME:
     prep = PreprocessFrames()
   else:
     prep = Preprocess((stats or load_stats(data_dir)) if normalize else None)
@@ -143,7 +144,7 @@ def make_dataset(data_dir: str, split: str = 'train', *, batch_size: int, seed: 
   return it
 
 
-def load_build_config(data_dir: str, name: str = build_lib.DATASET_NAME) -> dict:
+def load_build_config(data_dir: str, name: str = DATASET_NAME) -> dict:
   """The data config the dataset was built with (size, fps, num_frames, num_freqs, ...), as a dict."""
   import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
   version_dir, _ = _resolve(data_dir, name)

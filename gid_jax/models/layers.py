@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
+import math
+
 import jax
 import jax.numpy as jnp
 from flax import nnx
 
 
-def group_norm(channels: int, rngs: nnx.Rngs) -> nnx.GroupNorm:
-  # GroupNorm instead of BatchNorm: no batch statistics to carry, same behaviour at batch 1 (sampling) and
-  # in training, and independent of how the batch is sharded.
-  return nnx.GroupNorm(channels, num_groups=min(8, channels), rngs=rngs)
+def group_norm(channels: int, rngs: nnx.Rngs, max_groups: int = 8) -> nnx.GroupNorm:
+  """GroupNorm with gcd(max_groups, channels) groups (valid for any width, narrow test widths included).
+
+  GroupNorm instead of BatchNorm: no batch statistics to carry, same behaviour at batch 1 (sampling) and in
+  training, and independent of how the batch is sharded. The renderer uses 8 groups, the U-Net LDM's 32.
+  """
+  return nnx.GroupNorm(channels, num_groups=math.gcd(max_groups, channels), rngs=rngs)
 
 
 class ResBlock(nnx.Module):

@@ -33,12 +33,14 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from gid_jax.models import layers
+
 _zeros = nnx.initializers.zeros
 
 
 def group_norm(channels: int, rngs: nnx.Rngs) -> nnx.GroupNorm:
-  # LDM's 32 groups; gcd keeps it valid for narrow test widths and for concatenated decoder inputs.
-  return nnx.GroupNorm(channels, num_groups=math.gcd(32, channels), rngs=rngs)
+  """LDM's 32 groups (fewer for narrow widths and concatenated decoder inputs: layers.group_norm)."""
+  return layers.group_norm(channels, rngs, max_groups=32)
 
 
 def timestep_embedding(t_N: jax.Array, dim: int, max_period: float = 10000.0) -> jax.Array:

@@ -42,6 +42,7 @@ import numpy as np
 
 from gid_jax import runs
 from gid_jax.data import build as build_lib
+from gid_jax.data import clips as clips_lib
 from gid_jax.data import pipeline
 from gid_jax.data import video as video_lib
 from gid_jax.motion import flow as flow_lib
@@ -161,7 +162,7 @@ def video_examples(path: str, data_config, pairs_per_clip: int = 4, seed: int = 
   method = data_config.flow.method
   est = flow_lib.FlowEstimator(method if method in flow_lib.METHODS else 'dis', data_config.flow.preset)
   rng = np.random.default_rng(seed)
-  for _, frames in build_lib.iter_clips(path, data_config):
+  for _, frames in clips_lib.iter_clips(path, data_config):
     disp = flow_lib.extract_trajectories(frames, estimator=est)
     if camera_motion_px > 0 and not flow_lib.filter_clip(disp, camera_motion_px, static_px=0.0).keep:
       continue
