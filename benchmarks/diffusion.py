@@ -99,12 +99,12 @@ def train_throughput(steps: int, out=print) -> list[dict]:
 
 
 def sampling_time(sample_steps: int, out=print) -> list[dict]:
-  from gid_jax.diffusion import motion  # pylint: disable=g-import-not-at-top
+  from gid_jax.diffusion import motion_sampler  # pylint: disable=g-import-not-at-top
   c = _configs('tiny')['ldm_freq (stage 2)']
   model = checkpoints.build(c)
   c.norm_stats_json = __import__('gid_jax.motion.normalize', fromlist=['x']).image_size_stats(
       c.data_info.num_freqs, c.data_info.width, c.data_info.height).to_json()
-  sampler = motion.MotionSampler(None, loaded=(c, model))
+  sampler = motion_sampler.MotionSampler(None, loaded=(c, model))
   image = np.zeros((c.data_info.height, c.data_info.width, 3), np.uint8)
   rows = []
   for guidance in (0.0, 1.5):

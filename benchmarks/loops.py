@@ -31,7 +31,7 @@ import time
 import numpy as np
 
 from gid_jax import animate
-from gid_jax.diffusion import motion
+from gid_jax.diffusion import motion_sampler
 
 IMAGE_EXTS = ('.jpg', '.jpeg', '.png', '.webp', '.bmp')
 
@@ -60,7 +60,7 @@ def loop_metrics(disp_NxHxWx2: np.ndarray) -> dict:
 
 def run(photos=(), num_frames=(100, 200), seeds=(0, 1, 2), steps: int = 50, guidance_scales=(),
         checkpoint: str | None = None, out=print) -> dict:
-  sampler = motion.MotionSampler(checkpoint or animate.DEFAULT_CHECKPOINT)
+  sampler = motion_sampler.MotionSampler(checkpoint or animate.DEFAULT_CHECKPOINT)
   paths = photo_paths(photos) or [animate.EXAMPLE_PHOTO]
   guidance = float(sampler.config.sampling.get('guidance', 0.0))
   methods = ['plain', 'snap'] + [f'guidance u={u:g}' for u in guidance_scales]

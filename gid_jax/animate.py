@@ -344,11 +344,11 @@ def load_models(checkpoint: str | None, renderer: str | None):
   ``renderer``: a run/export folder, None for the bundled renderer (if shipped), 'none' or '' for RGB
   softmax splatting. Failures are InputErrors naming the folder.
   """
-  from gid_jax.diffusion import motion  # pylint: disable=g-import-not-at-top
+  from gid_jax.diffusion import motion_sampler  # pylint: disable=g-import-not-at-top
   checkpoint = checkpoint or DEFAULT_CHECKPOINT
   check_model_dirs(checkpoint, renderer)
   try:
-    sampler = motion.MotionSampler(checkpoint)
+    sampler = motion_sampler.MotionSampler(checkpoint)
   except (ValueError, FileNotFoundError, KeyError) as e:
     raise InputError(f'cannot load the motion model from {checkpoint}: {str(e).splitlines()[0]}') from e
   if renderer is None:

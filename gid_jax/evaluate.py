@@ -20,7 +20,7 @@ Metrics (``gid_jax.eval.metrics``, frames centre-cropped to ``config.crop``; the
 scaled with the frame size): FID and KID x 100 per frame (every ``fid_frame_stride``-th frame),
 FVD and FVD32 (Kinetics I3D), DT-FVD and DT-FVD32 when a DTDB I3D weight file is given (else "n/a"),
 sliding-window FID (``sliding_fid_window`` frames), and for methods with a spectral volume the motion
-metrics of ``gid_jax.eval.motion_model`` against the true volumes (moving-region IoU, pixel-spectrum FD).
+metrics of ``gid_jax.eval.motion_report`` against the true volumes (moving-region IoU, pixel-spectrum FD).
 
 Written to ``config.out_dir``: ``results.json`` (everything) and ``results.md`` (one table per set, with the
 command). Features of every (set, method) are cached in ``out_dir/cache`` as they are computed, so an
@@ -139,9 +139,9 @@ def _fit_k(spec_NxKxHxWx4: np.ndarray, k: int) -> np.ndarray:
 def sample_ldm(run: str, images_NxHxWx3: np.ndarray, sampling, batch: int = 8) -> np.ndarray:
   """Spectral volumes (pixels) from a motion LDM run, ``batch`` images per call, seeded per batch."""
   import jax  # pylint: disable=g-import-not-at-top
-  from gid_jax.diffusion import motion  # pylint: disable=g-import-not-at-top
+  from gid_jax.diffusion import motion_sampler  # pylint: disable=g-import-not-at-top
   from gid_jax.motion import normalize as norm_lib  # pylint: disable=g-import-not-at-top
-  sampler = motion.MotionSampler(run)
+  sampler = motion_sampler.MotionSampler(run)
   if tuple(images_NxHxWx3.shape[1:3]) != sampler.size:
     raise EvalError(f'{run} was trained at {sampler.size[1]}x{sampler.size[0]} but the clips are '
                     f'{images_NxHxWx3.shape[2]}x{images_NxHxWx3.shape[1]}: set config.size to match')
@@ -307,13 +307,13 @@ def check_config(config) -> None:
 
 def _method_features(method, evalset, config, mean_volume, renderer) -> dict:
   """One method's videos for every clip of ``evalset``, their features and (with a volume) motion metrics."""
-  from gid_jax.eval import motion_model  # pylint: disable=g-import-not-at-top
+  from gid_jax.eval import motion_report  # pylint: disable=g-import-not-at-top
   spec = method_volumes(method, evalset, config, mean_volume)
   splat_mode = method.get('splat', '')
   videos = render_videos(evalset, spec, None if splat_mode else renderer, splat_mode or 'softmax')
   feats = video_features(videos, config)
   if spec is not None:
-    mm = motion_model.motion_metrics(_fit_k(spec, evalset.spec.shape[1]), evalset.spec, config.moving_px)
+    mm = motion_report.motion_metrics(_fit_k(spec, evalset.spec.shape[1]), evalset.spec, config.moving_px)
     feats['motion'] = np.asarray(json.dumps({k: mm[k] for k in ('iou', 'auc', 'pixel_fd', 'power_log_err',
                                                                 'moving_fraction', 'amp_moving_ratio',
                                                                 'amp_still_ratio')}))
@@ -323,7 +323,7 @@ def _method_features(method, evalset, config, mean_volume, renderer) -> dict:
 def evaluate(config, progress: bool = False) -> dict:
   """Run every method on every set (see module docstring); returns the results dict also written to JSON."""
   from gid_jax import animate  # pylint: disable=g-import-not-at-top
-  from gid_jax.eval import motion_model  # pylint: disable=g-import-not-at-top
+  from gid_jax.eval import motion_report  # pylint: disable=g-import-not-at-top
   check_config(config)
   show = Progress(progress)
   os.makedirs(config.out_dir, exist_ok=True)
@@ -334,7 +334,7 @@ def evaluate(config, progress: bool = False) -> dict:
 
   def mean_volume():
     if 'v' not in mean_cache:
-      mean_cache['v'] = motion_model.mean_volume(config.train_data)
+      mean_cache['v'] = motion_report.mean_volume(config.train_data)
     return mean_cache['v']
 
   order = method_order(config)

@@ -66,8 +66,8 @@ def load_or_sample_spectral(args, progress: cli.Progress | None = None) -> modal
     checkpoint = args.checkpoint or animate.DEFAULT_CHECKPOINT  # checked by check_args
     photo = animate.load_photo(args.image)
     with progress.phase('loading the motion model'):
-      from gid_jax.diffusion import motion  # pylint: disable=g-import-not-at-top
-      sampler = motion.MotionSampler(checkpoint)
+      from gid_jax.diffusion import motion_sampler  # pylint: disable=g-import-not-at-top
+      sampler = motion_sampler.MotionSampler(checkpoint)
     steps = sampler.config.sampling.num_steps if args.steps is None else args.steps
     opts = animate.Options(seed=args.seed, max_side=args.max_side, steps=steps)
     with progress.bar('sampling motion', steps).start() as bar:

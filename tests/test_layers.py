@@ -26,7 +26,7 @@ LAYERS = [
     ('gid_jax.training',),
     # 6: applications and entry points
     ('gid_jax.animate', 'gid_jax.sample', 'gid_jax.interact', 'gid_jax.app', 'gid_jax.evaluate',
-     'gid_jax.export', 'gid_jax.train', 'gid_jax.eval.motion_model', 'gid_jax.render.evaluate'),
+     'gid_jax.export', 'gid_jax.train', 'gid_jax.eval.motion_report', 'gid_jax.render.evaluate'),
 ]
 
 

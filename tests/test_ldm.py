@@ -15,8 +15,8 @@ import pytest
 from flax import nnx
 
 from gid_jax.data import pipeline
-from gid_jax.diffusion import motion
-from gid_jax.eval import motion as mm
+from gid_jax.diffusion import motion_sampler
+from gid_jax.eval import motion_metrics as mm
 from gid_jax.motion import normalize as norm_lib
 from gid_jax.runs import checkpoints
 from gid_jax.training import ldm as ldm_task
@@ -125,7 +125,7 @@ def test_volume_ablation_trains_and_samples(runs, tmp_path):
   runs_lib.train_ldm(runs['data'], w, 'volume', vae_workdir=runs['vae'], num_steps=2)
   cfg = checkpoints.read_config(w)
   assert cfg.model.in_channels == 4 * 8 and not cfg.model.freq_embedding
-  spec = motion.MotionSampler(w).sample(np.zeros((40, 64, 3), np.uint8), num_steps=3, seed=0)
+  spec = motion_sampler.MotionSampler(w).sample(np.zeros((40, 64, 3), np.uint8), num_steps=3, seed=0)
   assert spec.shape == (8, 40, 64, 4) and np.isfinite(spec).all()
 
 
@@ -140,7 +140,7 @@ def test_k_and_normalisation_ablations_train_from_the_same_dataset(runs, tmp_pat
     stats = json.loads(cfg.norm_stats_json)
     assert cfg.data_info.num_freqs == 3 and cfg.model.num_freqs == 3 and cfg.normalize == 'image_size'
     assert stats['mode'] == 'image_size' and np.allclose(stats['scales'], [[64, 64, 40, 40]] * 3)
-  spec = motion.MotionSampler(s2).sample(np.zeros((40, 64, 3), np.uint8), num_steps=2, seed=0)
+  spec = motion_sampler.MotionSampler(s2).sample(np.zeros((40, 64, 3), np.uint8), num_steps=2, seed=0)
   assert spec.shape == (3, 40, 64, 4) and np.isfinite(spec).all()
   batch = next(iter(pipeline.make_dataset(runs['data'], 'train', batch_size=1, shuffle=False, shard_index=0,
                                           shard_count=1, stats=pipeline.training_stats(runs['data'], '', 3))))
@@ -156,13 +156,13 @@ def test_k_and_normalisation_ablations_train_from_the_same_dataset(runs, tmp_pat
 
 def test_sampling_is_seeded_and_in_pixel_units(runs):
   image = (np.asarray(_batch(runs['data'], 1)['image'][0]) * 127.5 + 127.5).round().astype(np.uint8)
-  a = motion.sample_spectral_volume(image, runs['s1'], num_steps=4, eta=0.0, guidance=0.0, seed=1)
-  b = motion.sample_spectral_volume(image, runs['s1'], num_steps=4, eta=0.0, guidance=0.0, seed=1)
-  c = motion.sample_spectral_volume(image, runs['s1'], num_steps=4, eta=1.0, guidance=1.5, seed=2)
+  a = motion_sampler.sample_spectral_volume(image, runs['s1'], num_steps=4, eta=0.0, guidance=0.0, seed=1)
+  b = motion_sampler.sample_spectral_volume(image, runs['s1'], num_steps=4, eta=0.0, guidance=0.0, seed=1)
+  c = motion_sampler.sample_spectral_volume(image, runs['s1'], num_steps=4, eta=1.0, guidance=1.5, seed=2)
   assert a.shape == (8, 40, 64, 4) and a.dtype == np.float32
   np.testing.assert_array_equal(a, b)
   assert np.isfinite(c).all() and not np.allclose(a, c)
-  sampler = motion.load(runs['s1'])
+  sampler = motion_sampler.load(runs['s1'])
   with pytest.raises(ValueError, match='multiples of'):
     sampler.sample(np.zeros((41, 64, 3), np.uint8), num_steps=2)
 
@@ -206,7 +206,7 @@ def test_auxiliary_moving_mask_loss(runs, tmp_path):
   s2 = str(tmp_path / 's2')
   runs_lib.train_ldm(runs['data'], s2, 2, stage1_workdir=w, num_steps=2)
   assert checkpoints.read_config(s2).model.mask_head == 'middle'
-  assert motion.MotionSampler(s2).sample(np.zeros((40, 64, 3), np.uint8), num_steps=2, seed=0).shape[1:] == (40, 64, 4)
+  assert motion_sampler.MotionSampler(s2).sample(np.zeros((40, 64, 3), np.uint8), num_steps=2, seed=0).shape[1:] == (40, 64, 4)
   with pytest.raises(ValueError, match='needs a stage-1 run trained with aux_mask_weight'):
     runs_lib.train_ldm(runs['data'], str(tmp_path / 'bad2'), 2, stage1_workdir=runs['s1'], aux_mask_weight=1.0)
   for bad in (-1.0, float('inf')):

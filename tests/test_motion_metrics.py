@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from gid_jax.eval import motion
+from gid_jax.eval import motion_metrics as motion
 from gid_jax.motion import spectral
 
 
@@ -133,11 +133,11 @@ def test_shape_errors():
 
 def test_movability_score_auc_reads_the_synthetic_worlds_rule():
   from gid_jax.data import synthetic
-  from gid_jax.eval import motion_model
+  from gid_jax.eval import motion_report
   from gid_jax.motion import spectral
   scene = synthetic.make_scene(synthetic.load_photo('astronaut'), seed=0, width=64, height=40, num_frames=40)
   spec = np.asarray(spectral.to_spectral_volume(synthetic.trajectories(scene, 0, 40), 8))[None]
-  auc = motion_model.movability_auc(scene.photo[None], spec, 0.1)
+  auc = motion_report.movability_auc(scene.photo[None], spec, 0.1)
   score = synthetic.movability(scene.photo)
   moving = motion.motion_rms(spec)[0] > 0.1
   ref = np.mean(score[moving][:, None] > score[~moving][None])  # no ties in a blurred float score
@@ -146,9 +146,9 @@ def test_movability_score_auc_reads_the_synthetic_worlds_rule():
 
 
 def test_amplitude_ratios_on_moving_and_still_pixels(rng):
-  """motion_model.motion_metrics: the predicted RMS motion on truly moving pixels over the truth's, and on
+  """motion_report.motion_metrics: the predicted RMS motion on truly moving pixels over the truth's, and on
   truly still pixels over the truth's moving amplitude (float64 reference by hand)."""
-  from gid_jax.eval import motion_model  # pylint: disable=g-import-not-at-top
+  from gid_jax.eval import motion_report  # pylint: disable=g-import-not-at-top
   true = _spec(rng, k=4, h=8, w=8)
   true[:, :, 4:] = 0.0  # the right half is still
   pred = 1.5 * true
@@ -156,20 +156,20 @@ def test_amplitude_ratios_on_moving_and_still_pixels(rng):
   rms_t, rms_p = motion.motion_rms(true[None]), motion.motion_rms(pred[None])
   moving = rms_t > 0.1
   assert moving[..., :4].all() and not moving[..., 4:].any()
-  out = motion_model.motion_metrics(pred[None], true[None], 0.1)
+  out = motion_report.motion_metrics(pred[None], true[None], 0.1)
   assert out['amp_moving_ratio'] == pytest.approx(1.5, rel=1e-6)
   assert out['amp_still_ratio'] == pytest.approx(rms_p[~moving].mean() / rms_t[moving].mean(), rel=1e-6)
   assert 0 < out['amp_still_ratio'] < 0.2
 
 
 def test_imag_real_ratio_flags_cosine_only_volumes(rng):
-  """motion_model.motion_metrics' phase balance: 1 for the truth itself, ~0 when the imaginary parts are
+  """motion_report.motion_metrics' phase balance: 1 for the truth itself, ~0 when the imaginary parts are
   dropped (what the bundled VAE does), float64 reference by hand."""
-  from gid_jax.eval import motion_model  # pylint: disable=g-import-not-at-top
+  from gid_jax.eval import motion_report  # pylint: disable=g-import-not-at-top
   true = _spec(rng, k=4, h=8, w=8)[None]
-  assert motion_model.motion_metrics(true, true, 0.1)['imag_real_ratio'] == pytest.approx(1.0)
+  assert motion_report.motion_metrics(true, true, 0.1)['imag_real_ratio'] == pytest.approx(1.0)
   cos_only = true.copy()
   cos_only[..., 1::2] *= 0.04
   ratio = lambda s: np.abs(s[:, 1:, ..., 1::2].astype(np.float64)).mean() / np.abs(s[:, 1:, ..., 0::2]).mean()
-  out = motion_model.motion_metrics(cos_only, true, 0.1)['imag_real_ratio']
+  out = motion_report.motion_metrics(cos_only, true, 0.1)['imag_real_ratio']
   assert out == pytest.approx(ratio(cos_only) / ratio(true), rel=1e-5) and out < 0.05

@@ -191,7 +191,7 @@ def emulate(data: str, stage1: str, workdir: str, mesh: str) -> None:
   import jax  # pylint: disable=g-import-not-at-top
   from gid_jax.configs import ldm_freq, override  # pylint: disable=g-import-not-at-top
   from gid_jax.data import pipeline  # pylint: disable=g-import-not-at-top
-  from gid_jax.diffusion import motion  # pylint: disable=g-import-not-at-top
+  from gid_jax.diffusion import motion_sampler  # pylint: disable=g-import-not-at-top
   from gid_jax import sharding  # pylint: disable=g-import-not-at-top
   from gid_jax.runs import checkpoints  # pylint: disable=g-import-not-at-top
   from gid_jax.training import ldm, loop  # pylint: disable=g-import-not-at-top
@@ -213,7 +213,7 @@ def emulate(data: str, stage1: str, workdir: str, mesh: str) -> None:
   task = dataclasses.replace(ldm.make_task(c), make_dataset=make_dataset)
   loop.train(c, workdir, task, progress=False)
   losses = _losses(workdir)
-  sampler = motion.MotionSampler(workdir, mesh=sharding.make_mesh(checkpoints.read_config(workdir)))
+  sampler = motion_sampler.MotionSampler(workdir, mesh=sharding.make_mesh(checkpoints.read_config(workdir)))
   ds = pipeline.make_dataset(data, 'train', batch_size=4, shuffle=False, shard_index=0, shard_count=1)
   nspec = np.asarray(sampler.sample_normalized(next(iter(ds))['image'], jax.random.PRNGKey(3), num_steps=5,
                                                guidance=1.0))

