@@ -384,7 +384,8 @@ def _train_steps(method) -> str:
   cfg = runs.stored_config(method.run)
   if cfg.get('trainable') == 'freq_attn' and cfg.get('stage1_workdir'):
     # An export (the bundled model) no longer has its stage-1 run beside it: its steps are unknown here.
-    steps.insert(0, _checkpoint_steps(cfg.stage1_workdir) if os.path.isdir(cfg.stage1_workdir) else '?')
+    stage1 = cfg['stage1_workdir']
+    steps.insert(0, _checkpoint_steps(stage1) if os.path.isdir(stage1) else '?')
   return ' + '.join(str(s) for s in steps)
 
 

@@ -5,6 +5,7 @@ import os
 import shutil
 import sys
 
+import ml_collections
 import numpy as np
 import pytest
 
@@ -131,3 +132,21 @@ def test_mini_size_evaluates_the_bundled_model_on_the_plants_world():
   assert c.sets.synthetic.videos == 'out/plants/scenes_heldout' and not c.sets.real.videos
   assert evaluate.method_order(c) == ['ours', 'repeat_i0', 'mean_motion', 'truth', 'independent', 'baseline_splat']
   assert c.crop == (32, 64) and c.fvd_frames == (16, 32)
+
+
+def test_train_steps_of_a_stage2_run_name_its_stage1(tmp_path):
+  """The report's "train steps" column reads the runs' stored configs (dicts, JAX-free): stage 1 + stage 2."""
+  def run(name, step, config):
+    meta = tmp_path / name / 'checkpoints' / str(step)
+    (meta / 'config').mkdir(parents=True)
+    (meta / '_CHECKPOINT_METADATA').write_text('{}')
+    (meta / 'config' / 'metadata').write_text(json.dumps(config))
+    return str(tmp_path / name)
+
+  s1 = run('s1', 2000, {'trainer': 'ldm', 'trainable': 'unet'})
+  s2 = run('s2', 800, {'trainer': 'ldm', 'trainable': 'freq_attn', 'stage1_workdir': s1})
+  gone = run('export', 800, {'trainer': 'ldm', 'trainable': 'freq_attn', 'stage1_workdir': str(tmp_path / 'x')})
+  method = lambda r: ml_collections.ConfigDict({'kind': 'ldm', 'run': r})
+  assert evaluate._train_steps(method(s2)) == '2000 + 800'  # pylint: disable=protected-access
+  assert evaluate._train_steps(method(gone)) == '? + 800'  # pylint: disable=protected-access
+  assert evaluate._train_steps(method(s1)) == '2000'  # pylint: disable=protected-access
