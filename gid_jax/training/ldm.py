@@ -91,8 +91,7 @@ class _Cached:
     return {k: v[i] for k, v in self.arrays.items()}
 
 
-def encode_training_set(cfg, model, split: str = 'train', shard_index: int | None = None,
-                        shard_count: int | None = None, batch_size: int = 8) -> dict[str, np.ndarray]:
+def encode_training_set(cfg, model, split: str = 'train', batch_size: int = 8) -> dict[str, np.ndarray]:
   """This process's share of ``split``, encoded once by ``model``'s (a MotionLDM's) frozen VAE: image / z0 /
   mask arrays, z0 exactly as ``model.encode`` gives it."""
   stats = norm_lib.NormStats.from_json(cfg.norm_stats_json)
@@ -103,10 +102,8 @@ def encode_training_set(cfg, model, split: str = 'train', shard_index: int | Non
     z = m.encode(nspec)
     return z, moving_fraction(nspec, stats, mask_px, z.shape[2:4])
 
-  if shard_index is None or shard_count is None:
-    shard_index, shard_count = jax.process_index(), jax.process_count()
   ds = pipeline.make_dataset(cfg.data_dir, split, batch_size=batch_size, shuffle=False, num_epochs=1,
-                             drop_remainder=False, shard_index=shard_index, shard_count=shard_count, stats=stats)
+                             drop_remainder=False, stats=stats)  # this process's shard
   out = {'image': [], 'z0': [], 'mask': []}
   for batch in ds:
     z, mask = encode(model, jnp.asarray(batch['nspec']))
@@ -122,13 +119,12 @@ def latent_dataset(cfg, model, split: str = 'train'):
   if not cfg.get('cache_latents', False):
     return vae_task.motion_dataset(cfg, split)
   import grain  # pylint: disable=g-import-not-at-top
-  if cfg.batch_size % jax.process_count():
-    raise ValueError(f'batch_size {cfg.batch_size} is not divisible by {jax.process_count()} processes')
+  batch_size = vae_task.process_batch_size(cfg)
   arrays = encode_training_set(cfg, model, split)
   log.info('latent cache: %d examples, %.0f MiB', len(arrays['z0']),
            sum(a.nbytes for a in arrays.values()) / 2 ** 20)
   ds = grain.MapDataset.source(_Cached(arrays)).shuffle(seed=cfg.seed).repeat(None)
-  return ds.batch(cfg.batch_size // jax.process_count(), drop_remainder=True).to_iter_dataset()
+  return ds.batch(batch_size, drop_remainder=True).to_iter_dataset()
 
 
 def moving_fraction(nspec_BxKxHxWx4: jax.Array, stats, threshold_px: float, latent_hw) -> jax.Array:

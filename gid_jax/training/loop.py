@@ -5,7 +5,7 @@ which parameters are trained), its loss on a batch, and its input pipeline.
 ``train(config, workdir, task)`` then
 
 * splits the model into (graphdef, params, frozen, rest) so that the step is a pure function of pytrees:
-  ``params`` are the parameters the task trains (``Task.trainable``), ``frozen`` the other parameters
+  ``params`` are the parameters the task trains (its kind's ``trainable`` filter), ``frozen`` the other parameters
   (a pretrained VAE, a stage-1 U-Net), kept in the checkpoint so one checkpoint is the whole model;
 * runs on a device mesh from ``config.mesh`` (gid_jax.sharding): batches split over the data
   axes, parameters and optimiser state FSDP-split, global batches assembled from per-process data;

@@ -13,6 +13,7 @@ from gid_jax.data import pipeline
 from gid_jax.models import perceptual as perceptual_lib
 from gid_jax.models import renderer as renderer_lib
 from gid_jax.models import ssim as ssim_lib
+from gid_jax.training import vae as vae_task
 from gid_jax.training.loop import Task
 
 
@@ -58,9 +59,7 @@ def make_task(config) -> Task:
     return loss, metrics
 
   def make_dataset(cfg):
-    if cfg.batch_size % jax.process_count():
-      raise ValueError(f'batch_size {cfg.batch_size} is not divisible by {jax.process_count()} processes')
-    return pipeline.make_dataset(cfg.data_dir, 'train', batch_size=cfg.batch_size // jax.process_count(),
+    return pipeline.make_dataset(cfg.data_dir, 'train', batch_size=vae_task.process_batch_size(cfg),
                                  seed=cfg.seed, name=build_lib.FRAMES_DATASET_NAME)
 
   return Task('renderer', loss_fn, make_dataset)

@@ -14,12 +14,18 @@ def require_data_dir(config) -> None:
     raise ValueError('config.data_dir is empty: pass --config.data_dir=<a python -m gid_jax.data.build --out>')
 
 
-def motion_dataset(cfg, split: str = 'train'):
-  """Batches of image_BxHxWx3 / nspec_BxKxHxWx4, the global batch split over processes."""
+def process_batch_size(cfg) -> int:
+  """This process's share of the global ``cfg.batch_size``; a one-line error if processes cannot share it."""
   if cfg.batch_size % jax.process_count():
     raise ValueError(f'batch_size {cfg.batch_size} is not divisible by {jax.process_count()} processes')
+  return cfg.batch_size // jax.process_count()
+
+
+def motion_dataset(cfg, split: str = 'train'):
+  """Batches of image_BxHxWx3 / nspec_BxKxHxWx4, the global batch split over processes."""
+  batch_size = process_batch_size(cfg)
   stats = pipeline.training_stats(cfg.data_dir, cfg.get('normalize', ''), cfg.get('num_freqs', 0))
-  return pipeline.make_dataset(cfg.data_dir, split, batch_size=cfg.batch_size // jax.process_count(),
+  return pipeline.make_dataset(cfg.data_dir, split, batch_size=batch_size,
                                seed=cfg.seed, stats=stats)
 
 
