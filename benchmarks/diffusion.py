@@ -27,23 +27,23 @@ from gid_jax.configs import ldm as ldm_config
 from gid_jax.configs import ldm_freq as ldm_freq_config
 from gid_jax.configs import ldm_volume as ldm_volume_config
 from gid_jax.configs import vae as vae_config
+from gid_jax.diffusion import motion_sampler
+from gid_jax.models import vae as vae_lib
+from gid_jax.motion import normalize as norm_lib
 from gid_jax.runs import checkpoints
 from gid_jax.training import ldm as ldm_task
 from gid_jax.training import loop
 from gid_jax.training import vae as vae_task
 
 
-def _fill(c, size: str):
+def _facts(c, size: str) -> dict:
+  """What training would derive for ``c`` from a dataset of the ``size`` data config (image-size statistics,
+  latent scale 1): the same function training uses."""
   d = data_config.get_config(f'size={size}')
-  c.data_info.width, c.data_info.height = d.width, d.height
-  c.data_info.num_frames, c.data_info.num_freqs, c.data_info.fps = d.num_frames, d.num_freqs, d.fps
-  c.vae.model = vae_config.get_config(f'size={size}').model
-  c.latent_scale = 1.0
-  k = d.num_freqs
-  c.model.num_freqs = k
-  c.model.in_channels = c.model.out_channels = 4 * (k if c.mode == 'volume' else 1)
-  c.model.cond_channels = ldm_task.cond_channels(c)
-  return c
+  info = {'width': d.width, 'height': d.height, 'num_frames': d.num_frames, 'num_freqs': d.num_freqs, 'fps': d.fps}
+  stats = norm_lib.image_size_stats(d.num_freqs, d.width, d.height).to_json()
+  vae_model = vae_config.get_config(f'size={size}').model.to_dict()
+  return ldm_task.model_facts(c, info, stats, vae_model, 1.0, '')
 
 
 def _batch(c, b):
@@ -52,20 +52,22 @@ def _batch(c, b):
           'image': np.zeros((b, d.height, d.width, 3), np.float32)}
 
 
-def _configs(size='tiny'):
+def _configs(size='tiny', devices: int = 1) -> dict:
+  """{name: (resolved config, task)} of every benchmarked config (the batch: one of ``devices``' share)."""
   out = {}
-  v = vae_config.get_config(f'size={size}')
-  v.data_info = _fill(ldm_config.get_config(f'size={size}'), size).data_info
-  out['vae'] = v
-  out['ldm (stage 1)'] = _fill(ldm_config.get_config(f'size={size}'), size)
-  out['ldm_freq (stage 2)'] = _fill(ldm_freq_config.get_config(f'size={size}'), size)
-  out['ldm_volume'] = _fill(ldm_volume_config.get_config(f'size={size}'), size)
+  for name, module in (('vae', vae_config), ('ldm (stage 1)', ldm_config), ('ldm_freq (stage 2)', ldm_freq_config),
+                       ('ldm_volume', ldm_volume_config)):
+    c = module.get_config(f'size={size}')
+    c.batch_size = c.batch_size // devices
+    facts = _facts(ldm_config.get_config(f'size={size}'), size)
+    if name == 'vae':  # the VAE derives nothing; its batches have the LDM's data shape
+      out[name] = (checkpoints.resolve(c, {'data_info': facts['data_info']}), _vae_task(c))
+    else:
+      out[name] = (checkpoints.resolve(c, _facts(c, size)), ldm_task.make_task(c, _facts(c, size)))
   return out
 
 
 def _vae_task(c):
-  from gid_jax.models import vae as vae_lib  # pylint: disable=g-import-not-at-top
-
   def loss_fn(model, batch, rng):
     x = batch['nspec'].reshape(-1, *batch['nspec'].shape[2:])
     recon, mean, logvar = model(x, rng)
@@ -75,8 +77,7 @@ def _vae_task(c):
 
 def train_throughput(steps: int, out=print) -> list[dict]:
   rows = []
-  for name, c in _configs('tiny').items():
-    task = _vae_task(c) if name == 'vae' else ldm_task.build_task(c)
+  for name, (c, task) in _configs('tiny').items():
     graphdef, rest, state, tx = loop.init_state(c, task)
     step = loop.make_train_step(graphdef, rest, tx, task, 0.99)
     batch = jax.tree.map(jnp.asarray, _batch(c, c.batch_size))
@@ -99,11 +100,8 @@ def train_throughput(steps: int, out=print) -> list[dict]:
 
 
 def sampling_time(sample_steps: int, out=print) -> list[dict]:
-  from gid_jax.diffusion import motion_sampler  # pylint: disable=g-import-not-at-top
-  c = _configs('tiny')['ldm_freq (stage 2)']
+  c = _configs('tiny')['ldm_freq (stage 2)'][0]
   model = checkpoints.build(c)
-  c.norm_stats_json = __import__('gid_jax.motion.normalize', fromlist=['x']).image_size_stats(
-      c.data_info.num_freqs, c.data_info.width, c.data_info.height).to_json()
   sampler = motion_sampler.MotionSampler(None, loaded=(c, model))
   image = np.zeros((c.data_info.height, c.data_info.width, 3), np.uint8)
   rows = []
@@ -124,9 +122,7 @@ def sampling_time(sample_steps: int, out=print) -> list[dict]:
 
 def paper_cost(out=print, devices: int = 16, time_steps: int = 0) -> list[dict]:
   rows = []
-  for name, c in list(_configs('paper').items())[1:3]:
-    c.batch_size = c.batch_size // devices  # one device's share of the global batch
-    task = ldm_task.build_task(c)
+  for name, (c, task) in list(_configs('paper', devices).items())[1:3]:  # one device's share of the batch
     graphdef, rest, state, tx = loop.init_state(c, task, abstract=True)
     step = loop.make_train_step(graphdef, rest, tx, task, 0.999)
     batch = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype), _batch(c, c.batch_size))

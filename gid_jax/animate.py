@@ -40,138 +40,26 @@ N = T * slowdown loops already. For any other N, two methods (``loop_method``):
 
 from __future__ import annotations
 
-import dataclasses
 import os
 from typing import Callable
 
+import cv2
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from gid_jax import runs
-from gid_jax.errors import InputError  # pylint: disable=unused-import  (gid_jax.animate.InputError)
+from gid_jax.diffusion import motion_sampler
+from gid_jax.errors import InputError
+# The JAX-free checks, re-exported: animate.Options, animate.load_photo, ... are this module's API.
+from gid_jax.inputs import (ASSETS, DEFAULT_CHECKPOINT, DEFAULT_RENDERER, EXAMPLE_PHOTO, LOOP_METHODS,  # noqa: F401
+                            MAX_ASPECT, MAX_PIXELS, MIN_SIDE, Options, check_model_dirs, check_photo_file,
+                            load_mask, load_photo, output_size)
 from gid_jax.motion import edit
 from gid_jax.motion import normalize as norm_lib
+from gid_jax.render import video as render_video
+from gid_jax.runs import checkpoints
 
-MAX_PIXELS = 50_000_000  # larger photos are refused (decompression bombs, memory)
-ASSETS = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'assets')
-DEFAULT_CHECKPOINT = os.path.join(ASSETS, 'default', 'ldm')
-DEFAULT_RENDERER = os.path.join(ASSETS, 'default', 'renderer')
-EXAMPLE_PHOTO = os.path.join(ASSETS, 'example.jpg')
-
-
-MIN_SIDE = 16  # photos with a shorter side below this are refused: too small to animate (1 x 1, icons)
-# Photos more elongated than this are refused: the motion model's input keeps the photo's aspect at about the
-# training pixel count, so a 200000 x 16 strip would make a 2 x 20000 model input (and hours of work).
-MAX_ASPECT = 4.0
-LOOP_METHODS = ('snap', 'guidance')
 PAPER_WIDTH = 256  # the paper's frames are 256 x 160: the loop guidance's loss is in their pixels
-
-
-@dataclasses.dataclass
-class Options:
-  num_frames: int = 150
-  fps: float = 30.0
-  steps: int = 250
-  eta: float = 0.0
-  guidance: float = 0.0
-  seed: int = 0
-  loop: bool = False
-  loop_method: str = 'snap'  # 'snap' or 'guidance' (module docstring)
-  loop_weight: float = 1.75  # w of classifier-free guidance while looping by guidance (SPEC)
-  loop_scale: float = 200.0  # u of the self-guidance, in the paper's units (module docstring; SPEC: 200)
-  loop_recurrence: int = 2  # SPEC
-  motion_scale: float = 1.0
-  slowdown: float = 1.0
-  max_side: int = 512
-
-  def check(self) -> None:
-    if self.num_frames < 2:
-      raise InputError(f'--num-frames must be at least 2, got {self.num_frames}')
-    if not 0 < self.fps <= 240:
-      raise InputError(f'--fps must be in (0, 240], got {self.fps}')
-    if self.steps < 1:
-      raise InputError(f'--steps must be at least 1, got {self.steps}')
-    if self.eta < 0:
-      raise InputError(f'--eta must be >= 0, got {self.eta}')
-    if self.guidance < 0:
-      raise InputError(f'--guidance must be >= 0, got {self.guidance}')
-    if self.loop_method not in LOOP_METHODS:
-      raise InputError(f'--loop-method must be one of {", ".join(LOOP_METHODS)}, got {self.loop_method!r}')
-    if self.loop_recurrence < 1:
-      raise InputError(f'--loop-recurrence must be at least 1, got {self.loop_recurrence}')
-    if self.loop_scale < 0:
-      raise InputError(f'--loop-scale must be >= 0, got {self.loop_scale}')
-    if self.motion_scale < 0:
-      raise InputError(f'--motion-scale must be >= 0, got {self.motion_scale}')
-    if self.slowdown <= 0:
-      raise InputError(f'--slowdown must be > 0, got {self.slowdown}')
-    if self.max_side < 16:
-      raise InputError(f'--max-side must be at least 16, got {self.max_side}')
-
-
-def check_photo_file(path: str, max_pixels: int = MAX_PIXELS) -> tuple[int, int]:
-  """(width, height) from the file's header, without decoding it; InputError if missing, unreadable, too
-  large (over ``max_pixels``), too small (shorter side under :data:`MIN_SIDE`) or too elongated (over
-  :data:`MAX_ASPECT`)."""
-  import warnings  # pylint: disable=g-import-not-at-top
-  from PIL import Image, UnidentifiedImageError  # pylint: disable=g-import-not-at-top
-  if not os.path.isfile(path):
-    raise InputError(f'photo not found: {path}')
-  try:
-    with warnings.catch_warnings():
-      warnings.simplefilter('ignore', Image.DecompressionBombWarning)  # our own limit speaks first
-      with Image.open(path) as im:
-        w, h = im.size
-  except Image.DecompressionBombError:
-    raise InputError(f'{path} is over {max(max_pixels, Image.MAX_IMAGE_PIXELS or 0):,} pixels, too large to '
-                     'open safely') from None
-  except (UnidentifiedImageError, OSError) as e:
-    raise InputError(f'{path} is not a readable image ({str(e).splitlines()[0]})') from None
-  if w * h > max_pixels:
-    raise InputError(f'{path} is {w}x{h} = {w * h:,} pixels, over the limit of {max_pixels:,} pixels')
-  if min(w, h) < MIN_SIDE:
-    raise InputError(f'{path} is {w}x{h} pixels; photos need at least {MIN_SIDE} pixels on each side')
-  if max(w, h) > MAX_ASPECT * min(w, h):
-    raise InputError(f'{path} is {w}x{h} pixels; its longer side may be at most {MAX_ASPECT:g}x its shorter '
-                     '(crop it)')
-  return w, h
-
-
-def load_photo(path: str, max_pixels: int = MAX_PIXELS) -> np.ndarray:
-  """Any PIL-readable photo as uint8 RGB: EXIF rotation applied, alpha composited on white, greyscale
-  replicated, 16-bit and float images scaled from their full range. Checked first by
-  :func:`check_photo_file` (size limits, one-line InputErrors)."""
-  import warnings  # pylint: disable=g-import-not-at-top
-  from PIL import Image, ImageOps, UnidentifiedImageError  # pylint: disable=g-import-not-at-top
-  check_photo_file(path, max_pixels)
-  try:
-    with warnings.catch_warnings():
-      warnings.simplefilter('ignore', Image.DecompressionBombWarning)
-      with Image.open(path) as im:
-        im = ImageOps.exif_transpose(im)
-        im.load()
-  except (UnidentifiedImageError, OSError, Image.DecompressionBombError) as e:
-    raise InputError(f'{path} is not a readable image ({str(e).splitlines()[0]})') from None
-  if im.mode in ('I;16', 'I;16B', 'I;16L', 'I', 'F'):
-    a = np.asarray(im, np.float64)
-    top = 65535.0 if im.mode.startswith('I;16') or a.max() > 255 else 255.0
-    if im.mode == 'F':
-      top = 1.0 if a.max() <= 1.0 else max(float(a.max()), 1.0)
-    a = np.clip(a / top * 255.0, 0, 255).round().astype(np.uint8)
-    return np.repeat(a[..., None], 3, axis=-1)
-  if im.mode in ('RGBA', 'LA', 'PA') or (im.mode == 'P' and 'transparency' in im.info):
-    im = im.convert('RGBA')
-    background = Image.new('RGBA', im.size, (255, 255, 255, 255))
-    im = Image.alpha_composite(background, im)
-  return np.asarray(im.convert('RGB'), np.uint8)
-
-
-def output_size(width: int, height: int, max_side: int) -> tuple[int, int]:
-  """(W, H) of the output: aspect kept, longer side <= max_side, even sizes."""
-  scale = min(1.0, max_side / max(width, height))
-  even = lambda v: max(2, int(round(v * scale / 2)) * 2)
-  return even(width), even(height)
 
 
 def model_size(width: int, height: int, train_wh: tuple[int, int], multiple: int) -> tuple[int, int]:
@@ -183,7 +71,6 @@ def model_size(width: int, height: int, train_wh: tuple[int, int], multiple: int
 
 
 def resize(image_HxWxC: np.ndarray, width: int, height: int) -> np.ndarray:
-  import cv2  # pylint: disable=g-import-not-at-top
   h, w = image_HxWxC.shape[:2]
   interp = cv2.INTER_AREA if width * height < w * h else cv2.INTER_LINEAR
   out = cv2.resize(image_HxWxC, (width, height), interpolation=interp)
@@ -194,30 +81,10 @@ def resize_spectral(spec_KxHxWx4: np.ndarray, width: int, height: int) -> np.nda
   """Resize a spectral volume to (height, width), rescaling x and y displacements to the new pixels."""
   k, h, w, _ = spec_KxHxWx4.shape
   flat = np.asarray(spec_KxHxWx4, np.float32).transpose(1, 2, 0, 3).reshape(h, w, k * 4)
-  import cv2  # pylint: disable=g-import-not-at-top
   chunks = [cv2.resize(flat[..., i:i + 256], (width, height), interpolation=cv2.INTER_LINEAR)
             .reshape(height, width, -1) for i in range(0, k * 4, 256)]
   out = np.concatenate(chunks, axis=-1).reshape(height, width, k, 4).transpose(2, 0, 1, 3)
   return out * np.asarray([width / w, width / w, height / h, height / h], np.float32)
-
-
-def load_mask(path: str, width: int, height: int) -> np.ndarray:
-  """A mask image of the photo's size -> float (H, W) in [0, 1] (white = animate)."""
-  from PIL import Image, UnidentifiedImageError  # pylint: disable=g-import-not-at-top
-  if not os.path.isfile(path):
-    raise InputError(f'mask not found: {path}')
-  try:
-    with Image.open(path) as im:
-      im.load()
-      if im.size != (width, height):
-        raise InputError(f'mask {path} is {im.size[0]}x{im.size[1]} but the photo is {width}x{height}')
-      if im.mode in ('RGBA', 'LA'):
-        a = np.asarray(im.getchannel('A'), np.float32) / 255.0
-      else:
-        a = np.asarray(im.convert('L'), np.float32) / 255.0
-  except (UnidentifiedImageError, OSError) as e:
-    raise InputError(f'mask {path} is not a readable image') from e
-  return a
 
 
 _LOOP_LOSSES = {}
@@ -297,7 +164,6 @@ def animate(photo_HxWx3: np.ndarray, opts: Options, sampler=None, renderer=None,
   ``spectral``: a given (spec, T) instead of sampling one. ``mask_HxW`` at the photo's size.
   ``progress(done, total)``: after every DDIM step; ``render_progress(done, total)``: frames rendered.
   """
-  from gid_jax.render import video as render_video  # pylint: disable=g-import-not-at-top
   opts.check()
   h, w = photo_HxWx3.shape[:2]
   ow, oh = output_size(w, h, opts.max_side)
@@ -324,18 +190,10 @@ def load_renderer(workdir: str):
   """A trained renderer (configs/renderer.py run or exported model) or None when ``workdir`` is empty."""
   if not workdir:
     return None
-  from gid_jax.runs import checkpoints  # pylint: disable=g-import-not-at-top
   try:
     return checkpoints.load_kind(workdir, 'renderer')[1]
   except ValueError as e:
     raise InputError(str(e)) from e
-
-
-def check_model_dirs(checkpoint: str | None, renderer: str | None) -> None:
-  """The fast check of ``load_models``' folders (no JAX): each exists, holds a checkpoint of the right kind."""
-  runs.check_run(checkpoint or DEFAULT_CHECKPOINT, ('ldm',), '--checkpoint')
-  if renderer not in (None, '', 'none'):
-    runs.check_run(renderer, ('renderer',), '--renderer')
 
 
 def load_models(checkpoint: str | None, renderer: str | None):
@@ -344,7 +202,6 @@ def load_models(checkpoint: str | None, renderer: str | None):
   ``renderer``: a run/export folder, None for the bundled renderer (if shipped), 'none' or '' for RGB
   softmax splatting. Failures are InputErrors naming the folder.
   """
-  from gid_jax.diffusion import motion_sampler  # pylint: disable=g-import-not-at-top
   checkpoint = checkpoint or DEFAULT_CHECKPOINT
   check_model_dirs(checkpoint, renderer)
   try:

@@ -31,7 +31,10 @@ import sys
 import warnings
 from typing import Callable, Sequence
 
+from absl import logging as absl_logging
+
 from gid_jax import __version__
+from gid_jax.configs import check_ranges
 from gid_jax.errors import InputError
 from gid_jax.progress import Bar, Progress  # pylint: disable=unused-import  (cli.Progress for entry points)
 
@@ -248,7 +251,6 @@ def load_config(spec: str, overrides: Sequence[tuple[str, str]] = ()):
   except (ValueError, TypeError) as e:
     raise InputError(f'--config={spec}: {str(e).splitlines()[0]}') from None
   apply_overrides(config, overrides)
-  from gid_jax.configs import check_ranges  # pylint: disable=g-import-not-at-top
   try:
     check_ranges(config)
   except ValueError as e:
@@ -277,7 +279,6 @@ def setup_logging(verbose: bool = False) -> None:
   for name in _NOISY_LOGGERS:
     logging.getLogger(name).setLevel(logging.ERROR)
   try:
-    from absl import logging as absl_logging  # pylint: disable=g-import-not-at-top
     absl_logging.set_verbosity(absl_logging.ERROR)
     absl_logging.set_stderrthreshold('error')
   except ImportError:

@@ -38,12 +38,27 @@ import os
 import sys
 import time
 
+import jax
 import numpy as np
 
+from gid_jax import animate
+from gid_jax import cli
+from gid_jax import fileio
 from gid_jax import runs
+from gid_jax.configs import data as data_configs
+from gid_jax.data import build as build_lib
+from gid_jax.data import clips as clips_lib
+from gid_jax.data import video as video_lib
+from gid_jax.diffusion import motion_sampler
 from gid_jax.errors import InputError
+from gid_jax.eval import frechet
+from gid_jax.eval import metrics
+from gid_jax.eval import motion_report
 from gid_jax.fileio import atomic_path, atomic_write_text
+from gid_jax.motion import normalize as norm_lib
+from gid_jax.motion import spectral
 from gid_jax.progress import Progress
+from gid_jax.render import video as render_video
 
 log = logging.getLogger('gid_jax.evaluate')
 KINDS = ('ldm', 'repeat', 'mean', 'truth')
@@ -71,7 +86,6 @@ class EvalSet:
 
 
 def data_config(config, flow_method: str):
-  from gid_jax.configs import data as data_configs  # pylint: disable=g-import-not-at-top
   c = data_configs.get_config(f'size={config.size}')
   c.flow.method = flow_method
   return c
@@ -79,14 +93,10 @@ def data_config(config, flow_method: str):
 
 def load_set(name: str, set_cfg, config) -> EvalSet:
   """Cut the clips of every video of ``set_cfg.videos`` (at most ``clips_per_video`` evenly spaced ones)."""
-  from gid_jax.data import build as build_lib  # pylint: disable=g-import-not-at-top
-  from gid_jax.data import clips as clips_lib  # pylint: disable=g-import-not-at-top
-  from gid_jax.data import video as video_lib  # pylint: disable=g-import-not-at-top
-  from gid_jax.motion import spectral  # pylint: disable=g-import-not-at-top
   if not os.path.isdir(set_cfg.videos):
     raise EvalError(f'sets.{name}.videos: no folder {set_cfg.videos!r}')
   paths = video_lib.list_videos(set_cfg.videos)
-  if set_cfg.get('max_videos', 0):
+  if set_cfg.max_videos:
     paths = paths[:set_cfg.max_videos]
   if not paths:
     raise EvalError(f'sets.{name}.videos: no videos in {set_cfg.videos}')
@@ -138,9 +148,6 @@ def _fit_k(spec_NxKxHxWx4: np.ndarray, k: int) -> np.ndarray:
 
 def sample_ldm(run: str, images_NxHxWx3: np.ndarray, sampling, batch: int = 8) -> np.ndarray:
   """Spectral volumes (pixels) from a motion LDM run, ``batch`` images per call, seeded per batch."""
-  import jax  # pylint: disable=g-import-not-at-top
-  from gid_jax.diffusion import motion_sampler  # pylint: disable=g-import-not-at-top
-  from gid_jax.motion import normalize as norm_lib  # pylint: disable=g-import-not-at-top
   sampler = motion_sampler.MotionSampler(run)
   if tuple(images_NxHxWx3.shape[1:3]) != sampler.size:
     raise EvalError(f'{run} was trained at {sampler.size[1]}x{sampler.size[0]} but the clips are '
@@ -169,7 +176,6 @@ def method_volumes(method, evalset: EvalSet, config, mean_volume) -> np.ndarray 
 
 
 def render_videos(evalset: EvalSet, spec, renderer, splat_mode: str) -> np.ndarray:
-  from gid_jax.render import video as render_video  # pylint: disable=g-import-not-at-top
   n, t = evalset.frames.shape[:2]
   if spec is None:
     return np.repeat(evalset.images[:, None], t, axis=1)
@@ -180,7 +186,6 @@ def render_videos(evalset: EvalSet, spec, renderer, splat_mode: str) -> np.ndarr
 def video_features(videos_NxTxHxWx3: np.ndarray, config) -> dict:
   """Inception features of every ``fid_frame_stride``-th frame, I3D features of the first 16 / 32 frames
   (``fvd_frames``)."""
-  from gid_jax.eval import metrics  # pylint: disable=g-import-not-at-top
   crop = tuple(config.crop)
   t = videos_NxTxHxWx3.shape[1]
   sel = videos_NxTxHxWx3[:, ::config.fid_frame_stride]
@@ -196,7 +201,7 @@ def video_features(videos_NxTxHxWx3: np.ndarray, config) -> dict:
 
 
 def _fvd_frames(config) -> tuple[int, ...]:
-  return tuple(int(n) for n in config.get('fvd_frames', (16, 32)))
+  return tuple(int(n) for n in config.fvd_frames)
 
 
 def _dt_path(config, n: int) -> str:
@@ -205,7 +210,6 @@ def _dt_path(config, n: int) -> str:
 
 def distances(real: dict, fake: dict, config) -> dict:
   """Table-1 numbers (plus sliding-window FID) from two feature dicts of ``video_features``."""
-  from gid_jax.eval import frechet  # pylint: disable=g-import-not-at-top
   fr, ff = real['inception'], fake['inception']
   flat = lambda f: f.reshape(-1, f.shape[-1])
   out = {'fid': frechet.frechet_distance_from_features(flat(fr), flat(ff)),
@@ -260,7 +264,7 @@ def _method_key(name: str, method, evalset: EvalSet, config) -> str:
   # hash keeps a cache made with other flow settings (or older targets) from being reused.
   truth = hashlib.sha1(np.ascontiguousarray(evalset.spec).tobytes()).hexdigest()[:16]
   parts = [evalset.name, str(len(evalset.clip_ids)), hashlib.sha1(''.join(evalset.clip_ids).encode()).hexdigest(),
-           name, method.kind, run_id, method.get('splat', ''), config.renderer, _feature_settings(config), truth]
+           name, method.kind, run_id, method.splat, config.renderer, _feature_settings(config), truth]
   return '|'.join(parts)
 
 
@@ -288,7 +292,7 @@ def check_config(config) -> None:
     if m.kind == 'ldm' and not os.path.isdir(os.path.join(m.run, 'checkpoints')):
       raise EvalError(f'methods.{name}.run: no LDM checkpoint in {m.run!r} (train it, or drop the method '
                       f'with --config.order)')
-    if m.get('splat', '') not in ('', 'softmax', 'average', 'linear'):
+    if m.splat not in ('', 'softmax', 'average', 'linear'):
       raise EvalError(f"methods.{name}.splat must be '', softmax, average or linear, got {m.splat!r}")
   if config.fid_frame_stride < 1 or config.sliding_fid_window < 1:
     raise EvalError('fid_frame_stride and sliding_fid_window must be >= 1')
@@ -307,9 +311,8 @@ def check_config(config) -> None:
 
 def _method_features(method, evalset, config, mean_volume, renderer) -> dict:
   """One method's videos for every clip of ``evalset``, their features and (with a volume) motion metrics."""
-  from gid_jax.eval import motion_report  # pylint: disable=g-import-not-at-top
   spec = method_volumes(method, evalset, config, mean_volume)
-  splat_mode = method.get('splat', '')
+  splat_mode = method.splat
   videos = render_videos(evalset, spec, None if splat_mode else renderer, splat_mode or 'softmax')
   feats = video_features(videos, config)
   if spec is not None:
@@ -322,8 +325,6 @@ def _method_features(method, evalset, config, mean_volume, renderer) -> dict:
 
 def evaluate(config, progress: bool = False) -> dict:
   """Run every method on every set (see module docstring); returns the results dict also written to JSON."""
-  from gid_jax import animate  # pylint: disable=g-import-not-at-top
-  from gid_jax.eval import motion_report  # pylint: disable=g-import-not-at-top
   check_config(config)
   show = Progress(progress)
   os.makedirs(config.out_dir, exist_ok=True)
@@ -422,7 +423,6 @@ def markdown(results: dict) -> str:
 
 
 def build_parser():
-  from gid_jax import cli  # pylint: disable=g-import-not-at-top
   p = cli.Parser('gid-evaluate', __doc__, config_required=True)
   p.add_argument('--overwrite', action='store_true',
                  help='write results into a config.out_dir that holds other files (they are kept)')
@@ -431,7 +431,6 @@ def build_parser():
 
 def precheck(config, overwrite: bool) -> None:
   """Every check that needs no model or data loading: config values, the sets' folders, the output folder."""
-  from gid_jax import fileio  # pylint: disable=g-import-not-at-top
   out = config.out_dir
   earlier = os.path.isfile(os.path.join(out, 'results.json')) or os.path.isdir(os.path.join(out, 'cache'))
   if not earlier:
@@ -449,13 +448,7 @@ def run(args) -> None:
 
 
 def main(argv=None) -> int:
-  from gid_jax import cli  # pylint: disable=g-import-not-at-top
   return cli.main(run, build_parser(), argv, expected=(FileNotFoundError,))
-
-
-def script() -> None:
-  """The installed console command (setup.cfg)."""
-  sys.exit(main())
 
 
 if __name__ == '__main__':

@@ -10,6 +10,7 @@ import shutil
 import sys
 
 from gid_jax import cli
+from gid_jax import fileio
 from gid_jax import runs
 from gid_jax.errors import InputError
 
@@ -27,7 +28,6 @@ def build_parser():
 
 
 def run(args) -> None:
-  from gid_jax import fileio  # pylint: disable=g-import-not-at-top
   stored = runs.check_run(args.workdir, ('ldm', 'renderer', 'vae'), '--workdir')
   sampling = {k: v for k, v in (('guidance', args.guidance), ('num_steps', args.steps)) if v is not None}
   if sampling and stored.get('trainer') != 'ldm':
@@ -42,6 +42,7 @@ def run(args) -> None:
   if not (is_export and args.overwrite):
     fileio.check_output(args.out, False, '--out', kind='dir')  # a user's folder is never written into
   with cli.Progress(args.progress).phase(f'exporting {args.workdir}'):
+    # The JAX stack (about 1-3 s to import) only now: --help and the checks above answered without it.
     from gid_jax.runs import checkpoints  # pylint: disable=g-import-not-at-top
     if is_export:
       shutil.rmtree(os.path.join(args.out, 'checkpoints'))  # our own earlier export, --overwrite given
@@ -51,11 +52,6 @@ def run(args) -> None:
 
 def main(argv=None) -> int:
   return cli.main(run, build_parser(), argv, expected=(ValueError, FileNotFoundError))
-
-
-def script() -> None:
-  """The installed console command (setup.cfg)."""
-  sys.exit(main())
 
 
 if __name__ == '__main__':

@@ -23,9 +23,14 @@ import sys
 
 import numpy as np
 
+from gid_jax import animate
 from gid_jax import cli
+from gid_jax import fileio
+from gid_jax.data import video
+from gid_jax.diffusion import motion_sampler
 from gid_jax.errors import InputError
 from gid_jax.motion import modal
+from gid_jax.render import video as render_video
 
 PROG = 'gid-interact'
 
@@ -51,8 +56,6 @@ def parse_poke(text: str) -> tuple[float, float, float, float, int]:
 
 def load_image(path: str, width: int, height: int) -> np.ndarray:
   """uint8 RGB (height, width, 3): the photo centre-cropped to the aspect ratio and resized."""
-  from gid_jax import animate  # pylint: disable=g-import-not-at-top
-  from gid_jax.data import video  # pylint: disable=g-import-not-at-top
   image = animate.load_photo(path)  # any mode: alpha, greyscale, 16-bit (see gid_jax.animate)
   return video.center_crop_resize(image, width, height)
 
@@ -62,11 +65,9 @@ def load_or_sample_spectral(args, progress: cli.Progress | None = None) -> modal
   progress = progress or cli.Progress(False)
   if not args.spectral:
     # Sample one with the motion model (the bundled default unless --checkpoint), at the output size.
-    from gid_jax import animate  # pylint: disable=g-import-not-at-top
     checkpoint = args.checkpoint or animate.DEFAULT_CHECKPOINT  # checked by check_args
     photo = animate.load_photo(args.image)
     with progress.phase('loading the motion model'):
-      from gid_jax.diffusion import motion_sampler  # pylint: disable=g-import-not-at-top
       sampler = motion_sampler.MotionSampler(checkpoint)
     steps = sampler.config.sampling.num_steps if args.steps is None else args.steps
     opts = animate.Options(seed=args.seed, max_side=args.max_side, steps=steps)
@@ -86,7 +87,6 @@ def poke_video(image_HxWx3: np.ndarray, spec: modal.SpectralFile, pokes, num_fra
 
   x, y are fractions of the width and height; dx, dy pixels. Frame 0 is the photo itself.
   """
-  from gid_jax.render import video as render_video  # pylint: disable=g-import-not-at-top
   sim = modal.ModalSimulator(spec.spectral_volume, params, spec.num_frames, spec.fps)
   scheduled = []
   for x, y, dx, dy, frame in pokes:
@@ -124,9 +124,6 @@ def build_parser() -> cli.Parser:
 
 def check_args(args) -> list:
   """Every option checked before any model or JAX work; returns the parsed pokes."""
-  from gid_jax import animate  # pylint: disable=g-import-not-at-top
-  from gid_jax import fileio  # pylint: disable=g-import-not-at-top
-  from gid_jax.data import video  # pylint: disable=g-import-not-at-top
   if not args.poke:
     raise InputError('give at least one --poke X,Y,DX,DY (the scene is at rest without one)')
   pokes = [parse_poke(p) for p in args.poke]
@@ -154,7 +151,6 @@ def check_args(args) -> list:
 
 
 def run(args) -> None:
-  from gid_jax.data import video  # pylint: disable=g-import-not-at-top
   pokes = check_args(args)
   progress = cli.Progress(args.progress)
   spec = load_or_sample_spectral(args, progress)
@@ -172,11 +168,6 @@ def run(args) -> None:
 def main(argv=None) -> int:
   # ValueError: the library's own checks (a bad .npz, bad ModalParams) are input errors here.
   return cli.main(run, build_parser(), argv, expected=(ValueError,))
-
-
-def script() -> None:
-  """The installed console command (setup.cfg)."""
-  sys.exit(main())
 
 
 if __name__ == '__main__':

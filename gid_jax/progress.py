@@ -10,6 +10,8 @@ import contextlib
 import sys
 import time
 
+from tqdm.auto import tqdm
+
 
 class Progress:
   """Phase lines and bars on stderr: ``loading models ... done (2.1 s)``; bars whose ETA skips compiling.
@@ -70,7 +72,6 @@ class Bar:
     return self
 
   def _open(self, initial: int) -> None:
-    from tqdm.auto import tqdm  # pylint: disable=g-import-not-at-top
     self._bar = tqdm(total=self.total, initial=initial, desc=self.name, unit=self.unit, file=self.p.stream,
                      dynamic_ncols=True, leave=True)
 

@@ -15,14 +15,15 @@ import os
 import sys
 
 from gid_jax import cli
+from gid_jax import fileio
+from gid_jax import inputs
 from gid_jax.errors import InputError
 
 PROG = 'gid-sample'
 
 
 def build_parser() -> cli.Parser:
-  from gid_jax import animate  # pylint: disable=g-import-not-at-top
-  d = animate.Options()
+  d = inputs.Options()
   p = cli.Parser(PROG, __doc__)
   p.add_argument('--image', default=None, help='photo to animate (default: the bundled example photo)')
   p.add_argument('--out', default='out.mp4',
@@ -40,7 +41,7 @@ def build_parser() -> cli.Parser:
   p.add_argument('--guidance', type=float, default=None,
                  help="classifier-free guidance weight w, >= 0 (default: the checkpoint's, 0)")
   p.add_argument('--loop', action='store_true', help='seamless loop: the last frame leads into the first')
-  p.add_argument('--loop-method', choices=animate.LOOP_METHODS, default=d.loop_method,
+  p.add_argument('--loop-method', choices=inputs.LOOP_METHODS, default=d.loop_method,
                  help="'snap': each frequency to a whole number of cycles per loop (exact, no extra cost); "
                       "'guidance': the paper's motion self-guidance (about 80x slower on a CPU)")
   p.add_argument('--loop-scale', type=float, default=d.loop_scale,
@@ -50,7 +51,7 @@ def build_parser() -> cli.Parser:
   p.add_argument('--mask', default=None, help="PNG of the photo's size: white = animate, black = still")
   p.add_argument('--save-spectral', default=None, help='also save the spectral volume (.npz)')
   p.add_argument('--max-side', type=int, default=d.max_side, help='longer side of the output video (>= 16)')
-  p.add_argument('--max-pixels', type=int, default=animate.MAX_PIXELS, help='larger photos are refused')
+  p.add_argument('--max-pixels', type=int, default=inputs.MAX_PIXELS, help='larger photos are refused')
   return p
 
 
@@ -60,19 +61,17 @@ def parse_args(argv):
 
 def check_args(args):
   """Every option checked before any model or JAX work: the Options (steps, eta and guidance are the
-  checkpoint's unless given, filled in once it is loaded); InputError if bad."""
-  from gid_jax import animate  # pylint: disable=g-import-not-at-top
-  from gid_jax import fileio  # pylint: disable=g-import-not-at-top
+  checkpoint's unless given, taken from it once it is loaded); InputError if bad."""
   out_ext = os.path.splitext(args.out)[1].lower()
   if out_ext not in ('', '.mp4', '.gif', '.webm'):
     raise InputError(f'--out must end in .mp4, .gif or .webm (or have no extension for PNGs), got {args.out}')
-  opts = animate.Options(num_frames=args.num_frames, fps=args.fps,
-                         steps=1 if args.steps is None else args.steps,
-                         eta=0.0 if args.eta is None else args.eta,
-                         guidance=0.0 if args.guidance is None else args.guidance, seed=args.seed,
-                         loop=args.loop, loop_method=args.loop_method, loop_scale=args.loop_scale,
-                         motion_scale=args.motion_scale,
-                         slowdown=args.slowdown, max_side=args.max_side)
+  opts = inputs.Options(num_frames=args.num_frames, fps=args.fps,
+                        steps=1 if args.steps is None else args.steps,
+                        eta=0.0 if args.eta is None else args.eta,
+                        guidance=0.0 if args.guidance is None else args.guidance, seed=args.seed,
+                        loop=args.loop, loop_method=args.loop_method, loop_scale=args.loop_scale,
+                        motion_scale=args.motion_scale,
+                        slowdown=args.slowdown, max_side=args.max_side)
   opts.check()
   if args.max_pixels < 1:
     raise InputError(f'--max-pixels must be >= 1, got {args.max_pixels}')
@@ -83,19 +82,20 @@ def check_args(args):
     fileio.check_output(args.save_spectral, args.overwrite, '--save-spectral', kind='file')
     if os.path.abspath(args.save_spectral) == os.path.abspath(args.out):
       raise InputError('--save-spectral and --out name the same file')
-  animate.check_photo_file(args.image or animate.EXAMPLE_PHOTO, args.max_pixels)
-  animate.check_model_dirs(args.checkpoint, args.renderer)
+  inputs.check_photo_file(args.image or inputs.EXAMPLE_PHOTO, args.max_pixels)
+  inputs.check_model_dirs(args.checkpoint, args.renderer)
   return opts
 
 
 def run(args) -> str:
-  from gid_jax import animate  # pylint: disable=g-import-not-at-top
   opts = check_args(args)
   progress = cli.Progress(args.progress)
-  image_path = args.image or animate.EXAMPLE_PHOTO
-  photo = animate.load_photo(image_path, args.max_pixels)
-  mask = animate.load_mask(args.mask, photo.shape[1], photo.shape[0]) if args.mask else None
+  image_path = args.image or inputs.EXAMPLE_PHOTO
+  photo = inputs.load_photo(image_path, args.max_pixels)
+  mask = inputs.load_mask(args.mask, photo.shape[1], photo.shape[0]) if args.mask else None
   with progress.phase('loading models'):
+    # The JAX stack (about 1-3 s to import) only now: --help and bad arguments answered without it.
+    from gid_jax import animate  # pylint: disable=g-import-not-at-top
     from gid_jax.data import video as video_lib  # pylint: disable=g-import-not-at-top
     from gid_jax.motion import modal  # pylint: disable=g-import-not-at-top
     sampler, renderer = animate.load_models(args.checkpoint, args.renderer)
@@ -128,11 +128,6 @@ def main(argv=None) -> int:
     out = run(args)
     print(f'wrote {out}')
   return cli.main(_run, build_parser(), argv)
-
-
-def script() -> None:
-  """The installed console command (setup.cfg)."""
-  sys.exit(main())
 
 
 if __name__ == '__main__':

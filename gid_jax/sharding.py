@@ -12,7 +12,7 @@ The mesh has three named axes (``config.mesh``):
 Sizes are integers; one of them may be -1 ("all remaining devices"). The logical-to-mesh rules live in
 ``config.sharding.rules`` as (logical name, mesh axes) pairs: ``batch`` (leading axis of every batch
 array), ``freq`` (the K axis of spectral volumes) and ``params`` (the mesh axes parameters are split
-over). A config without a ``mesh`` entry runs on all devices as pure data parallelism.
+over). Their defaults (pure data parallelism on all devices) are ``gid_jax.configs.parallelism``.
 """
 
 from __future__ import annotations
@@ -25,12 +25,11 @@ import numpy as np
 from jax.sharding import NamedSharding, PartitionSpec as P
 
 AXES = ('data', 'fsdp', 'freq')
-DEFAULT_RULES = (('batch', ('data', 'fsdp')), ('freq', 'freq'), ('params', 'fsdp'))
 
 
 def mesh_shape(mesh_cfg, num_devices: int) -> tuple[int, ...]:
   """(data, fsdp, freq) sizes with a -1 resolved; ValueError when they do not multiply to the devices."""
-  sizes = [int(mesh_cfg.get(a, 1)) if mesh_cfg is not None else (-1 if a == 'data' else 1) for a in AXES]
+  sizes = [int(mesh_cfg[a]) for a in AXES]
   if any(s == 0 or s < -1 for s in sizes) or sizes.count(-1) > 1:
     raise ValueError(f'config.mesh sizes must be positive (one may be -1), got {dict(zip(AXES, sizes))}')
   if -1 in sizes:
@@ -45,16 +44,12 @@ def mesh_shape(mesh_cfg, num_devices: int) -> tuple[int, ...]:
 
 
 def make_mesh(config) -> jax.sharding.Mesh:
-  shape = mesh_shape(config.get('mesh'), jax.device_count())
+  shape = mesh_shape(config.mesh, jax.device_count())
   return jax.make_mesh(shape, AXES, axis_types=(jax.sharding.AxisType.Auto,) * len(AXES))
 
 
 def rules(config) -> dict[str, Any]:
-  r = config.get('sharding')
-  pairs = r.rules if r is not None else DEFAULT_RULES
-  out = dict(DEFAULT_RULES)
-  out.update({k: (tuple(v) if isinstance(v, (list, tuple)) else v) for k, v in pairs})
-  return out
+  return {k: (tuple(v) if isinstance(v, (list, tuple)) else v) for k, v in config.sharding.rules}
 
 
 def batch_spec(config, *, freq: bool = False) -> P:

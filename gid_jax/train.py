@@ -18,7 +18,10 @@ import os
 import shutil
 import sys
 
+import ml_collections
+
 from gid_jax import cli
+from gid_jax import data
 from gid_jax import runs
 from gid_jax.errors import InputError
 
@@ -71,7 +74,6 @@ def check_workdir(workdir: str, config, overwrite: bool) -> bool:
 
 def precheck(args) -> bool:
   """Everything that can be checked without JAX: config values, data, the runs it builds on, the workdir."""
-  from gid_jax import data  # pylint: disable=g-import-not-at-top
   config = args.config
   trainer = config.get('trainer')
   if trainer not in TRAINERS:
@@ -104,16 +106,17 @@ def run(args) -> int:
         os.remove(path)
   created = not os.path.exists(workdir)
   try:
-    return _train(args)
+    return _train(args, resume)
   except (InputError, ValueError, FileNotFoundError):
     if created and os.path.isdir(workdir) and not os.listdir(workdir):
       os.rmdir(workdir)  # nothing of this run to keep
     raise
 
 
-def _train(args) -> int:
+def _train(args, resume: bool) -> int:
+  # The JAX stack (about 1-3 s to import) only now: --help and every check above answered without it.
   from gid_jax.training import distributed  # pylint: disable=g-import-not-at-top
-  config = args.config
+  config = ml_collections.FrozenConfigDict(args.config)  # read-only from here on
   # Before anything touches a JAX device: the backend sees the devices jax.distributed assigns it.
   try:
     info = distributed.maybe_initialize(args.coordinator_address, args.num_processes, args.process_id,
@@ -130,7 +133,8 @@ def _train(args) -> int:
   with progress.phase(f'loading data and building the {config.trainer} model'):
     from gid_jax.training import loop  # pylint: disable=g-import-not-at-top
     module = importlib.import_module(f'gid_jax.training.{config.trainer}')
-    task = module.make_task(config)
+    # A resumed run keeps the facts it derived when it started (gid_jax.runs); a fresh one derives them.
+    task = module.make_task(config, runs.stored_run(args.workdir)[1] if resume else None)
   try:
     metrics = loop.train(config, args.workdir, task, progress=progress.enabled)
   except loop.TrainingDiverged as e:
@@ -144,11 +148,6 @@ def _train(args) -> int:
 def main(argv=None) -> int:
   # ValueError / FileNotFoundError: the trainers' own checks of data and runs (after JAX starts).
   return cli.main(run, build_parser(), argv, expected=(ValueError, FileNotFoundError))
-
-
-def script() -> None:
-  """The installed console command (setup.cfg)."""
-  sys.exit(main())
 
 
 if __name__ == '__main__':

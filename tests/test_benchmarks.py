@@ -40,16 +40,14 @@ def test_one_command_runs_benchmarks_in_processes_and_prints_one_table(capsys, t
 
 
 def test_diffusion_benchmark_configs_build_and_trace():
-  # Every benchmarked config traces a whole train step (shapes only, no compile): the benchmark's filled-in
-  # configs stay in step with what training fills in (e.g. the conditioning channels).
+  # Every benchmarked config traces a whole train step (shapes only, no compile): the benchmark's configs and
+  # facts (training's own model_facts) stay in step with what training builds (e.g. the conditioning channels).
   import jax
   import jax.numpy as jnp
 
   from benchmarks import diffusion
-  from gid_jax.training import ldm as ldm_task
   from gid_jax.training import loop
-  for name, c in diffusion._configs('tiny').items():
-    task = diffusion._vae_task(c) if name == 'vae' else ldm_task.build_task(c)
+  for name, (c, task) in diffusion._configs('tiny').items():
     graphdef, rest, state, tx = loop.init_state(c, task)
     step = loop.make_train_step(graphdef, rest, tx, task, 0.99)
     batch = jax.tree.map(jnp.asarray, diffusion._batch(c, 2))

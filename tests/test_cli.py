@@ -297,8 +297,12 @@ def test_every_entry_point_has_help_defaults_and_version(script, capsys):
 def test_console_scripts_are_installed():
   eps = {e.name: e.value for e in importlib.metadata.entry_points(group='console_scripts')}
   for script, module in ENTRY_POINTS.items():
-    assert eps.get(script) == f'{module}:script', (script, eps.get(script))
-    assert callable(getattr(importlib.import_module(module), 'script'))
+    assert eps.get(script) == f'{module}:main', (script, eps.get(script))
+    assert callable(getattr(importlib.import_module(module), 'main'))
+  # The installed wrapper exits with main's return value: 2 for bad input.
+  bad = subprocess.run([os.path.join(os.path.dirname(sys.executable), 'gid-export'), '--workdir', '/nonexistent',
+                        '--out', '/tmp/x'], capture_output=True, text=True, check=False)
+  assert bad.returncode == 2 and 'error: --workdir /nonexistent: no such folder' in bad.stderr
 
 
 def test_config_overrides_types_and_paths(tmp_path):

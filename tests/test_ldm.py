@@ -39,7 +39,7 @@ def _batch(data, n=2):
 def test_stage1_config_is_self_contained(runs):
   cfg = checkpoints.read_config(runs['s1'])
   assert cfg.data_info.num_freqs == 8 and cfg.data_info.num_frames == 40
-  assert cfg.latent_scale > 0 and cfg.vae.model.widths == [8, 16]
+  assert cfg.latent_scale > 0 and cfg.vae.model.widths == (8, 16)
   assert cfg.model.in_channels == 4 and cfg.model.num_freqs == 8
   assert all(np.isfinite(m['loss']) for m in metrics.read_metrics(runs['s1']))
   # The VAE inside the LDM checkpoint is the trained VAE, untouched by LDM training.
@@ -50,7 +50,7 @@ def test_stage1_config_is_self_contained(runs):
   assert len(a) == len(b) and all(np.array_equal(x, y) for x, y in zip(a, b))
   # An LDM run (or export) also serves as the vae_workdir of a new run: it hands out that same VAE.
   vae_cfg, inner = checkpoints.load_vae(runs['s1'])
-  assert vae_cfg.model.widths == [8, 16] and vae_cfg.normalize == ''
+  assert tuple(vae_cfg.model.widths) == (8, 16) and vae_cfg.normalize == ''
   c = jax.tree.leaves(nnx.state(inner, nnx.Param))
   assert len(a) == len(c) and all(np.array_equal(x, y) for x, y in zip(a, c))
 
@@ -101,9 +101,10 @@ def test_latent_cache_is_the_uncached_pipeline(runs, tmp_path):
   task = ldm_task.make_task(c)
   graphdef, rest, state, _ = loop.init_state(c, task, pretrained=True)
   model = nnx.merge(graphdef, state['params'], state['frozen'], rest)
-  cached = iter(ldm_task.latent_dataset(c, model))
-  plain = iter(ldm_task.latent_dataset(runs_lib.ldm_cfg(runs['data'], 1, cache_latents=False), model))
-  stats = norm_lib.NormStats.from_json(c.norm_stats_json)
+  cached = iter(ldm_task.latent_dataset(loop.run_config(c, task), model))
+  plain_cfg = loop.run_config(runs_lib.ldm_cfg(runs['data'], 1, cache_latents=False), task)
+  plain = iter(ldm_task.latent_dataset(plain_cfg, model))
+  stats = norm_lib.NormStats.from_json(plain_cfg.norm_stats_json)
   for _ in range(3):
     a, b = next(cached), next(plain)
     assert set(a) == {'image', 'z0', 'mask'}

@@ -46,13 +46,6 @@ def test_untrained_renderer_on_the_average_base_equals_average_splatting(photo):
     Renderer((8, 16), (1, 1), 1, rgb_base='median', rngs=nnx.Rngs(1))
 
 
-def test_a_stored_config_without_rgb_base_builds_the_softmax_base():
-  import ml_collections
-  from gid_jax.models import renderer as renderer_lib
-  old = ml_collections.ConfigDict({'widths': (8, 16), 'blocks': (1, 1), 'decoder_blocks': 1})
-  assert renderer_lib.from_config(old, nnx.Rngs(0)).rgb_base == 'softmax'
-
-
 def test_zero_motion_gives_the_photo(photo):
   frames = render.render_video(photo, np.zeros((8, 40, 64, 4), np.float32), num_frames=20)
   assert frames.shape == (20, 40, 64, 3) and frames.dtype == np.uint8

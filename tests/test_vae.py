@@ -80,7 +80,7 @@ def test_bad_inputs_raise(small):
 
 
 def test_from_config_and_norm_none():
-  cfg = ml_collections.ConfigDict({'widths': (8, 16), 'blocks': 2, 'latent_channels': 3})
+  cfg = ml_collections.ConfigDict({'widths': (8, 16), 'blocks': 2, 'latent_channels': 3, 'norm': 'group'})
   m = nnx.eval_shape(lambda: vae_lib.from_config(cfg, nnx.Rngs(0)))
   assert m.downsample == 2 and m.latent_channels == 3
   assert len(m.encoder.levels[0]) == 2 and len(m.decoder.levels[0]) == 3  # LDM: blocks + 1 in the decoder

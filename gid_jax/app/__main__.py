@@ -11,6 +11,8 @@ from __future__ import annotations
 import sys
 
 from gid_jax import cli
+from gid_jax import inputs
+from gid_jax.errors import InputError
 
 
 def build_parser() -> cli.Parser:
@@ -37,8 +39,6 @@ def parse_args(argv):
 
 
 def run(args) -> None:
-  from gid_jax import animate  # pylint: disable=g-import-not-at-top
-  from gid_jax.errors import InputError  # pylint: disable=g-import-not-at-top
   if not 0 <= args.port <= 65535:
     raise InputError(f'--port must be in [0, 65535], got {args.port}')
   if not 0 < args.max_upload_mb < float('inf'):
@@ -47,8 +47,9 @@ def run(args) -> None:
     raise InputError('--max-sessions must be >= 1 and --max-queue >= 0')
   if not 0 <= args.session_min_age < float('inf'):
     raise InputError(f'--session-min-age must be a finite number >= 0, got {args.session_min_age}')
-  animate.check_model_dirs(args.checkpoint, args.renderer)
+  inputs.check_model_dirs(args.checkpoint, args.renderer)
   print('loading models ...', file=sys.stderr, flush=True)
+  # The JAX stack (about 1-3 s to import) only now: --help and bad arguments answered without it.
   from gid_jax.app import server, state  # pylint: disable=g-import-not-at-top
   limits = state.Limits(max_upload_mb=args.max_upload_mb, max_sessions=args.max_sessions,
                         session_min_age_s=args.session_min_age, max_queue=args.max_queue)
@@ -59,11 +60,6 @@ def run(args) -> None:
 
 def main(argv=None) -> int:
   return cli.main(run, build_parser(), argv)
-
-
-def script() -> None:
-  """The installed console command (setup.cfg)."""
-  sys.exit(main())
 
 
 if __name__ == '__main__':

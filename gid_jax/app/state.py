@@ -29,9 +29,13 @@ import threading
 import time
 import traceback
 
+import cv2
 import numpy as np
 
 from gid_jax import animate
+from gid_jax.app import live
+from gid_jax.data import video as video_lib
+from gid_jax.motion import modal
 
 PREVIEW_SIDE = 1024  # longer side of the photo preview shown before generation
 # Bounds of each generate option (the work budget below bounds their product).
@@ -169,7 +173,6 @@ class Session:
 
 
 def _encode_jpeg(image_HxWx3: np.ndarray, quality: int) -> bytes:
-  import cv2  # pylint: disable=g-import-not-at-top
   ok, buf = cv2.imencode('.jpg', np.ascontiguousarray(image_HxWx3[..., ::-1]), [cv2.IMWRITE_JPEG_QUALITY, quality])
   if not ok:
     raise RuntimeError('JPEG encoding failed')
@@ -369,9 +372,6 @@ class App:
         self._current = None
 
   def _generate(self, session: Session, opts: animate.Options) -> None:
-    from gid_jax.app import live  # pylint: disable=g-import-not-at-top
-    from gid_jax.data import video as video_lib  # pylint: disable=g-import-not-at-top
-    from gid_jax.motion import modal  # pylint: disable=g-import-not-at-top
     try:
       photo = animate.load_photo(session.photo_path, max_pixels=self.limits.max_pixels)
       frames, spec, t = animate.animate(photo, opts, sampler=self.sampler, renderer=self.renderer,

@@ -1,5 +1,9 @@
 """ml_collections configs, one file per experiment, each ``get_config(arg)`` with ``size=...`` variants."""
 
+import math
+
+import ml_collections
+
 
 def parse_size(arg: str | None, sizes, default: str) -> str:
   """The ``size`` of a config argument string like ``'size=tiny'`` (None or '' gives ``default``)."""
@@ -14,6 +18,25 @@ def parse_size(arg: str | None, sizes, default: str) -> str:
   if size not in sizes:
     raise ValueError(f'size must be one of {tuple(sizes)}, got {size!r}')
   return size
+
+
+def optimizer(learning_rate: float, warmup_steps: int = 100, weight_decay: float = 0.0) -> ml_collections.ConfigDict:
+  """Every trainer's ``optimizer`` entry (``runs.checkpoints.make_optimizer``: AdamW, linear warm-up, cosine
+  decay to 10% over ``decay_steps``, 0 = the whole run, global-norm clipping at ``grad_clip``)."""
+  return ml_collections.ConfigDict({'learning_rate': learning_rate, 'warmup_steps': warmup_steps,
+                                    'decay_steps': 0, 'weight_decay': weight_decay, 'grad_clip': 1.0})
+
+
+def parallelism() -> dict:
+  """The ``mesh`` and ``sharding`` entries every trainer's config has (``gid_jax.sharding`` reads them).
+
+  Mesh axes: ``data`` and ``fsdp`` split the batch, ``fsdp`` also the parameters, ``freq`` the K slices of
+  every example (frequency attention attends across it); one size may be -1 (all remaining devices). The
+  rules map logical axes (the batch, the K axis of spectral volumes, parameters) to mesh axes.
+  """
+  return {'mesh': ml_collections.ConfigDict({'data': -1, 'fsdp': 1, 'freq': 1}),
+          'sharding': ml_collections.ConfigDict(
+              {'rules': (('batch', ('data', 'fsdp')), ('freq', 'freq'), ('params', 'fsdp'))})}
 
 
 def override(config, **values):
@@ -62,7 +85,6 @@ CHOICES = {
 def check_ranges(config, prefix: str = 'config.') -> None:
   """ValueError (one line naming the key) for a value out of its range, not among its choices, or a
   non-finite number."""
-  import math  # pylint: disable=g-import-not-at-top
   for key, value in config.items():
     name = prefix + key
     if hasattr(value, 'items'):

@@ -13,7 +13,7 @@ This config alone is the paper's "independent prediction" ablation; ``configs/ld
 
 import ml_collections
 
-from gid_jax.configs import parse_size
+from gid_jax.configs import optimizer, parallelism, parse_size
 
 MODELS = {
     # U-Net widths per level, residual blocks per level, spatial self-attention per level, heads
@@ -65,11 +65,9 @@ def get_config(arg=None):
   # 3 f^2 channels). On the tiny synthetic set stage 1 gave moving-region IoU 0.29 with space_to_depth vs
   # 0.27 with resize (20 held-out clips): not a clear gain, so the paper's choice stays the default.
   c.model.cond_mode = 'resize'
-  c.model.cond_channels = 0  # filled in: 3 f^2 or 3
-  c.model.mask_head = ''  # filled in: aux_mask_at if aux_mask_weight > 0
-  c.model.in_channels = 4  # filled in from the VAE (x K in volume mode)
-  c.model.out_channels = 4
-  c.model.num_freqs = 0  # filled in from the dataset
+  # The U-Net's channel counts (in/out: the VAE's latent channels, x K in volume mode; cond: 3 or 3 f^2), its
+  # K and its mask head are not options: training derives them (training.ldm.derive_facts) and stores them
+  # beside this config in every checkpoint.
 
   c.diffusion = ml_collections.ConfigDict()
   c.diffusion.schedule = 'linear'  # LDM's scaled-linear betas; 'cosine' also available
@@ -91,23 +89,13 @@ def get_config(arg=None):
   c.sampling.eta = 0.0
   c.sampling.guidance = 0.0  # w in (1 + w) eps(c) - w eps(null); 0 = conditional only
 
-  # Filled in at the start of training and stored in the checkpoint (so sampling needs nothing else):
-  c.latent_scale = 0.0  # 1 / std of the VAE latents on training data (0 = measure it)
-  c.vae = ml_collections.ConfigDict({'model': ml_collections.ConfigDict()})
-  c.data_info = ml_collections.ConfigDict()  # width, height, num_frames, num_freqs, fps of the dataset
-  c.norm_stats_json = ''
+  # The scale of the VAE latents (LDM's scale factor); 0 = measure it (1 / their std on training data) at the
+  # start of a fresh run. The value used is stored with the run's derived facts (so is the VAE's
+  # architecture, the dataset's size and normalisation statistics): sampling needs nothing else.
+  c.latent_scale = 0.0
 
-  c.optimizer = ml_collections.ConfigDict()
-  c.optimizer.learning_rate = {'tiny': 1e-3, 'small': 2e-4, 'paper': 1e-4}[size]
-  c.optimizer.warmup_steps = {'tiny': 100, 'small': 1000, 'paper': 5000}[size]
-  c.optimizer.decay_steps = 0  # 0 = num_steps
-  c.optimizer.weight_decay = 0.0
-  c.optimizer.grad_clip = 1.0
+  c.optimizer = optimizer({'tiny': 1e-3, 'small': 2e-4, 'paper': 1e-4}[size], warmup_steps={'tiny': 100, 'small': 1000, 'paper': 5000}[size])
   c.ema_decay = 0.995 if size == 'tiny' else 0.9999
 
-  # Mesh axes (gid_jax.sharding): data and fsdp split the batch, fsdp also the parameters,
-  # freq splits the K slices of every example (frequency attention attends across it).
-  c.mesh = ml_collections.ConfigDict({'data': -1, 'fsdp': 1, 'freq': 1})
-  c.sharding = ml_collections.ConfigDict()
-  c.sharding.rules = (('batch', ('data', 'fsdp')), ('freq', 'freq'), ('params', 'fsdp'))
+  c.update(parallelism())  # mesh and sharding rules (gid_jax.configs.parallelism)
   return c

@@ -9,7 +9,7 @@ ResNet-34-depth encoder at 256 x 160.
 
 import ml_collections
 
-from gid_jax.configs import parse_size
+from gid_jax.configs import optimizer, parallelism, parse_size
 
 MODELS = {
     # widths per pyramid level, encoder blocks per level, decoder blocks per level
@@ -48,11 +48,7 @@ def get_config(arg=None):
   c.loss.ssim = 0.0  # weight of 1 - SSIM (gid_jax.models.ssim)
   c.loss.psnr = 0.0  # weight of - (mean per-frame PSNR) / 10 = mean log10 MSE of each frame
 
-  c.optimizer = ml_collections.ConfigDict()
-  c.optimizer.learning_rate = {'tiny': 1e-3, 'small': 5e-4, 'paper': 2e-4}[size]
-  c.optimizer.warmup_steps = 100
-  c.optimizer.decay_steps = 0  # cosine decay length; 0 = num_steps
-  c.optimizer.weight_decay = 1e-4
-  c.optimizer.grad_clip = 1.0
+  c.optimizer = optimizer({'tiny': 1e-3, 'small': 5e-4, 'paper': 2e-4}[size], weight_decay=1e-4)
   c.ema_decay = 0.99 if size == 'tiny' else 0.999
+  c.update(parallelism())  # mesh and sharding rules (gid_jax.configs.parallelism)
   return c

@@ -9,7 +9,7 @@ slices are independent samples, so a batch of B examples is B * K VAE samples.
 
 import ml_collections
 
-from gid_jax.configs import parse_size
+from gid_jax.configs import optimizer, parallelism, parse_size
 
 MODELS = {
     # encoder widths per level (the spatial factor is 2 ** (levels - 1)), residual blocks per level
@@ -40,19 +40,15 @@ def get_config(arg=None):
   c.model.widths = widths
   c.model.blocks = blocks
   c.model.latent_channels = 4  # SPEC: a 4-channel continuous latent
+  c.model.norm = 'group'  # 'group' (GroupNorm, LDM's) or 'none' (models/vae.py measures both)
 
   c.loss = ml_collections.ConfigDict()
   c.loss.grad_weight = 0.2  # SPEC
   c.loss.kl_weight = 1e-6  # SPEC
   c.loss.grad_scales = 3
 
-  c.optimizer = ml_collections.ConfigDict()
-  c.optimizer.learning_rate = {'tiny': 2e-3, 'small': 1e-3, 'paper': 4.5e-4}[size]
-  c.optimizer.warmup_steps = 100
-  c.optimizer.decay_steps = 0  # 0 = num_steps
-  c.optimizer.weight_decay = 0.0
-  c.optimizer.grad_clip = 1.0
+  c.optimizer = optimizer({'tiny': 2e-3, 'small': 1e-3, 'paper': 4.5e-4}[size])
   c.ema_decay = 0.99 if size == 'tiny' else 0.999
 
-  c.mesh = ml_collections.ConfigDict({'data': -1, 'fsdp': 1, 'freq': 1})
+  c.update(parallelism())  # mesh and sharding rules (gid_jax.configs.parallelism)
   return c

@@ -41,18 +41,20 @@ import shutil
 import sys
 
 import numpy as np
+import tensorflow_datasets as tfds
+from tqdm.auto import tqdm
 
+from gid_jax import cli, fileio
 from gid_jax.data import clips as clips_lib
 from gid_jax.data import records as records_lib
-from gid_jax.errors import InputError
 from gid_jax.data import video as video_lib
+from gid_jax.errors import InputError
 from gid_jax.fileio import atomic_path, atomic_write_text
-from gid_jax.progress import Progress
 from gid_jax.motion import flow as flow_lib
 from gid_jax.motion import normalize as norm_lib
 from gid_jax.motion import spectral
 from gid_jax.ops import splat
-
+from gid_jax.progress import Progress
 from gid_jax.data import DATASET_NAME, FRAMES_DATASET_NAME, REPORT_FILENAME  # pylint: disable=g-bad-import-order
 
 _RECORD = 'record.json'
@@ -98,9 +100,9 @@ def validate_config(config) -> None:
     bad('flow.method', config.flow.method, f'one of {FLOW_METHODS}')
   if config.flow.method in ('dis', 'auto') and config.flow.preset not in flow_lib.DIS_PRESETS:
     bad('flow.preset', config.flow.preset, f'one of {tuple(flow_lib.DIS_PRESETS)}')
-  if config.flow.get('color', 'gray') not in flow_lib.COLORS:
+  if config.flow.color not in flow_lib.COLORS:
     bad('flow.color', config.flow.color, f'one of {flow_lib.COLORS}')
-  if not isinstance(config.flow.get('max_side', 0), int) or config.flow.get('max_side', 0) < 0:
+  if not isinstance(config.flow.max_side, int) or config.flow.max_side < 0:
     bad('flow.max_side', config.flow.max_side, 'an integer >= 0')
   if not 0.0 <= config.split.test_fraction < 1.0:
     bad('split.test_fraction', config.split.test_fraction, 'a number in [0, 1)')
@@ -226,7 +228,6 @@ class BuildReport:
 def build(videos_dir: str, out_dir: str, config, keep_cache: bool = False, progress: bool = True
           ) -> BuildReport:
   """Build (or resume building) the dataset; see the module docstring."""
-  from tqdm.auto import tqdm  # pylint: disable=g-import-not-at-top
   validate_config(config)
   paths = video_lib.list_videos(videos_dir)
   if not paths:
@@ -278,7 +279,6 @@ def build(videos_dir: str, out_dir: str, config, keep_cache: bool = False, progr
   stats.save(os.path.join(out_dir, norm_lib.STATS_FILENAME))
 
   # The TFDS dataset: always rewritten from the cache (cheap next to flow extraction).
-  import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
   tfds.disable_progress_bar()  # ours is enough
   records_lib.allow_spill()
   meta = {'build_config': config.to_dict(), 'norm_stats': json.loads(stats.to_json()),
@@ -310,7 +310,6 @@ def build(videos_dir: str, out_dir: str, config, keep_cache: bool = False, progr
 
 
 def build_parser():
-  from gid_jax import cli  # pylint: disable=g-import-not-at-top
   p = cli.Parser('gid-build', __doc__, config_default='configs/data.py')
   p.add_argument('--videos', required=True, help='folder of input videos (searched recursively)')
   p.add_argument('--out', required=True, help='output folder for the dataset (a new, empty or earlier build)')
@@ -329,7 +328,6 @@ def is_build_folder(out_dir: str) -> bool:
 
 def check_out(out_dir: str, overwrite: bool) -> None:
   """A new or empty folder, or an earlier build (resumed); anything else only with ``overwrite``."""
-  from gid_jax import fileio  # pylint: disable=g-import-not-at-top
   if os.path.isdir(out_dir) and is_build_folder(out_dir):
     return
   fileio.check_output(out_dir, overwrite, '--out', kind='dir')
@@ -345,13 +343,7 @@ def run(args) -> None:
 
 
 def main(argv=None) -> int:
-  from gid_jax import cli  # pylint: disable=g-import-not-at-top
   return cli.main(run, build_parser(), argv, expected=(FileNotFoundError,))
-
-
-def script() -> None:
-  """The installed console command (setup.cfg)."""
-  sys.exit(main())
 
 
 if __name__ == '__main__':

@@ -56,7 +56,7 @@ class ClipMotion:
     c = self.config
     if scene is not None:  # the exact motion at the scene's own size, resized like estimated flow
       return scene.width, scene.height
-    if self.estimator is None or c.flow.get('max_side', 0) <= max(c.width, c.height):
+    if self.estimator is None or c.flow.max_side <= max(c.width, c.height):
       return c.width, c.height
     info = video_lib.probe(path)
     return flow_lib.flow_size((info['width'], info['height']), (c.width, c.height), c.flow.max_side)
@@ -68,7 +68,7 @@ class ClipMotion:
       return flow_lib.resize_displacements(synthetic.trajectories(scene, start, len(frames_TxHxWx3)),
                                            c.width, c.height)
     disp = flow_lib.extract_trajectories(frames_TxHxWx3, estimator=self.estimator,
-                                         color=c.flow.get('color', 'gray'))
+                                         color=c.flow.color)
     return flow_lib.resize_displacements(disp, c.width, c.height)
 
 

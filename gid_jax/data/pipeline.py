@@ -19,7 +19,9 @@ import dataclasses
 import os
 
 import grain
+import jax
 import numpy as np
+import tensorflow_datasets as tfds
 
 from gid_jax.data import DATASET_NAME, FRAMES_DATASET_NAME
 from gid_jax.data import records
@@ -64,7 +66,6 @@ def training_stats(data_dir: str, normalize: str = '', num_freqs: int = 0) -> no
 
 def data_source(data_dir: str, split: str, name: str = DATASET_NAME):
   """Random-access source of raw examples of the dataset ``name`` ('gid_motion' or 'gid_frames')."""
-  import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
   version_dir, _ = _resolve(data_dir, name)
   builder = tfds.builder_from_directory(version_dir)
   if split not in builder.info.splits:
@@ -117,7 +118,6 @@ def make_dataset(data_dir: str, split: str = 'train', *, batch_size: int, seed: 
   if batch_size < 1:
     raise ValueError(f'batch_size must be >= 1, got {batch_size}')
   if shard_index is None or shard_count is None:
-    import jax  # pylint: disable=g-import-not-at-top
     shard_index, shard_count = jax.process_index(), jax.process_count()
   if not 0 <= shard_index < shard_count:
     raise ValueError(f'shard_index {shard_index} is not in [0, {shard_count})')
@@ -146,6 +146,5 @@ def make_dataset(data_dir: str, split: str = 'train', *, batch_size: int, seed: 
 
 def load_build_config(data_dir: str, name: str = DATASET_NAME) -> dict:
   """The data config the dataset was built with (size, fps, num_frames, num_freqs, ...), as a dict."""
-  import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
   version_dir, _ = _resolve(data_dir, name)
   return dict(tfds.builder_from_directory(version_dir).info.metadata['build_config'])

@@ -9,6 +9,9 @@ import io
 import os
 
 import numpy as np
+import tensorflow_datasets as tfds
+from PIL import Image
+from tensorflow_datasets.core import shuffle
 
 from gid_jax.data import DATASET_NAME, FRAMES_DATASET_NAME
 
@@ -17,14 +20,12 @@ DESCRIPTION = 'Dataset builder: a folder of videos -> a TFDS ArrayRecord dataset
 
 
 def _png(image_HxWx3: np.ndarray) -> bytes:
-  from PIL import Image  # pylint: disable=g-import-not-at-top
   buf = io.BytesIO()
   Image.fromarray(image_HxWx3).save(buf, format='png')
   return buf.getvalue()
 
 
 def _motion_features(c):
-  import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
   k, h, w = c['num_freqs'], c['height'], c['width']
   return tfds.features.FeaturesDict({
       'image': tfds.features.Image(shape=(h, w, 3), encoding_format='png'),
@@ -41,7 +42,6 @@ def _motion_examples(rec, start, z):
 
 
 def _frames_features(c):
-  import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
   h, w = c['height'], c['width']
   return tfds.features.FeaturesDict({
       'image': tfds.features.Image(shape=(h, w, 3), encoding_format='png'),
@@ -94,7 +94,6 @@ def allow_spill() -> None:
   dataset is past 1 GB (a paper-size example is 10 MB), so without TensorFlow we give that module the few
   local-file calls it makes. With TensorFlow installed nothing changes.
   """
-  from tensorflow_datasets.core import shuffle  # pylint: disable=g-import-not-at-top
   try:
     import tensorflow  # noqa: F401  pylint: disable=g-import-not-at-top,unused-import
   except ImportError:
@@ -103,7 +102,6 @@ def allow_spill() -> None:
 
 @functools.lru_cache(maxsize=None)
 def builder_classes() -> dict:
-  import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
 
   class _FromCache(tfds.core.GeneratorBasedBuilder, skip_registration=True):
     """Examples extracted from videos by gid_jax.data.build (written from its per-video cache)."""

@@ -74,7 +74,11 @@ import sys
 
 import cv2
 import numpy as np
+import skimage.data
+from skimage.segmentation import slic
+from tqdm.auto import tqdm
 
+from gid_jax import cli
 from gid_jax.data import video as video_lib
 from gid_jax.fileio import atomic_path
 
@@ -159,7 +163,6 @@ def load_photo(name: str) -> np.ndarray:
     if img.ndim == 3:
       img = cv2.cvtColor(img[..., :3], cv2.COLOR_BGR2RGB)
   else:
-    import skimage.data  # pylint: disable=g-import-not-at-top
     if not hasattr(skimage.data, name):
       raise ValueError(f'{name}: neither an image file nor a scikit-image bundled photo')
     img = getattr(skimage.data, name)()
@@ -189,7 +192,6 @@ def movability(photo: np.ndarray) -> np.ndarray:
 
 
 def _segment_features(photo: np.ndarray, n_segments: int):
-  from skimage.segmentation import slic  # pylint: disable=g-import-not-at-top
   labels = slic(photo, n_segments=n_segments, compactness=10, start_label=0)
   grad, hsv = _gradient_saturation(photo)
   n = labels.max() + 1
@@ -473,7 +475,6 @@ def generate(out_dir: str, num_scenes: int, photos=DEFAULT_PHOTOS, seed: int = 0
     raise ValueError(f'crop_min must be in (0, 1], got {crop_min}')
   if not 0.0 <= jitter <= 1.0:
     raise ValueError(f'jitter must be in [0, 1], got {jitter}')
-  from tqdm.auto import tqdm  # pylint: disable=g-import-not-at-top
   if num_scenes < 1:
     raise ValueError(f'num_scenes must be >= 1, got {num_scenes}')
   os.makedirs(out_dir, exist_ok=True)
@@ -563,7 +564,6 @@ def isoluminant_probe(path: str, width: int = 256, height: int = 160, num_frames
 
 
 def main(argv=None) -> int:
-  from gid_jax import cli  # pylint: disable=g-import-not-at-top
   parser = cli.Parser('python -m gid_jax.data.synthetic', __doc__, progress=False)
   parser.add_argument('--out', required=True, help='output folder for videos and .scene.npz sidecars')
   parser.add_argument('--overwrite', action='store_true', help='write into a folder that holds other files')

@@ -12,10 +12,13 @@ Resizing in space keeps the aspect ratio: the frame is centre-cropped to the tar
 from __future__ import annotations
 
 import os
+from fractions import Fraction
 from typing import Iterator
 
+import av
 import cv2
 import numpy as np
+from PIL import Image
 
 from gid_jax.fileio import atomic_path
 
@@ -47,7 +50,6 @@ def center_crop_resize(image_HxWxC: np.ndarray, width: int, height: int) -> np.n
 
 
 def _open(path: str):
-  import av  # pylint: disable=g-import-not-at-top
   if not os.path.isfile(path):
     raise VideoError(f'{path}: no such video file')
   try:
@@ -183,7 +185,6 @@ def write_video(path: str, frames_TxHxWx3: np.ndarray, fps: float = 30.0, qualit
     return path
   with atomic_path(path) as tmp:
     if ext == '.gif':
-      from PIL import Image  # pylint: disable=g-import-not-at-top
       images = [Image.fromarray(f) for f in frames]
       images[0].save(tmp, save_all=True, append_images=images[1:], duration=int(round(1000 / fps)),
                      loop=0, optimize=False)
@@ -194,8 +195,6 @@ def write_video(path: str, frames_TxHxWx3: np.ndarray, fps: float = 30.0, qualit
 
 
 def _write_av(path: str, frames: np.ndarray, fps: float, ext: str, quality: int, tick) -> None:
-  import av  # pylint: disable=g-import-not-at-top
-  from fractions import Fraction  # pylint: disable=g-import-not-at-top
   codec = {'.mp4': 'libx264', '.webm': 'libvpx-vp9'}[ext]
   with av.open(path, mode='w') as container:
     stream = container.add_stream(codec, rate=Fraction(fps).limit_denominator(1001))

@@ -27,6 +27,7 @@ floats or float64 NumPy arrays.
 from __future__ import annotations
 
 import numpy as np
+from scipy.stats import rankdata
 
 _TINY = 1e-12  # px^2: keeps the relative / log power errors finite for motionless frequencies
 
@@ -111,7 +112,6 @@ def moving_region_auc(pred_spec_KxHxWx4, true_spec_KxHxWx4, threshold_px: float 
   n0 = label.size - n1
   if n1 == 0 or n0 == 0:
     return float('nan')
-  from scipy.stats import rankdata  # pylint: disable=g-import-not-at-top
   ranks = rankdata(score)  # average ranks for ties
   return float((ranks[label].sum() - n1 * (n1 + 1) / 2.0) / (n1 * n0))
 

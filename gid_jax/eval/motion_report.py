@@ -46,7 +46,21 @@ import json
 import sys
 import time
 
+import jax
+import jax.numpy as jnp
 import numpy as np
+import optax
+from flax import nnx
+
+from gid_jax import cli
+from gid_jax.data import pipeline
+from gid_jax.data import synthetic
+from gid_jax.diffusion import motion_sampler, schedules
+from gid_jax.errors import InputError
+from gid_jax.eval import frechet as frechet_lib
+from gid_jax.eval import motion_metrics as mm
+from gid_jax.fileio import atomic_write_text, check_output
+from gid_jax.motion import normalize as norm_lib
 
 EPS = 1e-2  # px: amplitudes below this are "no motion" for the log features
 
@@ -58,14 +72,12 @@ def log_amplitudes(spec_NxKxHxWx4: np.ndarray) -> np.ndarray:
 
 
 def frechet(a_NxD: np.ndarray, b_NxD: np.ndarray) -> float:
-  from gid_jax.eval import frechet as frechet_lib  # pylint: disable=g-import-not-at-top
   return float(frechet_lib.frechet_distance(a_NxD.mean(0), np.cov(a_NxD, rowvar=False),
                                             b_NxD.mean(0), np.cov(b_NxD, rowvar=False)))
 
 
 def motion_metrics(pred_NxKxHxWx4: np.ndarray, true_NxKxHxWx4: np.ndarray, moving_px: float) -> dict:
   """The metrics of the module docstring; ``pred`` may hold several samples per true volume (tiled)."""
-  from gid_jax.eval import motion_metrics as mm  # pylint: disable=g-import-not-at-top
   reps = pred_NxKxHxWx4.shape[0] // true_NxKxHxWx4.shape[0]
   true = np.concatenate([true_NxKxHxWx4] * reps)
   pred = pred_NxKxHxWx4
@@ -108,7 +120,6 @@ def _imag_real(spec_NxKxHxWx4: np.ndarray) -> float:
 
 def load_clips(data_dir: str, split: str, start_frame: int | None = 0, limit: int | None = None):
   """(images N x H x W x 3 uint8, true volumes N x K x H x W x 4 px) of the clips starting at start_frame."""
-  from gid_jax.data import pipeline  # pylint: disable=g-import-not-at-top
   src = pipeline.data_source(data_dir, split)
   found = {}
   for i in range(len(src)):
@@ -134,8 +145,6 @@ def movability_auc(images_NxHxWx3: np.ndarray, true_NxKxHxWx4: np.ndarray, movin
   """AUC of the synthetic world's own per-pixel movability score (2 x gradient + saturation, smoothed:
   ``gid_jax.data.synthetic``) as a detector of the truly moving pixels: how much of *where* things move a
   fixed rule reads off the image, without the scene's superpixels, ranking or random amplitudes."""
-  from gid_jax.data import synthetic  # pylint: disable=g-import-not-at-top
-  from gid_jax.eval import motion_metrics as mm  # pylint: disable=g-import-not-at-top
   score = np.stack([synthetic.movability(im) for im in images_NxHxWx3])
   return mm.moving_region_auc(_rms_volume(score, true_NxKxHxWx4), true_NxKxHxWx4, moving_px)
 
@@ -149,12 +158,6 @@ def placement_probe(train_data: str, images_NxHxWx3: np.ndarray, true_NxKxHxWx4:
   per-pixel binary cross-entropy against ``motion_rms(true) > moving_px``; Adam 1e-3, ``steps`` steps of
   ``batch_size`` clips. Its moving mask is p > 0.5.
   """
-  import jax  # pylint: disable=g-import-not-at-top
-  import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
-  import optax  # pylint: disable=g-import-not-at-top
-  from flax import nnx  # pylint: disable=g-import-not-at-top
-  from gid_jax.data import pipeline  # pylint: disable=g-import-not-at-top
-  from gid_jax.eval import motion_metrics as mm  # pylint: disable=g-import-not-at-top
   src = pipeline.data_source(train_data, 'train')
   x_tr = np.empty((len(src), *images_NxHxWx3.shape[1:]), np.float32)
   y_tr = np.empty((len(src), *images_NxHxWx3.shape[1:3]), np.float32)
@@ -203,11 +206,6 @@ def condition_use(run: str, images_NxHxWx3: np.ndarray, true_NxKxHxWx4: np.ndarr
 
   ``levels`` are fractions of the schedule's T (1.0 = the last step, T - 1).
   """
-  import jax  # pylint: disable=g-import-not-at-top
-  import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
-  from gid_jax.diffusion import motion_sampler, schedules  # pylint: disable=g-import-not-at-top
-  from gid_jax.eval import motion_metrics as mm  # pylint: disable=g-import-not-at-top
-  from gid_jax.motion import normalize as norm_lib  # pylint: disable=g-import-not-at-top
   sampler = motion_sampler.load(run)  # cached: one load per run for sampling and the checks
   model, sched = sampler.model, sampler.sched
   objective = sampler.config.diffusion.objective
@@ -240,7 +238,6 @@ def condition_use(run: str, images_NxHxWx3: np.ndarray, true_NxKxHxWx4: np.ndarr
 
 
 def mean_volume(data_dir: str, split: str = 'train', limit: int = 2000) -> np.ndarray:
-  from gid_jax.data import pipeline  # pylint: disable=g-import-not-at-top
   src = pipeline.data_source(data_dir, split)
   n = min(len(src), limit)
   total = None
@@ -253,7 +250,6 @@ def mean_volume(data_dir: str, split: str = 'train', limit: int = 2000) -> np.nd
 def sample_run(run: str, images: np.ndarray, samples: int, steps: int, eta: float, guidance: float,
                seed: int) -> tuple[np.ndarray, float]:
   """samples x N volumes (sample-major) and seconds per volume."""
-  from gid_jax.diffusion import motion_sampler  # pylint: disable=g-import-not-at-top
   sampler = motion_sampler.load(run)  # cached: one load per run for sampling and the checks
   out = []
   t0 = None
@@ -267,7 +263,6 @@ def sample_run(run: str, images: np.ndarray, samples: int, steps: int, eta: floa
 
 
 def main(argv=None) -> int:
-  from gid_jax import cli  # pylint: disable=g-import-not-at-top
   p = cli.Parser('python -m gid_jax.eval.motion_report', __doc__, progress=False)
   p.add_argument('--data', required=True, help='held-out dataset (a gid_jax.data.build --out folder)')
   p.add_argument('--split', default='test', help="the held-out dataset's split")
@@ -288,8 +283,6 @@ def main(argv=None) -> int:
   p.add_argument('--overwrite', action='store_true', help='replace an existing --out')
   args = p.parse(argv)
   if args.out:
-    from gid_jax.errors import InputError  # pylint: disable=g-import-not-at-top
-    from gid_jax.fileio import check_output  # pylint: disable=g-import-not-at-top
     try:
       check_output(args.out, args.overwrite, '--out', kind='file')
     except InputError as e:
@@ -321,8 +314,6 @@ def main(argv=None) -> int:
     results['methods']['truth, other clip (reference)'] = motion_metrics(np.stack([other[v] for v in vids]),
                                                                         true, args.moving_px)
   if runs:  # what the VAE alone keeps: encode and decode the true volumes (an upper bound for the LDM)
-    from gid_jax.diffusion import motion_sampler  # pylint: disable=g-import-not-at-top
-    from gid_jax.motion import normalize as norm_lib  # pylint: disable=g-import-not-at-top
     sampler = motion_sampler.load(next(iter(runs.values())))
     recon = []
     for spec in true:
@@ -343,7 +334,6 @@ def main(argv=None) -> int:
     results['methods'][name] = dict(motion_metrics(pred, true, args.moving_px), sec_per_volume=secs)
   keys = ('iou', 'auc', 'power_log_err', 'pixel_fd', 'coherence_err', 'amp_log_err', 'moving_fraction',
           'imag_real_ratio')
-  from gid_jax.eval import motion_metrics as mm  # pylint: disable=g-import-not-at-top
   moving = float((mm.motion_rms(true) > args.moving_px).mean())
   print(f'{len(images)} held-out clips; true moving fraction {moving:.3f}')
   print(f'AUC of the synthetic world\'s per-pixel movability score: {results["movability_score_auc"]:.3f}')
@@ -361,7 +351,6 @@ def main(argv=None) -> int:
         print(f'| {name} | {r["t"]} | {r["auc_image"]:.3f} | {r["auc_null"]:.3f} | {r["mean_abs_diff_px"]:.4f} | '
               f'{r["mean_rms_px"]:.4f} |')
   if args.out:
-    from gid_jax.fileio import atomic_write_text  # pylint: disable=g-import-not-at-top
     atomic_write_text(args.out, json.dumps(results, indent=1))
   return 0
 

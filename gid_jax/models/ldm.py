@@ -37,7 +37,7 @@ class MotionLDM(nnx.Module):
     self.vae = vae_lib.from_config(vae_cfg, rngs)
     self.unet = unet_lib.from_config(unet_cfg, rngs)
     self.mode = mode
-    self.cond_mode = unet_cfg.get('cond_mode', 'resize')
+    self.cond_mode = unet_cfg['cond_mode']
     if self.cond_mode not in COND_MODES:
       raise ValueError(f'model.cond_mode must be one of {COND_MODES}, got {self.cond_mode!r}')
     self.num_freqs = num_freqs
@@ -115,6 +115,7 @@ class MotionLDM(nnx.Module):
 
 
 def from_config(config, rngs: nnx.Rngs) -> MotionLDM:
-  """The model of an LDM config whose ``vae.model``, ``model`` and ``data_info`` are filled in."""
+  """The model of a resolved LDM config (``gid_jax.runs.checkpoints.resolve``: the config with the run's
+  derived facts, ``vae.model``, ``data_info``, ``latent_scale`` and the U-Net's channel counts)."""
   return MotionLDM(config.vae.model, config.model, mode=config.mode, num_freqs=config.data_info.num_freqs,
                    latent_scale=config.latent_scale, rngs=rngs)

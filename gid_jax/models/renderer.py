@@ -122,6 +122,5 @@ class Renderer(nnx.Module):
 
 
 def from_config(model_cfg, rngs: nnx.Rngs) -> Renderer:
-  # Runs stored before ``rgb_base`` existed have none in their config: they were trained on the softmax base.
   return Renderer(tuple(model_cfg.widths), tuple(model_cfg.blocks), model_cfg.decoder_blocks,
-                  model_cfg.get('rgb_base', 'softmax'), rngs=rngs)
+                  model_cfg.rgb_base, rngs=rngs)

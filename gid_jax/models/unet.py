@@ -333,16 +333,9 @@ class UNet(nnx.Module):
 
 
 def from_config(model_cfg: Any, rngs: nnx.Rngs) -> UNet:
-  """UNet from a config (ConfigDict or dict); absent optional fields take the constructor defaults."""
-  get = model_cfg.get
-  return UNet(in_channels=get('in_channels', 4), cond_channels=get('cond_channels', 3),
-              out_channels=get('out_channels', 4), widths=tuple(model_cfg['widths']),
-              blocks=model_cfg['blocks'], attention=tuple(model_cfg['attention']), heads=get('heads', 4),
-              num_freqs=get('num_freqs', 16), freq_embedding=get('freq_embedding', True),
-              freq_attention=get('freq_attention', False), dropout=get('dropout', 0.0),
-              mask_head=mask_head_kind(get('mask_head', '')), rngs=rngs)
-
-
-def mask_head_kind(value) -> str:
-  """A config's ``model.mask_head`` as a MASK_HEADS entry (runs of the first version stored a bool)."""
-  return 'out' if value is True else (value or '')
+  """UNet from a resolved config's ``model`` (``gid_jax.runs``: the option and the derived channel counts)."""
+  c = model_cfg
+  return UNet(in_channels=c['in_channels'], cond_channels=c['cond_channels'], out_channels=c['out_channels'],
+              widths=tuple(c['widths']), blocks=c['blocks'], attention=tuple(c['attention']), heads=c['heads'],
+              num_freqs=c['num_freqs'], freq_embedding=c['freq_embedding'], freq_attention=c['freq_attention'],
+              dropout=c['dropout'], mask_head=c['mask_head'], rngs=rngs)

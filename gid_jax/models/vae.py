@@ -230,9 +230,9 @@ class VAE(nnx.Module):
 
 
 def from_config(model_cfg, rngs: nnx.Rngs) -> VAE:
-  """From ``model_cfg.widths``, ``.blocks``, ``.latent_channels`` (and ``.norm`` if present)."""
-  return VAE(latent_channels=model_cfg.latent_channels, widths=tuple(model_cfg.widths),
-             blocks=model_cfg.blocks, norm=model_cfg.get('norm', 'group'), rngs=rngs)
+  """From ``model_cfg.widths``, ``.blocks``, ``.latent_channels`` and ``.norm``."""
+  return VAE(latent_channels=model_cfg['latent_channels'], widths=tuple(model_cfg['widths']),
+             blocks=model_cfg['blocks'], norm=model_cfg['norm'], rngs=rngs)
 
 
 def gradient_loss(pred_NxHxWxC: jax.Array, target_NxHxWxC: jax.Array, num_scales: int = 3) -> jax.Array:

@@ -38,13 +38,20 @@ import sys
 
 import jax
 import jax.numpy as jnp
+import ml_collections
 import numpy as np
+from flax import nnx
+from skimage.metrics import structural_similarity
 
+from gid_jax import cli
 from gid_jax import runs
 from gid_jax.data import build as build_lib
 from gid_jax.data import clips as clips_lib
 from gid_jax.data import pipeline
 from gid_jax.data import video as video_lib
+from gid_jax.errors import InputError
+from gid_jax.fileio import atomic_write_text, check_output
+from gid_jax.models import perceptual
 from gid_jax.motion import flow as flow_lib
 from gid_jax.ops import splat
 from gid_jax.ops.image import fill_holes
@@ -69,7 +76,6 @@ def psnr(a_uint8: np.ndarray, b_uint8: np.ndarray) -> float:
 
 
 def ssim(a_uint8: np.ndarray, b_uint8: np.ndarray) -> float:
-  from skimage.metrics import structural_similarity  # pylint: disable=g-import-not-at-top
   return float(structural_similarity(a_uint8, b_uint8, channel_axis=-1, data_range=255,
                                      gaussian_weights=True, sigma=1.5, use_sample_covariance=False))
 
@@ -88,10 +94,8 @@ def score_examples(examples, renderer=None, batch_size: int = 8) -> dict:
 
   examples: iterable of dicts image/target (uint8 HxWx3), flow (HxWx2), importance (HxWx1).
   """
-  from gid_jax.models import perceptual  # pylint: disable=g-import-not-at-top
   lpips = jax.jit(perceptual.get('alexnet').__call__)
   if renderer is not None:
-    from flax import nnx  # pylint: disable=g-import-not-at-top
     graphdef, state = nnx.split(renderer)
     run_renderer = jax.jit(lambda s, i, f, w: nnx.merge(graphdef, s)(i, f, w))
   scores = {m: {'psnr': [], 'ssim': [], 'lpips': []} for m in METHODS if m != 'renderer' or renderer}
@@ -182,7 +186,6 @@ def table(results: dict) -> str:
 
 
 def build_parser():
-  from gid_jax import cli  # pylint: disable=g-import-not-at-top
   ap = cli.Parser('python -m gid_jax.render.evaluate', __doc__)
   ap.add_argument('--data', required=True, help='a gid-build --out folder')
   ap.add_argument('--workdir', default=None, help='a renderer training run (its latest checkpoint)')
@@ -200,13 +203,10 @@ def build_parser():
 
 
 def main(argv=None) -> int:
-  from gid_jax import cli  # pylint: disable=g-import-not-at-top
   return cli.main(_run, build_parser(), argv, expected=(ValueError, FileNotFoundError))
 
 
 def _run(args) -> None:
-  from gid_jax.errors import InputError  # pylint: disable=g-import-not-at-top
-  from gid_jax.fileio import atomic_write_text, check_output  # pylint: disable=g-import-not-at-top
   if args.real_pairs < 1:
     raise InputError(f'--real-pairs must be at least 1, got {args.real_pairs}')
   if not 0.0 <= args.camera_motion_px < float('inf'):
@@ -226,7 +226,6 @@ def _run(args) -> None:
   results = breakdown(name, examples, score_examples(examples, renderer),
                       args.motion_bins)
   if args.real_videos:
-    import ml_collections  # pylint: disable=g-import-not-at-top
     with open(os.path.join(args.data, build_lib.REPORT_FILENAME)) as f:
       data_cfg = ml_collections.ConfigDict(json.load(f)['config'])  # decode real clips like the data
     for path in video_lib.list_videos(args.real_videos):

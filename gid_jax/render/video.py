@@ -18,6 +18,7 @@ import functools
 import jax
 import jax.numpy as jnp
 import numpy as np
+from flax import nnx
 
 from gid_jax.motion import spectral
 from gid_jax.ops import splat
@@ -38,7 +39,6 @@ def splat_frames(image_1xHxWx3: jax.Array, flow_BxHxWx2: jax.Array, importance_1
 
 @functools.partial(jax.jit, static_argnums=0)
 def _renderer_frames(graphdef, state, image_1xHxWx3, flow_BxHxWx2, importance_1xHxWx1):
-  from flax import nnx  # pylint: disable=g-import-not-at-top
   model = nnx.merge(graphdef, state)
   b = flow_BxHxWx2.shape[0]
   image = jnp.broadcast_to(image_1xHxWx3, (b,) + image_1xHxWx3.shape[1:])
@@ -70,7 +70,6 @@ def render_frames(image_HxWx3: np.ndarray, disp_TxHxWx2, renderer=None, chunk: i
                      f'expected (T, {img.shape[0]}, {img.shape[1]}, 2)')
   imp = splat.splat_weight(disp) if importance_HxWx1 is None else jnp.asarray(importance_HxWx1)
   if renderer is not None:
-    from flax import nnx  # pylint: disable=g-import-not-at-top
     graphdef, state = nnx.split(renderer)
     fn = lambda f: _renderer_frames(graphdef, state, img[None], f, imp[None])
   else:

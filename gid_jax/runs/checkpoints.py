@@ -1,8 +1,9 @@
 """Checkpoints of trained runs and exports: the one place that builds, reads, loads and exports them.
 
 Every checkpoint of a run holds ``state`` = {step, params, frozen, opt_state, ema} (``params`` are what the
-run trains, ``frozen`` the other parameters: a pretrained VAE, a stage-1 U-Net), the grain iterator state
-and the config as JSON; an export (``export``) holds ``model`` = {params (EMA), frozen} and the config. Which
+run trains, ``frozen`` the other parameters: a pretrained VAE, a stage-1 U-Net), the grain iterator state,
+the config and its derived facts as JSON (``gid_jax.runs``); an export (``export``) holds ``model`` =
+{params (EMA), frozen}, the config and the facts. Which
 model a checkpoint holds is its config's ``trainer``: :data:`KINDS` maps it to the model builder and the
 filter of trained parameters, so ``load(workdir)`` needs nothing but the folder. ``gid_jax.training.loop``
 writes these checkpoints; the entry points (sampling, the app, evaluation, export) read them here.
@@ -22,6 +23,7 @@ import optax
 import orbax.checkpoint as ocp
 from flax import nnx
 
+from gid_jax import runs
 from gid_jax.models import ldm as ldm_lib
 from gid_jax.models import renderer as renderer_lib
 from gid_jax.models import vae as vae_lib
@@ -38,7 +40,7 @@ LDM_TRAINABLE = {'unet': nnx.PathContains('unet'), 'freq_attn': nnx.PathContains
 
 KINDS = {
     'vae': Kind(lambda c, rngs: vae_lib.from_config(c.model, rngs), lambda c: nnx.Param),
-    'ldm': Kind(ldm_lib.from_config, lambda c: LDM_TRAINABLE[c.get('trainable', 'unet')]),
+    'ldm': Kind(ldm_lib.from_config, lambda c: LDM_TRAINABLE[c.trainable]),
     'renderer': Kind(lambda c, rngs: renderer_lib.from_config(c.model, rngs), lambda c: nnx.Param),
 }
 
@@ -51,15 +53,32 @@ def kind(config) -> Kind:
 
 
 def build(config, abstract: bool = False) -> nnx.Module:
-  """The config's model, initialised in one compiled program (eagerly, XLA:CPU compiles every initialiser on
-  its own: seconds per model); ``abstract`` gives shapes only, for restoring a checkpoint."""
+  """The model of a resolved config (:func:`resolve`), initialised in one compiled program (eagerly, XLA:CPU
+  compiles every initialiser on its own: seconds per model); ``abstract`` gives shapes only (to restore a
+  checkpoint into), unless the model holds non-parameter state (e.g. RNG streams), which must be concrete."""
   create = lambda: kind(config).build(config, nnx.Rngs(config.seed))
-  return nnx.eval_shape(create) if abstract else nnx.jit(create)()
+  if abstract:
+    model = nnx.eval_shape(create)
+    if not jax.tree.leaves(nnx.state(model, nnx.Not(nnx.Param))):
+      return model
+  return nnx.jit(create)()
 
 
 def split(model: nnx.Module, config):
   """(graphdef, params, frozen, rest): the trained parameters, the other parameters, the rest."""
   return nnx.split(model, nnx.All(nnx.Param, kind(config).trainable(config)), nnx.Param, ...)
+
+
+def run_state(config, model: nnx.Module, abstract: bool = False):
+  """(graphdef, rest, state, tx): a run of ``model`` at step 0 (``state`` as :func:`full_state`; shapes only
+  if ``abstract``) and its optimiser."""
+  graphdef, params, frozen, rest = split(model, config)
+  if not jax.tree.leaves(params):
+    raise ValueError(f'the {config.trainer} run has no trainable parameters')
+  tx = make_optimizer(config.optimizer, config.num_steps)
+  full = lambda p, f: full_state(tx, p, f)
+  state = jax.eval_shape(full, params, frozen) if abstract else jax.jit(full)(params, frozen)
+  return graphdef, rest, state, tx
 
 
 def make_optimizer(opt_cfg, num_steps: int) -> optax.GradientTransformation:
@@ -107,21 +126,32 @@ def latest(workdir: str, step: int | None = None):
   return mngr, step
 
 
-def read_config(workdir: str, step: int | None = None) -> ml_collections.ConfigDict:
-  """The config a run (or export) in ``workdir`` was trained with (stored beside every checkpoint)."""
+def read_run(workdir: str, step: int | None = None):
+  """(config, facts) of the run or export in ``workdir``: the config as it was given and what training derived
+  (``gid_jax.runs``; runs saved by older code migrated), both read-only."""
   mngr, step = latest(workdir, step)
-  restored = mngr.restore(step, args=ocp.args.Composite(config=ocp.args.JsonRestore()))
-  return ml_collections.ConfigDict(restored['config'])
+  items = {'config': ocp.args.JsonRestore()}
+  has_facts = os.path.isdir(os.path.join(os.fspath(mngr.directory), str(step), 'facts'))
+  if has_facts:
+    items['facts'] = ocp.args.JsonRestore()
+  restored = mngr.restore(step, args=ocp.args.Composite(**items))
+  config, facts = runs.migrate(restored['config'], restored['facts'] if has_facts else None)
+  return ml_collections.FrozenConfigDict(config), ml_collections.FrozenConfigDict(facts)
 
 
-def _template(config):
-  """(graphdef, rest, abstract run state) of ``config``'s model: what a checkpoint restores into."""
-  model = build(config, abstract=True)
-  graphdef, params, frozen, rest = split(model, config)
-  if jax.tree.leaves(rest):  # non-parameter state (e.g. RNG streams) must be concrete
-    graphdef, params, frozen, rest = split(build(config), config)
-  tx = make_optimizer(config.optimizer, config.num_steps)
-  return graphdef, rest, jax.eval_shape(lambda p, f: full_state(tx, p, f), params, frozen)
+def _plain(config) -> dict:
+  return config if isinstance(config, dict) else json.loads(config.to_json_best_effort())
+
+
+def resolve(config, facts) -> ml_collections.FrozenConfigDict:
+  """What a model is built and sampled from: ``config`` with its run's derived ``facts`` laid over it
+  (read-only; neither input is changed)."""
+  return ml_collections.FrozenConfigDict(runs.resolve(_plain(config), _plain(facts)))
+
+
+def read_config(workdir: str, step: int | None = None) -> ml_collections.FrozenConfigDict:
+  """The resolved config (:func:`resolve`) of the run or export in ``workdir``."""
+  return resolve(*read_run(workdir, step))
 
 
 def load(workdir: str, ema: bool = True, step: int | None = None, config=None):
@@ -129,7 +159,7 @@ def load(workdir: str, ema: bool = True, step: int | None = None, config=None):
   ``config``: the config to rebuild the model from instead of the stored one (it must fit the checkpoint)."""
   mngr, step = latest(workdir, step)
   config = read_config(workdir, step) if config is None else config
-  graphdef, rest, state = _template(config)
+  graphdef, rest, state, _ = run_state(config, build(config, abstract=True), abstract=True)
   exported = os.path.isdir(os.path.join(os.path.abspath(workdir), 'checkpoints', str(step), 'model'))
   name = config.get('trainer')
   try:
@@ -161,26 +191,27 @@ def load_vae(workdir: str):
   if config.get('trainer') == 'ldm':
     ldm_cfg, ldm = load(workdir, config=config)
     vae_cfg = ml_collections.ConfigDict({'trainer': 'vae', 'model': ldm_cfg.vae.model.to_dict(),
-                                         'normalize': ldm_cfg.get('normalize', '')})
+                                         'normalize': ldm_cfg.normalize})
     return vae_cfg, ldm.vae
   return load(workdir, config=config)
 
 
 def export(workdir: str, out_dir: str, ema: bool = True, sampling: dict | None = None) -> str:
-  """Write the trained model of ``workdir`` (EMA params + frozen params + config, no optimiser state) to
-  ``out_dir`` in the form :func:`load` and :func:`read_config` read: what gets shipped (the bundled model).
-  ``sampling``: default sampling settings to store with it instead of the run's (e.g. {'guidance': 4.0})."""
-  config, model = load(workdir, ema)
-  if sampling:
-    config = ml_collections.ConfigDict(config.to_dict())
-    for key, value in sampling.items():
-      config.sampling[key] = type(config.sampling[key])(value)
-  _, params, frozen, _ = split(model, config)
+  """Write the trained model of ``workdir`` (EMA params + frozen params + config and facts, no optimiser
+  state) to ``out_dir`` in the form :func:`load` and :func:`read_run` read: what gets shipped (the bundled
+  model). ``sampling``: default sampling settings to store with it instead of the run's (e.g.
+  {'guidance': 4.0})."""
+  config, facts = read_run(workdir)
+  config = _plain(config)
+  for key, value in (sampling or {}).items():
+    config['sampling'][key] = type(config['sampling'][key])(value)
+  resolved = resolve(config, facts)
+  _, model = load(workdir, ema, config=resolved)
+  _, params, frozen, _ = split(model, resolved)
   step = latest(workdir)[1]
   mngr = manager(out_dir, keep=1)
   mngr.save(step, args=ocp.args.Composite(
       model=ocp.args.StandardSave({'params': params, 'frozen': frozen}),
-      config=ocp.args.JsonSave(json.loads(config.to_json_best_effort()))), force=True)
+      config=ocp.args.JsonSave(config), facts=ocp.args.JsonSave(_plain(facts))), force=True)
   mngr.wait_until_finished()
   return out_dir
-

@@ -29,6 +29,8 @@ import logging
 import os
 from typing import Sequence
 
+import jax
+
 log = logging.getLogger('gid_jax.train')
 
 MODES = ('auto', 'on', 'off')
@@ -103,7 +105,6 @@ def maybe_initialize(coordinator_address: str | None = None, num_processes: int 
     ValueError: for an unknown mode, explicit arguments with mode='off', or arguments JAX rejects
       (e.g. a process_id outside [0, num_processes)).
   """
-  import jax  # pylint: disable=g-import-not-at-top
 
   if mode not in MODES:
     raise ValueError(f'distributed mode must be one of {MODES}, got {mode!r}')

@@ -1,9 +1,11 @@
 """Motion LDM training task: stage 1 (slices), stage 2 (frequency attention) and the volume ablation.
 
-``make_task(config)`` completes the config from its inputs before anything is built, so the config stored
-in every checkpoint is enough to rebuild and sample the model without the dataset or the VAE run:
-``data_info`` (size, K, T, fps) and ``norm_stats_json`` from the dataset, ``vae.model`` and
-``latent_scale`` from the VAE run (stage 1) or from the stage-1 run (stage 2).
+``derive_facts(config)`` computes, without changing the config, what the run needs beyond it: the data it
+sees (``num_freqs`` and ``normalize``: stage 2 inherits its stage-1 run's), ``data_info`` (size, K, T, fps)
+and ``norm_stats_json`` from the dataset, ``vae.model`` and ``latent_scale`` from the VAE
+run (stage 1) or from the stage-1 run (stage 2), and the U-Net's channel counts, K and mask head. They are
+stored beside the config in every checkpoint (``gid_jax.runs``), so the checkpoint alone rebuilds and samples
+the model without the dataset or the VAE run. ``make_task(config, facts)`` builds the task from the two.
 
 Loss (SPEC section 4): the epsilon-prediction MSE on the frozen VAE's latents of the normalised spectral
 volume; the first frame is zeroed for ``diffusion.cond_dropout`` of the examples (classifier-free
@@ -32,15 +34,16 @@ from __future__ import annotations
 
 import logging
 
+import grain
 import jax
 import jax.numpy as jnp
-import ml_collections
 import numpy as np
 import optax
 from flax import nnx
 from jax.sharding import NamedSharding
 
 from gid_jax import sharding as sharding_lib
+from gid_jax.configs import ldm as ldm_config
 from gid_jax.data import pipeline
 from gid_jax.diffusion import schedules
 from gid_jax.models import ldm as ldm_lib
@@ -95,7 +98,7 @@ def encode_training_set(cfg, model, split: str = 'train', batch_size: int = 8) -
   """This process's share of ``split``, encoded once by ``model``'s (a MotionLDM's) frozen VAE: image / z0 /
   mask arrays, z0 exactly as ``model.encode`` gives it."""
   stats = norm_lib.NormStats.from_json(cfg.norm_stats_json)
-  mask_px = float(cfg.get('aux_mask_px', 0.1))
+  mask_px = float(cfg.aux_mask_px)
 
   @nnx.jit
   def encode(m, nspec):
@@ -116,9 +119,8 @@ def encode_training_set(cfg, model, split: str = 'train', batch_size: int = 8) -
 def latent_dataset(cfg, model, split: str = 'train'):
   """Batches of image / z0 / mask from :func:`encode_training_set`, shuffled and repeated as
   ``vae_task.motion_dataset`` would (same seed, same order); ``cache_latents=False`` gives that instead."""
-  if not cfg.get('cache_latents', False):
-    return vae_task.motion_dataset(cfg, split)
-  import grain  # pylint: disable=g-import-not-at-top
+  if not cfg.cache_latents:
+    return vae_task.motion_dataset(cfg, split, norm_lib.NormStats.from_json(cfg.norm_stats_json))
   batch_size = vae_task.process_batch_size(cfg)
   arrays = encode_training_set(cfg, model, split)
   log.info('latent cache: %d examples, %.0f MiB', len(arrays['z0']),
@@ -137,11 +139,6 @@ def moving_fraction(nspec_BxKxHxWx4: jax.Array, stats, threshold_px: float, late
   return moving.reshape(b, h, hh // h, w, ww // w).mean(axis=(2, 4))
 
 
-def get_default(name: str):
-  from gid_jax.configs import ldm as ldm_config  # pylint: disable=g-import-not-at-top
-  return ldm_config.get_config('size=tiny')[name]
-
-
 def _check_number(name: str, value, bound: str):
   """``value`` if it is a finite number satisfying ``bound`` ('>= 0 ...' or '> 0 ...'), else a one-line error."""
   ok = isinstance(value, (int, float)) and np.isfinite(value)
@@ -151,91 +148,110 @@ def _check_number(name: str, value, bound: str):
   return value
 
 
-def complete_config(config) -> None:
-  """Fill in data_info, norm stats, VAE config and latent scale (see module docstring); in place."""
+def check_config(config) -> None:
+  """The LDM options' values and combinations; a one-line ValueError for the first one that is wrong."""
   vae_task.require_data_dir(config)
   if config.mode not in ldm_lib.MODES:
     raise ValueError(f'config.mode must be one of {ldm_lib.MODES}, got {config.mode!r}')
   if config.trainable not in TRAINABLE:
     raise ValueError(f'config.trainable must be one of {tuple(TRAINABLE)}, got {config.trainable!r}')
-  _check_number('diffusion.min_snr_gamma', config.diffusion.get('min_snr_gamma', 0.0), '>= 0 (0 = off)')
-  mask_weight = _check_number('aux_mask_weight', config.get('aux_mask_weight', 0.0), '>= 0 (0 = off)')
-  _check_number('aux_mask_px', config.get('aux_mask_px', 0.1), '> 0 (pixels)')
-  mask_at = config.get('aux_mask_at', 'middle')
-  if mask_at not in unet_lib.MASK_HEADS[1:]:
-    raise ValueError(f'config.aux_mask_at must be one of {unet_lib.MASK_HEADS[1:]}, got {mask_at!r}')
-  if 'model' in config and 'mask_head' in config.model:
-    config.model.mask_head = mask_at if mask_weight > 0 else ''
-  s1 = None
+  _check_number('diffusion.min_snr_gamma', config.diffusion.min_snr_gamma, '>= 0 (0 = off)')
+  _check_number('aux_mask_weight', config.aux_mask_weight, '>= 0 (0 = off)')
+  _check_number('aux_mask_px', config.aux_mask_px, '> 0 (pixels)')
+  if config.aux_mask_at not in unet_lib.MASK_HEADS[1:]:
+    raise ValueError(f'config.aux_mask_at must be one of {unet_lib.MASK_HEADS[1:]}, got {config.aux_mask_at!r}')
   if config.trainable == 'freq_attn':
     if not config.stage1_workdir:
       raise ValueError('config.stage1_workdir is empty: stage 2 needs a trained configs/ldm.py run')
     if not config.model.freq_attention:
       raise ValueError('stage 2 (trainable=freq_attn) needs config.model.freq_attention=True')
+  elif not config.vae_workdir:
+    raise ValueError('config.vae_workdir is empty: pass a trained configs/vae.py run')
+
+
+def derive_facts(config) -> dict:
+  """What a fresh run of ``config`` derives from its inputs (module docstring); ``config`` is not changed.
+
+  Stage 2 sees the data exactly as its stage-1 run did (its ``num_freqs`` and ``normalize``: a different
+  non-default value here is an error) and keeps its VAE, latent scale and mask head.
+  """
+  check_config(config)
+  default = ldm_config.get_config(f'size={config.size}')
+  num_freqs, normalize, mask_head = config.num_freqs, config.normalize, ''
+  if config.aux_mask_weight > 0:
+    mask_head = config.aux_mask_at
+  s1 = None
+  if config.trainable == 'freq_attn':
     s1 = checkpoints.read_config(config.stage1_workdir)
-    for name in ('num_freqs', 'normalize'):  # stage 2 sees the data exactly as stage 1 did
-      ours, theirs = config.get(name), s1.get(name, config.get(name))
-      if ours != theirs and ours != get_default(name):
-        raise ValueError(f'{name} is {ours!r} but the stage-1 run used {theirs!r}')
-      config[name] = theirs
+    for name in ('num_freqs', 'normalize'):
+      if config[name] not in (s1[name], default[name]):
+        raise ValueError(f'{name} is {config[name]!r} but the stage-1 run used {s1[name]!r}')
+    num_freqs, normalize = s1.num_freqs, s1.normalize
+    for name in ('widths', 'blocks', 'attention', 'heads', 'freq_embedding', 'dropout', 'cond_mode'):
+      if tuple(np.atleast_1d(s1.model[name])) != tuple(np.atleast_1d(config.model[name])):
+        raise ValueError(f'model.{name} is {config.model[name]} but the stage-1 run used {s1.model[name]}')
+    # The stage-1 weights are loaded whole, the auxiliary mask head included.
+    mask_head = s1.model.mask_head
+    if config.aux_mask_weight > 0 and not mask_head:
+      raise ValueError('aux_mask_weight > 0 in stage 2 needs a stage-1 run trained with aux_mask_weight > 0 '
+                       '(its mask head is loaded, not trained, here)')
   built = pipeline.load_build_config(config.data_dir)
-  stats = pipeline.training_stats(config.data_dir, config.normalize, config.num_freqs)
+  stats = pipeline.training_stats(config.data_dir, normalize, num_freqs)
   k = stats.num_freqs
-  config.data_info = ml_collections.ConfigDict({k: built[k] for k in ('width', 'height', 'num_frames', 'fps')})
-  config.data_info.num_freqs = k
-  config.norm_stats_json = stats.to_json()
+  facts = {'data_info': {**{n: built[n] for n in ('width', 'height', 'num_frames', 'fps')}, 'num_freqs': k},
+           'norm_stats_json': stats.to_json()}
   if s1 is not None:
     if s1.data_info.num_freqs != k:
       raise ValueError(f'the stage-1 run has K={s1.data_info.num_freqs}, the dataset K={k}')
-    config.vae.model = ml_collections.ConfigDict(s1.vae.model.to_dict())
-    config.latent_scale = float(s1.latent_scale)
-    if 'mask_head' in config.model:  # the stage-1 weights are loaded whole, the auxiliary head included
-      config.model.mask_head = unet_lib.mask_head_kind(s1.model.get('mask_head', ''))
-      if mask_weight > 0 and not config.model.mask_head:
-        raise ValueError('aux_mask_weight > 0 in stage 2 needs a stage-1 run trained with aux_mask_weight > 0 '
-                         '(its mask head is loaded, not trained, here)')
-    for name in ('widths', 'blocks', 'attention', 'heads', 'freq_embedding', 'dropout', 'cond_mode'):
-      if tuple(np.atleast_1d(s1.model.get(name, 'resize'))) != tuple(np.atleast_1d(config.model[name])):
-        raise ValueError(f'model.{name} is {config.model[name]} but the stage-1 run used {s1.model[name]}')
+    vae_model, latent_scale = s1.vae.model.to_dict(), float(s1.latent_scale)
   else:
-    if not config.vae_workdir:
-      raise ValueError('config.vae_workdir is empty: pass a trained configs/vae.py run')
     vae_cfg, vae = checkpoints.load_vae(config.vae_workdir)
-    config.vae.model = ml_collections.ConfigDict(vae_cfg.model.to_dict())
-    if vae_cfg.get('normalize', '') != config.normalize:
+    vae_model = vae_cfg.model.to_dict()
+    if vae_cfg.normalize != normalize:
       log.warning('the VAE of %s was trained with normalize=%r but this run uses %r: its latents may not '
-                  'fit the data', config.vae_workdir, vae_cfg.get('normalize', ''), config.normalize)
-    if not config.latent_scale:
-      config.latent_scale = _measure_latent_scale(vae, config.data_dir, stats)
-      log.info('latent scale %.4f', config.latent_scale)
-  latent = int(config.vae.model.latent_channels)
-  config.model.cond_channels = cond_channels(config)
-  config.model.num_freqs = k
-  config.model.in_channels = config.model.out_channels = latent * (k if config.mode == 'volume' else 1)
+                  'fit the data', config.vae_workdir, vae_cfg.normalize, normalize)
+    latent_scale = float(config.latent_scale)
+    if not latent_scale:
+      latent_scale = _measure_latent_scale(vae, config.data_dir, stats)
+      log.info('latent scale %.4f', latent_scale)
+  return dict(model_facts(config, facts['data_info'], facts['norm_stats_json'], vae_model, latent_scale,
+                          mask_head), num_freqs=num_freqs, normalize=normalize)
 
 
-def cond_channels(config) -> int:
+def model_facts(config, data_info: dict, norm_stats_json: str, vae_model: dict, latent_scale: float,
+                mask_head: str) -> dict:
+  """The facts of an LDM run (:func:`derive_facts`) from what it found: the data's ``data_info`` (width,
+  height, num_frames, fps, num_freqs) and normalisation, the VAE's model config and latent scale, the mask
+  head; the U-Net's channel counts follow from them."""
+  k = int(data_info['num_freqs'])
+  channels = int(vae_model['latent_channels']) * (k if config.mode == 'volume' else 1)
+  return {'data_info': dict(data_info), 'norm_stats_json': norm_stats_json, 'latent_scale': float(latent_scale),
+          'vae': {'model': dict(vae_model)},
+          'model': {'cond_channels': cond_channels(config.model.cond_mode, vae_model), 'num_freqs': k,
+                    'in_channels': channels, 'out_channels': channels, 'mask_head': mask_head}}
+
+
+def cond_channels(cond_mode: str, vae_model) -> int:
   """Channels of the first-frame condition: 3 resized, or 3 f^2 space-to-depth (f = the VAE's downsampling)."""
-  f = 2 ** (len(config.vae.model.widths) - 1)
-  return 3 * f * f if config.model.get('cond_mode', 'resize') == 'space_to_depth' else 3
+  f = 2 ** (len(vae_model['widths']) - 1)
+  return 3 * f * f if cond_mode == 'space_to_depth' else 3
 
 
-def make_task(config) -> loop.Task:
-  complete_config(config)
-  return build_task(config)
-
-
-def build_task(config) -> loop.Task:
-  """The task of a completed config (make_task completes it from the data and the VAE run first)."""
+def make_task(config, facts: dict | None = None) -> loop.Task:
+  """The task of ``config`` (as given) and its run's facts (:func:`derive_facts` of a fresh run, or the
+  stored ones of a run being resumed; None derives them)."""
+  if facts is None:
+    facts = derive_facts(config)
+  config = checkpoints.resolve(config, facts)
   sched = schedules.make_schedule(config.diffusion.schedule, config.diffusion.num_timesteps)
   objective = config.diffusion.objective
-  gamma = float(config.diffusion.get('min_snr_gamma', 0.0))
+  gamma = float(config.diffusion.min_snr_gamma)
   shared_t = config.mode == 'volume' or config.model.freq_attention
-  mask_weight = float(config.get('aux_mask_weight', 0.0))
+  mask_weight = float(config.aux_mask_weight)
   where = {}
   if mask_weight > 0:
     stats = norm_lib.NormStats.from_json(config.norm_stats_json)
-    mask_px = float(config.get('aux_mask_px', 0.1))
+    mask_px = float(config.aux_mask_px)
 
   def init_model(model, cfg):
     if cfg.trainable == 'freq_attn':
@@ -290,4 +306,4 @@ def build_task(config) -> loop.Task:
     return loss, metrics
 
   return loop.Task('ldm', loss_fn, latent_dataset, dataset_uses_model=True, init_model=init_model,
-                   shard_model=shard_model)
+                   shard_model=shard_model, facts=facts)

@@ -29,6 +29,7 @@ import os
 import time
 from typing import Any, Callable
 
+import grain
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -58,28 +59,30 @@ class Task:
   dataset_uses_model: bool = False
   init_model: Callable[[nnx.Module, Any], None] | None = None  # fresh runs only: load pretrained parts
   shard_model: Callable[[nnx.Module, Any, Any], None] | None = None  # (model, mesh, config): constraints
+  # What the trainer derived from the config's inputs (``gid_jax.runs``: the data's size and statistics, the
+  # VAE, the latent scale, channel counts); stored beside the config, laid over it to build the model.
+  facts: dict = dataclasses.field(default_factory=dict)
+
+
+def run_config(config, task: Task):
+  """The read-only config the run's model, data and callbacks see: ``config`` with ``task.facts`` over it."""
+  return checkpoints.resolve(config, task.facts)
 
 
 def init_state(config, task: Task, mesh=None, pretrained: bool = False, abstract: bool = False):
-  """(graphdef, rest, state, tx) with state = {step, params, frozen, opt_state, ema}.
+  """(graphdef, rest, state, tx) with state = {step, params, frozen, opt_state, ema} of a run of ``config``
+  (:func:`run_config`: the task's facts laid over it).
 
   ``pretrained`` runs ``task.init_model`` (loading e.g. a stage-1 checkpoint); a resumed or restored run
   skips it because the checkpoint holds the frozen parameters too. ``abstract``: shapes only.
   """
+  config = run_config(config, task)
   model = checkpoints.build(config, abstract)
   if pretrained and task.init_model is not None:
     task.init_model(model, config)
   if mesh is not None and task.shard_model is not None:
     task.shard_model(model, mesh, config)
-  graphdef, params, frozen, rest = checkpoints.split(model, config)
-  if abstract and jax.tree.leaves(rest):  # non-parameter state (e.g. RNG streams) must be concrete
-    return init_state(config, task, mesh, pretrained)
-  if not jax.tree.leaves(params):
-    raise ValueError(f'the {task.name} task has no trainable parameters')
-  tx = checkpoints.make_optimizer(config.optimizer, config.num_steps)
-  full = lambda p, f: checkpoints.full_state(tx, p, f)
-  state = jax.eval_shape(full, params, frozen) if abstract else jax.jit(full)(params, frozen)
-  return graphdef, rest, state, tx
+  return checkpoints.run_state(config, model, abstract)
 
 
 def state_shardings(state, mesh, config):
@@ -126,13 +129,15 @@ def _has_data_state(mngr, step: int) -> bool:
 
 
 def train(config, workdir: str, task: Task, progress: bool = True) -> dict:
-  """Train (or resume) until ``config.num_steps``; returns the last logged metrics."""
-  import grain  # pylint: disable=g-import-not-at-top
+  """Train (or resume) until ``config.num_steps``; returns the last logged metrics. ``config`` is the config as
+  given (stored as is); the model, data and callbacks see it with ``task.facts`` laid over it."""
 
+  given, facts = json.loads(config.to_json_best_effort()), dict(task.facts)
+  config = run_config(config, task)
   os.makedirs(workdir, exist_ok=True)
   writer = make_writer(workdir, enabled=jax.process_index() == 0)
   mesh = sharding_lib.make_mesh(config)
-  mngr = checkpoints.manager(workdir, config.get('keep_checkpoints', 3))
+  mngr = checkpoints.manager(workdir, config.keep_checkpoints)
   start = mngr.latest_step()
   graphdef, rest, state, tx = init_state(config, task, mesh, pretrained=start is None, abstract=start is not None)
   state_sh = state_shardings(state, mesh, config)
@@ -164,7 +169,7 @@ def train(config, workdir: str, task: Task, progress: bool = True) -> dict:
   def save(step):
     mngr.save(step, args=ocp.args.Composite(
         state=ocp.args.StandardSave(state), data=grain.checkpoint.CheckpointSave(data),
-        config=ocp.args.JsonSave(json.loads(config.to_json_best_effort()))), force=True)
+        config=ocp.args.JsonSave(given), facts=ocp.args.JsonSave(facts)), force=True)
 
   last = {}
   # The bar opens after the first step (XLA compiles it): its rate and ETA count compiled steps only.

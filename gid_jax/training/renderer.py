@@ -23,14 +23,17 @@ def frame_psnr(pred_BxHxWx3: jax.Array, target_BxHxWx3: jax.Array) -> jax.Array:
   return -10.0 * jnp.log10(mse + 1e-10)
 
 
-def make_task(config) -> Task:
+def make_task(config, facts: dict | None = None) -> Task:
+  """The task of ``config``; a renderer run derives no facts (``gid_jax.runs``): ``facts`` must be empty."""
+  if facts:
+    raise ValueError(f'a renderer run has no derived facts, got {sorted(facts)}')
   if not config.data_dir:
     raise ValueError('config.data_dir is empty: pass --config.data_dir=<a python -m gid_jax.data.build --out>')
   for name in ('l1', 'perceptual', 'ssim', 'psnr'):
-    weight = config.loss.get(name, 0.0)
+    weight = config.loss[name]
     if not (isinstance(weight, (int, float)) and math.isfinite(weight) and weight >= 0):
       raise ValueError(f'config.loss.{name} must be a finite weight >= 0, got {weight!r}')
-  if config.model.get('rgb_base', 'softmax') not in renderer_lib.RGB_BASES:
+  if config.model.rgb_base not in renderer_lib.RGB_BASES:
     raise ValueError(f'config.model.rgb_base must be one of {renderer_lib.RGB_BASES}, '
                      f'got {config.model.rgb_base!r}')
   perceptual = perceptual_lib.get(config.loss.perceptual_net) if config.loss.perceptual > 0 else None
@@ -45,11 +48,11 @@ def make_task(config) -> Task:
       p = jnp.mean(perceptual(pred, batch['target']))
       metrics['perceptual'] = p
       loss = loss + config.loss.perceptual * p
-    if config.loss.get('ssim', 0.0) > 0:
+    if config.loss.ssim > 0:
       d = 1.0 - jnp.mean(ssim_lib.ssim(pred, batch['target']))
       metrics['dssim'] = d
       loss = loss + config.loss.ssim * d
-    if config.loss.get('psnr', 0.0) > 0:
+    if config.loss.psnr > 0:
       # The mean per-frame PSNR (images in [0, 1], as the evaluation scores them), as a loss: - PSNR / 10 =
       # log10 of each frame's MSE. Unlike L1 or a batch MSE it weighs every frame's error relative to that
       # frame's own, so near-still, high-PSNR frames count as much as the evaluation counts them.

@@ -21,15 +21,20 @@ def process_batch_size(cfg) -> int:
   return cfg.batch_size // jax.process_count()
 
 
-def motion_dataset(cfg, split: str = 'train'):
-  """Batches of image_BxHxWx3 / nspec_BxKxHxWx4, the global batch split over processes."""
+def motion_dataset(cfg, split: str = 'train', stats=None):
+  """Batches of image_BxHxWx3 / nspec_BxKxHxWx4, the global batch split over processes, normalised with
+  ``stats`` (default: the dataset's, of ``cfg.normalize`` and ``cfg.num_freqs``)."""
   batch_size = process_batch_size(cfg)
-  stats = pipeline.training_stats(cfg.data_dir, cfg.get('normalize', ''), cfg.get('num_freqs', 0))
+  if stats is None:
+    stats = pipeline.training_stats(cfg.data_dir, cfg.normalize, cfg.num_freqs)
   return pipeline.make_dataset(cfg.data_dir, split, batch_size=batch_size,
                                seed=cfg.seed, stats=stats)
 
 
-def make_task(config) -> Task:
+def make_task(config, facts: dict | None = None) -> Task:
+  """The task of ``config``; a vae run derives no facts (``gid_jax.runs``): ``facts`` must be empty."""
+  if facts:
+    raise ValueError(f'a vae run has no derived facts, got {sorted(facts)}')
   require_data_dir(config)
 
   def loss_fn(model, batch, rng):

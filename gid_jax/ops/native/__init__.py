@@ -21,6 +21,7 @@ import subprocess
 import tempfile
 import warnings
 
+import filelock
 import jax
 
 SOURCE = pathlib.Path(__file__).with_name('splat_cpu.cc')
@@ -63,7 +64,6 @@ def _build(compiler: str) -> pathlib.Path:
 
 
 def _build_with(compiler: str, flags: tuple[str, ...]) -> pathlib.Path:
-  import filelock  # pylint: disable=import-outside-toplevel
   include = jax.ffi.include_dir()
   key = hashlib.sha256(b'\0'.join([SOURCE.read_bytes(), jax.lib.__version__.encode(), compiler.encode(),
                                    ' '.join(flags).encode(), _cpu_features()])).hexdigest()[:16]
