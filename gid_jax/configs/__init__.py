@@ -27,6 +27,21 @@ def optimizer(learning_rate: float, warmup_steps: int = 100, weight_decay: float
                                     'decay_steps': 0, 'weight_decay': weight_decay, 'grad_clip': 1.0})
 
 
+def efficiency(size: str) -> dict:
+  """How every trainer computes and reads data (no effect on what a step computes, up to float rounding):
+
+  * ``compute_dtype``: 'float32', 'bfloat16' or 'auto' (bfloat16 on GPUs and TPUs, float32 on CPU; the
+    default at size=paper). Parameters, gradients and optimiser state stay float32.
+  * ``remat``: rematerialise every U-Net / VAE block in the backward pass: '' (off), 'dots' (keep the
+    matrix-multiply and convolution outputs) or 'full' (keep only block inputs): less memory, more compute.
+  * ``grad_accum``: micro-batches per update (the batch's activations divided by it, one update per batch).
+  * ``data_workers``: grain worker processes per training process (0: decode in the training process);
+    ``prefetch``: batches read ahead per process (grain's own default, 500, can hold gigabytes at paper size).
+  """
+  return {'compute_dtype': 'auto' if size == 'paper' else 'float32', 'remat': '', 'grad_accum': 1,
+          'data_workers': 0, 'prefetch': 8 if size == 'paper' else 4}
+
+
 def parallelism() -> dict:
   """The ``mesh`` and ``sharding`` entries every trainer's config has (``gid_jax.sharding`` reads them).
 
@@ -54,10 +69,10 @@ def override(config, **values):
 # Checked by every entry point right after the config is loaded and overridden, before any model, dataset
 # or device work (gid_jax.cli.load_config).
 _POSITIVE = ('learning_rate', 'fps', 'percentile')
-_AT_LEAST_1 = ('batch_size', 'num_steps', 'log_every', 'checkpoint_every', 'keep_checkpoints', 'num_timesteps',
+_AT_LEAST_1 = ('batch_size', 'grad_accum', 'prefetch', 'num_steps', 'log_every', 'checkpoint_every', 'keep_checkpoints', 'num_timesteps',
                'width', 'height', 'start_stride', 'grad_scales', 'latent_channels', 'heads', 'blocks',
                'fid_frame_stride', 'sliding_fid_window')
-_AT_LEAST_0 = ('warmup_steps', 'decay_steps', 'weight_decay', 'grad_clip', 'eta', 'guidance', 'num_freqs',
+_AT_LEAST_0 = ('data_workers', 'warmup_steps', 'decay_steps', 'weight_decay', 'grad_clip', 'eta', 'guidance', 'num_freqs',
                'frame_pairs_per_clip', 'min_snr_gamma', 'aux_mask_weight', 'aux_mask_px', 'kl_weight',
                'grad_weight', 'l1', 'perceptual', 'ssim', 'psnr', 'camera_motion_px', 'static_px', 'moving_px',
                'max_side')
@@ -68,6 +83,8 @@ _FRACTION = ('ema_decay', 'cond_dropout', 'dropout', 'test_fraction', 'static_qu
 # their own constants; tests/test_cli.py checks that these agree with them.
 CHOICES = {
     'mode': ('slice', 'volume'),  # models.ldm.MODES (ldm configs)
+    'compute_dtype': ('auto', 'float32', 'bfloat16'),  # models.layers.COMPUTE_DTYPES + 'auto'
+    'remat': ('', 'full', 'dots'),  # models.layers.REMAT_POLICIES
     'trainable': ('unet', 'freq_attn'),  # training.ldm.TRAINABLE
     'aux_mask_at': ('out', 'middle'),  # models.unet.MASK_HEADS[1:]
     'normalize': ('', 'image_size'),  # data.pipeline (vae / ldm configs)

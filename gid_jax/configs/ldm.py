@@ -13,7 +13,7 @@ This config alone is the paper's "independent prediction" ablation; ``configs/ld
 
 import ml_collections
 
-from gid_jax.configs import optimizer, parallelism, parse_size
+from gid_jax.configs import efficiency, optimizer, parallelism, parse_size
 
 MODELS = {
     # U-Net widths per level, residual blocks per level, spatial self-attention per level, heads
@@ -98,4 +98,5 @@ def get_config(arg=None):
   c.ema_decay = 0.995 if size == 'tiny' else 0.9999
 
   c.update(parallelism())  # mesh and sharding rules (gid_jax.configs.parallelism)
+  c.update(efficiency(size))  # compute dtype, remat, gradient accumulation, data workers (configs.efficiency)
   return c

@@ -9,7 +9,7 @@ ResNet-34-depth encoder at 256 x 160.
 
 import ml_collections
 
-from gid_jax.configs import optimizer, parallelism, parse_size
+from gid_jax.configs import efficiency, optimizer, parallelism, parse_size
 
 MODELS = {
     # widths per pyramid level, encoder blocks per level, decoder blocks per level
@@ -51,4 +51,5 @@ def get_config(arg=None):
   c.optimizer = optimizer({'tiny': 1e-3, 'small': 5e-4, 'paper': 2e-4}[size], weight_decay=1e-4)
   c.ema_decay = 0.99 if size == 'tiny' else 0.999
   c.update(parallelism())  # mesh and sharding rules (gid_jax.configs.parallelism)
+  c.update(efficiency(size))  # compute dtype, remat, gradient accumulation, data workers (configs.efficiency)
   return c

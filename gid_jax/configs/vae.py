@@ -9,7 +9,7 @@ slices are independent samples, so a batch of B examples is B * K VAE samples.
 
 import ml_collections
 
-from gid_jax.configs import optimizer, parallelism, parse_size
+from gid_jax.configs import efficiency, optimizer, parallelism, parse_size
 
 MODELS = {
     # encoder widths per level (the spatial factor is 2 ** (levels - 1)), residual blocks per level
@@ -51,4 +51,5 @@ def get_config(arg=None):
   c.ema_decay = 0.99 if size == 'tiny' else 0.999
 
   c.update(parallelism())  # mesh and sharding rules (gid_jax.configs.parallelism)
+  c.update(efficiency(size))  # compute dtype, remat, gradient accumulation, data workers (configs.efficiency)
   return c

@@ -104,12 +104,20 @@ class PreprocessFrames(grain.transforms.Map):
             't': np.int32(ex['t'])}
 
 
+def read_options(prefetch: int) -> grain.ReadOptions:
+  """A bounded read-ahead: ``prefetch`` batches (grain's default of 500 can hold gigabytes at paper size)."""
+  return grain.ReadOptions(num_threads=max(1, min(16, prefetch)), prefetch_buffer_size=prefetch)
+
+
 def make_dataset(data_dir: str, split: str = 'train', *, batch_size: int, seed: int = 0,
                  shuffle: bool = True, num_epochs: int | None = None, drop_remainder: bool = True,
                  shard_index: int | None = None, shard_count: int | None = None, normalize: bool = True,
-                 worker_count: int = 0, name: str = DATASET_NAME,
+                 worker_count: int = 0, prefetch: int = 4, name: str = DATASET_NAME,
                  stats: norm_lib.NormStats | None = None) -> grain.IterDataset:
   """Batched, shuffled, sharded, normalised dataset (see module docstring); ``num_epochs=None`` repeats.
+
+  ``prefetch``: batches read ahead (by as many threads, at most 16); ``worker_count`` > 0 decodes in that
+  many worker processes instead.
 
   ``stats`` (default: the dataset's own) normalises, and its K cuts the volume (:func:`training_stats`).
 
@@ -138,7 +146,7 @@ def make_dataset(data_dir: str, split: str = 'train', *, batch_size: int, seed: 
     ds = ds.shuffle(seed=seed)
   ds = ds.repeat(num_epochs)
   ds = ds.map(prep).batch(batch_size, drop_remainder=drop_remainder)
-  it = ds.to_iter_dataset()
+  it = ds.to_iter_dataset(read_options(prefetch))
   if worker_count > 0:
     it = it.mp_prefetch(grain.MultiprocessingOptions(num_workers=worker_count))
   return it

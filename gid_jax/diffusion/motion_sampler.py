@@ -42,6 +42,8 @@ class MotionSampler:
     self.mesh = mesh
     if mesh is not None:
       self.batch_sharding = jax.sharding.NamedSharding(mesh, sharding_lib.batch_spec(self.config))
+      self.batch_shards = sharding_lib.batch_shards(mesh, self.config)
+      self.sample_sharding = jax.sharding.NamedSharding(mesh, sharding_lib.sample_spec(self.config))
       if self.config.model.freq_attention:
         model.unet.freq_sharding = jax.sharding.NamedSharding(
             mesh, sharding_lib.batch_spec(self.config, freq=True))
@@ -68,13 +70,16 @@ class MotionSampler:
     self.check_image(image_BxHxWx3)
     image = jnp.asarray(image_BxHxWx3, jnp.float32)
     state = self.state
+    layout = None
     if self.mesh is not None:
       image = jax.device_put(image, self.batch_sharding)
       state = jax.device_put(state, jax.sharding.NamedSharding(self.mesh, jax.sharding.PartitionSpec()))
+      if self.config.mode == 'slice' and image.shape[0] % self.batch_shards == 0:
+        layout = (self.batch_shards, self.sample_sharding)  # each device samples only its own slices
     return _sample(self.graphdef, state, self.sched, image, rng, eta,
                    guidance_scale, num_steps=int(num_steps), guidance=float(guidance),
                    objective=self.config.diffusion.objective, guidance_fn=guidance_fn,
-                   recurrence=int(recurrence), progress=progress)
+                   recurrence=int(recurrence), progress=progress, layout=layout)
 
   def sample(self, image_HxWx3, *, num_steps: int | None = None, eta: float | None = None,
              guidance: float | None = None, seed: int = 0, progress: Callable | None = None) -> np.ndarray:
@@ -92,28 +97,38 @@ class MotionSampler:
 
 
 @functools.partial(jax.jit, static_argnames=('graphdef', 'num_steps', 'guidance', 'objective',
-                                             'guidance_fn', 'recurrence', 'progress'))
+                                             'guidance_fn', 'recurrence', 'progress', 'layout'))
 def _sample(graphdef, state, sched, image_BxHxWx3, rng, eta, guidance_scale, *, num_steps, guidance, objective,
-            guidance_fn, recurrence, progress):
+            guidance_fn, recurrence, progress, layout):
+  """``layout``: None, or (the model's sample groups, the sharding of the sample axis) on a mesh."""
   model = nnx.merge(graphdef, state)
+  if layout is not None:
+    model.groups = layout[0]
+  place = (lambda x: x) if layout is None else (lambda x: jax.lax.with_sharding_constraint(x, layout[1]))
   b, h, w = image_BxHxWx3.shape[:3]
   latent_hw = (h // model.vae.downsample, w // model.vae.downsample)
   cond_B = model.condition(image_BxHxWx3, latent_hw)
 
+  per = model.samples_per_example()
+
   def f(x, t, use_cond):
-    reps = x.shape[0] // (b * model.samples_per_example())  # 2 under classifier-free guidance
+    reps = x.shape[0] // (b * per)  # 2 under classifier-free guidance
     cond = jnp.concatenate([cond_B] * reps) if reps > 1 else cond_B
-    keep = use_cond[::model.samples_per_example()].astype(cond.dtype)
-    return model.denoise(x, t, cond * keep[:, None, None, None])
+    keep = (model.split(use_cond, per, reps)[:, 0] if per > 1 else use_cond).astype(cond.dtype)
+    return model.denoise(x, t, cond * keep[:, None, None, None], reps=reps)
 
   def decode(x0):  # samples -> normalised volume
     return model.decode(model.from_samples(x0), (h, w))
+
+  def noise(key):  # drawn per (b, k), then put in the sample order: the order never changes the samples
+    return place(model.to_samples(jax.random.normal(key, (b, model.num_freqs, *latent_hw,
+                                                          model.vae_latent_channels))))
 
   gfn = None if guidance_fn is None else (lambda x0: guidance_fn(decode(x0)))
   x0 = sampling.ddim_sample(sampling.classifier_free(f, guidance), sched, model.sample_shape(b, latent_hw),
                             rng, num_steps=num_steps, eta=eta, objective=objective, guidance_fn=gfn,
                             guidance_scale=0.0 if gfn is None else guidance_scale, recurrence=recurrence,
-                            progress=progress)
+                            progress=progress, noise_fn=noise if per > 1 else None)
   return decode(x0)
 
 

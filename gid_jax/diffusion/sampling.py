@@ -99,7 +99,8 @@ def ddim_sample(model_fn: ModelFn, sched: Schedule, shape: Sequence[int], rng: j
                 guidance_fn: Optional[Callable[[jax.Array], jax.Array]] = None, guidance_scale: float = 0.0,
                 recurrence: int = 1, clip_x0: Optional[float] = None,
                 progress: Optional[Callable[[int, int], None]] = None,
-                init_noise: Optional[jax.Array] = None) -> jax.Array:
+                init_noise: Optional[jax.Array] = None,
+                noise_fn: Optional[Callable[[jax.Array], jax.Array]] = None) -> jax.Array:
   """Draws samples x0 of ``shape`` by DDIM.
 
   The steps run in one ``jax.lax.fori_loop`` over precomputed timestep / abar arrays, so the model is
@@ -127,6 +128,9 @@ def ddim_sample(model_fn: ModelFn, sched: Schedule, shape: Sequence[int], rng: j
       negligible next to a U-Net). Under multi-device execution it may be called once per device for the
       same step, so set the bar's position from ``steps_done`` rather than incrementing it.
     init_noise: the starting z of ``shape``; drawn from ``rng`` when None.
+    noise_fn: ``noise_fn(key) -> N(0, 1) noise of shape``, for every draw (default: ``jax.random.normal``).
+      A model whose samples are a permutation of a logical array draws it in the logical order and permutes
+      it, so that the permutation never changes the samples (``diffusion.motion_sampler``).
 
   Returns:
     float32 samples of ``shape``.
@@ -145,15 +149,17 @@ def ddim_sample(model_fn: ModelFn, sched: Schedule, shape: Sequence[int], rng: j
     raise ValueError(f'ddim_sample: init_noise has shape {tuple(init_noise.shape)}, expected {shape}')
   return _ddim_sample(sched, rng, eta, guidance_scale, init_noise, model_fn=model_fn, shape=shape,
                       num_steps=int(num_steps), objective=objective, guidance_fn=guidance_fn,
-                      recurrence=int(recurrence), clip_x0=clip_x0, progress=progress, need_noise=not _is_zero(eta))
+                      recurrence=int(recurrence), clip_x0=clip_x0, progress=progress, need_noise=not _is_zero(eta),
+                      noise_fn=noise_fn)
 
 
 # Jitted with the callables static (hashed by identity): repeated calls with the same model_fn reuse one
 # executable, and small eager ops around the loop do not each dispatch and compile on their own.
 @functools.partial(jax.jit, static_argnames=('model_fn', 'shape', 'num_steps', 'objective', 'guidance_fn',
-                                             'recurrence', 'clip_x0', 'progress', 'need_noise'))
+                                             'recurrence', 'clip_x0', 'progress', 'need_noise', 'noise_fn'))
 def _ddim_sample(sched, rng, eta, guidance_scale, init_noise, *, model_fn, shape, num_steps, objective,
-                 guidance_fn, recurrence, clip_x0, progress, need_noise):
+                 guidance_fn, recurrence, clip_x0, progress, need_noise, noise_fn):
+  draw = noise_fn or (lambda key: jax.random.normal(key, shape, jnp.float32))
   ts_S = ddim_timesteps(sched.num_timesteps, num_steps)
   t_S = jnp.asarray(ts_S, jnp.int32)
   abar_t_S = sched.alphas_cumprod[ts_S]
@@ -161,7 +167,7 @@ def _ddim_sample(sched, rng, eta, guidance_scale, init_noise, *, model_fn, shape
 
   rng_init, rng_loop = jax.random.split(rng)
   if init_noise is None:
-    z = jax.random.normal(rng_init, shape, jnp.float32)
+    z = draw(rng_init)
   else:
     z = jnp.asarray(init_noise, jnp.float32)
 
@@ -175,7 +181,7 @@ def _ddim_sample(sched, rng, eta, guidance_scale, init_noise, *, model_fn, shape
         return guidance_fn(x0_), pred_
       grad_z, pred = jax.grad(loss, has_aux=True)(z_t)
       eps_shift = guidance_scale * jnp.sqrt(1.0 - abar_t) * grad_z
-    noise = jax.random.normal(key, shape, jnp.float32) if need_noise else None
+    noise = draw(key) if need_noise else None
     z_prev, _ = ddim_step(z_t, pred, abar_t, abar_prev, noise, eta=eta, objective=objective, clip_x0=clip_x0,
                           eps_shift=eps_shift)
     return z_prev
@@ -194,7 +200,7 @@ def _ddim_sample(sched, rng, eta, guidance_scale, init_noise, *, model_fn, shape
         key_step, key_renoise = jax.random.split(jax.random.fold_in(key, j))
         z_prev_j = step(z_j, t_N, abar_t, abar_prev, key_step)
         # The re-noised sample after the last repeat is unused; computing it anyway keeps one loop body.
-        z_j = jnp.sqrt(ratio) * z_prev_j + jnp.sqrt(1.0 - ratio) * jax.random.normal(key_renoise, shape, jnp.float32)
+        z_j = jnp.sqrt(ratio) * z_prev_j + jnp.sqrt(1.0 - ratio) * draw(key_renoise)
         return z_j, z_prev_j
 
       _, z_prev = jax.lax.fori_loop(0, recurrence, repeat, (z_t, z_t))

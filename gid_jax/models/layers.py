@@ -9,6 +9,40 @@ import jax.numpy as jnp
 from flax import nnx
 
 
+# Activation rematerialisation policies (``config.remat``): '' keeps every activation for the backward pass;
+# 'full' keeps only each block's input and recomputes the block; 'dots' also keeps the outputs of its matrix
+# multiplies and convolutions without batch dimensions (recomputing the cheap element-wise work only).
+REMAT_POLICIES = {'': None, 'full': jax.checkpoint_policies.nothing_saveable,
+                  'dots': jax.checkpoint_policies.dots_with_no_batch_dims_saveable}
+COMPUTE_DTYPES = ('float32', 'bfloat16')
+
+
+def checkpointed(policy: str, fn, module: nnx.Module, *arrays):
+  """``fn(module, *arrays)``; with a ``policy`` of :data:`REMAT_POLICIES` the block's activations are
+  recomputed in the backward pass (``jax.checkpoint`` of the module's state) instead of kept. ``fn`` must
+  not change the module (randomness comes in as a key among ``arrays``)."""
+  if not policy:
+    return fn(module, *arrays)
+  if policy not in REMAT_POLICIES:
+    raise ValueError(f'remat policy must be one of {tuple(REMAT_POLICIES)}, got {policy!r}')
+  graphdef, state = nnx.split(module)
+  pure = lambda st, *a: fn(nnx.merge(graphdef, st), *a)
+  return jax.checkpoint(pure, policy=REMAT_POLICIES[policy])(state, *arrays)
+
+
+def set_compute_dtype(model: nnx.Module, dtype: str) -> None:
+  """Compute every convolution, linear layer, norm and embedding of ``model`` in ``dtype`` (their inputs and
+  parameters cast at use); the parameters stay float32 (mixed precision: the optimiser updates float32)."""
+  if dtype not in COMPUTE_DTYPES:
+    raise ValueError(f'compute dtype must be one of {COMPUTE_DTYPES}, got {dtype!r}')
+  value = None if dtype == 'float32' else jnp.dtype(dtype)
+  for _, m in model.iter_modules():
+    if isinstance(m, (nnx.Conv, nnx.Linear, nnx.GroupNorm, nnx.LayerNorm)):
+      m.dtype = value
+    elif isinstance(m, nnx.Embed):
+      m.dtype = jnp.dtype(dtype)
+
+
 def group_norm(channels: int, rngs: nnx.Rngs, max_groups: int = 8) -> nnx.GroupNorm:
   """GroupNorm with gcd(max_groups, channels) groups (valid for any width, narrow test widths included).
 

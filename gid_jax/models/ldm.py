@@ -4,9 +4,15 @@ Shapes: a batch of B examples with K frequencies is a normalised spectral volume
 latent is ``z_BxKxhxwxL`` (L = 4 channels, h x w = H x W / the VAE factor). The diffusion runs on
 *samples* ``x_NxhxwxC``:
 
-* ``mode='slice'`` (the paper): N = B * K samples of L channels, ordered b-major (n = b * K + k); each
-  carries its frequency index k; with frequency attention the U-Net attends across the K samples of an
-  example;
+* ``mode='slice'`` (the paper): N = B * K samples of L channels; each carries its frequency index k; with
+  frequency attention the U-Net attends across the K samples of an example. Their order (``groups``) is
+  (group, k, example in group): the B examples fall into G groups of M = B / G, and n = (g * K + k) * M + m.
+  ``groups=None`` (the default) makes every example its own group (n = b * K + k). A trainer on a device mesh
+  sets G to the number of batch shards: then the samples of one (batch shard, frequency shard) pair are one
+  contiguous block of the sample axis, so splitting that axis over (batch axes, freq) keeps every device on
+  its own slices through the whole step (VAE, U-Net, loss); with b-major order each device would compute all
+  of its batch shard's slices (docs/SCALING.md). Randomness is drawn per (b, k), so the order never changes
+  what a step computes;
 * ``mode='volume'`` (the "volume prediction" ablation): N = B samples of K * L channels.
 
 The first frame conditions every sample, concatenated with the noisy latent inside the U-Net; a zero image
@@ -42,18 +48,44 @@ class MotionLDM(nnx.Module):
       raise ValueError(f'model.cond_mode must be one of {COND_MODES}, got {self.cond_mode!r}')
     self.num_freqs = num_freqs
     self.latent_scale = float(latent_scale) or 1.0
+    self.groups = None  # the sample order (module docstring); a trainer on a mesh sets the batch shards
+
+  # --- the sample order --------------------------------------------------------------------------------
+  def _groups(self, b: int, reps: int = 1) -> tuple[int, int]:
+    """(G, M) for ``reps`` concatenated copies of a batch of ``b`` examples (each copy in the order)."""
+    g = b if self.groups is None else self.groups * reps
+    if b % g:
+      raise ValueError(f'a batch of {b // reps} examples cannot be split into {g // reps} sample groups')
+    return g, b // g
+
+  def merge(self, a_BxKx: jax.Array, reps: int = 1) -> jax.Array:
+    """B x K x ... -> (B * K) x ... in the sample order; ``reps``: B holds that many concatenated batches."""
+    b, k = a_BxKx.shape[:2]
+    g, m = self._groups(b, reps)
+    return a_BxKx.reshape(g, m, k, *a_BxKx.shape[2:]).swapaxes(1, 2).reshape(b * k, *a_BxKx.shape[2:])
+
+  def split(self, a_Nx: jax.Array, k: int, reps: int = 1) -> jax.Array:
+    """The inverse of :meth:`merge`: (B * K) x ... -> B x K x ..."""
+    b = a_Nx.shape[0] // k
+    g, m = self._groups(b, reps)
+    return a_Nx.reshape(g, k, m, *a_Nx.shape[1:]).swapaxes(1, 2).reshape(b, k, *a_Nx.shape[1:])
+
+  def per_sample(self, a_Bx: jax.Array, reps: int = 1) -> jax.Array:
+    """A per-example array (B x ...) for every sample: its example's value (B x ... -> N x ...)."""
+    if self.mode != 'slice':
+      return a_Bx
+    k = self.num_freqs
+    return self.merge(jnp.broadcast_to(a_Bx[:, None], (a_Bx.shape[0], k, *a_Bx.shape[1:])), reps)
 
   # --- latents -----------------------------------------------------------------------------------------
   def encode(self, nspec_BxKxHxWx4: jax.Array) -> jax.Array:
     """Scaled posterior means z_BxKxhxwxL (deterministic: the KL weight keeps the variance tiny)."""
-    b, k = nspec_BxKxHxWx4.shape[:2]
-    mean, _ = self.vae.encode(nspec_BxKxHxWx4.reshape(b * k, *nspec_BxKxHxWx4.shape[2:]))
-    return (mean * self.latent_scale).reshape(b, k, *mean.shape[1:])
+    mean, _ = self.vae.encode(self.merge(nspec_BxKxHxWx4))
+    return self.split(mean * self.latent_scale, nspec_BxKxHxWx4.shape[1])
 
   def decode(self, z_BxKxhxwxL: jax.Array, out_hw: tuple[int, int] | None = None) -> jax.Array:
-    b, k = z_BxKxhxwxL.shape[:2]
-    x = self.vae.decode(z_BxKxhxwxL.reshape(b * k, *z_BxKxhxwxL.shape[2:]) / self.latent_scale, out_hw)
-    return x.reshape(b, k, *x.shape[1:])
+    x = self.vae.decode(self.merge(z_BxKxhxwxL) / self.latent_scale, out_hw)
+    return self.split(x, z_BxKxhxwxL.shape[1])
 
   # --- samples <-> latents ---------------------------------------------------------------------------
   def samples_per_example(self) -> int:
@@ -62,14 +94,13 @@ class MotionLDM(nnx.Module):
   def to_samples(self, z_BxKxhxwxL: jax.Array) -> jax.Array:
     b, k, h, w, l = z_BxKxhxwxL.shape
     if self.mode == 'slice':
-      return z_BxKxhxwxL.reshape(b * k, h, w, l)
+      return self.merge(z_BxKxhxwxL)
     return z_BxKxhxwxL.transpose(0, 2, 3, 1, 4).reshape(b, h, w, k * l)
 
   def from_samples(self, x_NxhxwxC: jax.Array) -> jax.Array:
     k = self.num_freqs
     if self.mode == 'slice':
-      n, h, w, l = x_NxhxwxC.shape
-      return x_NxhxwxC.reshape(n // k, k, h, w, l)
+      return self.split(x_NxhxwxC, k)
     b, h, w, c = x_NxhxwxC.shape
     return x_NxhxwxC.reshape(b, h, w, k, c // k).transpose(0, 3, 1, 2, 4)
 
@@ -101,16 +132,18 @@ class MotionLDM(nnx.Module):
     x = image_BxHxWx3.reshape(b, h, f, w, f, c).transpose(0, 1, 3, 2, 4, 5)
     return x.reshape(b, h, w, f * f * c)
 
-  def denoise(self, x_NxhxwxC: jax.Array, t_N: jax.Array, cond_Bxhxwx3: jax.Array, *,
+  def denoise(self, x_NxhxwxC: jax.Array, t_N: jax.Array, cond_Bxhxwx3: jax.Array, *, reps: int = 1,
               deterministic: bool = True, rngs: nnx.Rngs | None = None, with_mask: bool = False):
     """The U-Net's prediction for every sample (eps or v, by the training objective); with ``with_mask``
-    also its auxiliary moving-mask logits (N x h x w)."""
-    per = self.samples_per_example()
-    cond = jnp.repeat(cond_Bxhxwx3, per, axis=0) if per > 1 else cond_Bxhxwx3
-    freq = None
-    if self.mode == 'slice':
-      freq = jnp.tile(jnp.arange(self.num_freqs, dtype=jnp.int32), x_NxhxwxC.shape[0] // self.num_freqs)
-    return self.unet(x_NxhxwxC, t_N, cond, freq, num_freqs=self.num_freqs if self.mode == 'slice' else None,
+    also its auxiliary moving-mask logits (N x h x w). ``reps``: x holds that many concatenated batches, each
+    in the sample order, and cond their concatenated conditions (classifier-free guidance)."""
+    cond = self.per_sample(cond_Bxhxwx3, reps)
+    if self.mode != 'slice':
+      return self.unet(x_NxhxwxC, t_N, cond, None, deterministic=deterministic, rngs=rngs, with_mask=with_mask)
+    k = self.num_freqs
+    b = x_NxhxwxC.shape[0] // k
+    freq = self.merge(jnp.broadcast_to(jnp.arange(k, dtype=jnp.int32), (b, k)), reps)
+    return self.unet(x_NxhxwxC, t_N, cond, freq, num_freqs=k, inner=self._groups(b, reps)[1],
                      deterministic=deterministic, rngs=rngs, with_mask=with_mask)
 
 

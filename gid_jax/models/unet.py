@@ -3,8 +3,9 @@
 SPEC.md section 4. ``UNet(z_Nxhxwxc, t_N, cond_Nxhxwx3, freq_N) -> eps_Nxhxwxc_out``:
 
 * The latent of one 4-channel frequency slice of the spectral volume is denoised at a time. A batch of B
-  images with K frequencies comes as N = B * K slices ordered b-major (n = b * K + k); the 2D layers treat
-  them as independent samples. The condition is I_0 downsampled to the latent size (3 channels in [-1, 1],
+  images with K frequencies comes as N = B * K slices in the order (group, k, example in group) of
+  ``models.ldm`` (``inner`` = examples per group; 1: b-major, n = b * K + k); the 2D layers treat them as
+  independent samples. The condition is I_0 downsampled to the latent size (3 channels in [-1, 1],
   all zeros for the classifier-free null condition) and is concatenated with the noisy latent.
 * Stage 1: the LDM / ADM U-Net (Rombach et al. 2022; Dhariwal & Nichol 2021): per level ``blocks``
   residual blocks (the embedding as scale/shift after their second norm, as in ADM), each followed by
@@ -127,15 +128,17 @@ class FreqAttention(nnx.Module):
     self.proj = nnx.Linear(channels, channels, kernel_init=_zeros, rngs=rngs)
 
   def __call__(self, x_NxHxWxC: jax.Array, num_freqs: int,
-               constrain: Callable[[jax.Array], jax.Array] = lambda x: x) -> jax.Array:
+               constrain: Callable[[jax.Array], jax.Array] = lambda x: x, inner: int = 1) -> jax.Array:
+    """``inner``: the slices come as (group, k, example in group) with ``inner`` examples per group."""
     n, h, w, c = x_NxHxWxC.shape
     k = num_freqs
-    if n % k:
-      raise ValueError(f'frequency attention: batch of {n} slices is not a multiple of K={k}')
+    if n % (k * inner):
+      raise ValueError(f'frequency attention: batch of {n} slices is not a multiple of K={k} x {inner}')
     if k > self.pos_emb.shape[0]:
       raise ValueError(f'frequency attention built for {self.pos_emb.shape[0]} frequencies, got K={k}')
     b = n // k
-    x_BxKxhxwxC = constrain(x_NxHxWxC.reshape(b, k, h, w, c))
+    g = b // inner
+    x_BxKxhxwxC = constrain(x_NxHxWxC.reshape(g, k, inner, h, w, c).swapaxes(1, 2).reshape(b, k, h, w, c))
     y = self.norm(x_BxKxhxwxC) + self.pos_emb[:k][None, :, None, None, :]
     qkv = self.qkv(y).reshape(b, k, h, w, 3, self.heads, c // self.heads)
     # Tokens along K; (b, h, w) become independent attention batches.
@@ -144,7 +147,7 @@ class FreqAttention(nnx.Module):
                                qkv_BhwxKx3xHxD[:, :, 2])
     out_BxKxhxwxC = out.reshape(b, h, w, k, c).transpose(0, 3, 1, 2, 4)
     x_BxKxhxwxC = constrain(x_BxKxhxwxC + self.proj(out_BxKxhxwxC))
-    return x_BxKxhxwxC.reshape(n, h, w, c)
+    return x_BxKxhxwxC.reshape(g, inner, k, h, w, c).swapaxes(1, 2).reshape(n, h, w, c)
 
 
 class Upsample(nnx.Module):
@@ -195,6 +198,7 @@ class UNet(nnx.Module):
     self.num_freqs = num_freqs
     # Set by the trainer (e.g. a NamedSharding with K over a mesh axis); static, not a parameter.
     self.freq_sharding = None
+    self.remat = ''  # activation rematerialisation of every block (layers.REMAT_POLICIES); set by a trainer
     w0 = widths[0]
     self.emb_dim = emb_dim = 4 * w0
     self.time_embed1 = nnx.Linear(w0, emb_dim, rngs=rngs)
@@ -259,19 +263,8 @@ class UNet(nnx.Module):
     mask_ch = widths[-1] if mask_head == 'middle' else ch
     self.mask_out = nnx.data(nnx.Conv(mask_ch, 1, (1, 1), rngs=rngs) if mask_head else None)
 
-  def constrain(self, x_BxKxhxwxC: jax.Array) -> jax.Array:
-    """Hook around the K-axis attention: the trainer's sharding constraint, if it set one.
-
-    A constraint, not a reshard: the mesh axes must be Auto (``jax.make_mesh(..., axis_types=...)``), since
-    with Explicit axes the (B * K) -> B x K reshapes and the attention over a sharded K would each need their
-    output shardings spelled out.
-    """
-    if self.freq_sharding is None:
-      return x_BxKxhxwxC
-    return jax.lax.with_sharding_constraint(x_BxKxhxwxC, self.freq_sharding)
-
   def __call__(self, z_Nxhxwxc: jax.Array, t_N: jax.Array, cond_Nxhxwx3: jax.Array,
-               freq_N: jax.Array | None = None, *, num_freqs: int | None = None,
+               freq_N: jax.Array | None = None, *, num_freqs: int | None = None, inner: int = 1,
                deterministic: bool = True, rngs: nnx.Rngs | None = None, with_mask: bool = False):
     n, h, w, c = z_Nxhxwxc.shape
     if c != self.in_channels or cond_Nxhxwx3.shape != (n, h, w, self.cond_channels):
@@ -284,35 +277,55 @@ class UNet(nnx.Module):
         raise ValueError('UNet: freq_N (int32 frequency index of every slice) is needed with freq_embedding')
       emb = emb + self.freq_embed(jnp.broadcast_to(jnp.asarray(freq_N, jnp.int32), (n,)))
     k = self.num_freqs if num_freqs is None else num_freqs
-    kw = dict(deterministic=deterministic, rngs=rngs)
+    policy = self.remat
+    sharding = self.freq_sharding
+
+    # The trainer's sharding of B x K x h x w x C around the K-axis attention, if it set one. A constraint,
+    # not a reshard: the mesh axes must be Auto (jax.make_mesh(..., axis_types=...)), since with Explicit axes
+    # the (B * K) -> B x K reshapes and the attention over a sharded K would each need their output shardings
+    # spelled out. A plain function, not a method: it is closed over inside nnx.remat.
+    def constrain(x):
+      return x if sharding is None else jax.lax.with_sharding_constraint(x, sharding)
+
+    def block_res(m, a, e, key):
+      return m(a, e, deterministic=deterministic, rngs=None if key is None else nnx.Rngs(dropout=key))
+
+    def run_res(res, x, emb_):  # each block rematerialised under the policy (layers.checkpointed)
+      key = None if rngs is None or deterministic else rngs.dropout()  # one dropout key per block
+      return layers.checkpointed(policy, block_res, res, x, emb_, key)
+
+    def run_attn(attn, x):
+      return layers.checkpointed(policy, lambda m, a: m(a), attn, x)
 
     freq_layers = iter(self.freq_attn) if self.freq_attn is not None else None
 
     def mix(x):  # after every spatial block: the K-axis attention of stage 2, or nothing (stage 1)
-      return x if freq_layers is None else next(freq_layers)(x, k, self.constrain)
+      if freq_layers is None:
+        return x
+      return layers.checkpointed(policy, lambda m, a: m(a, k, constrain, inner), next(freq_layers), x)
 
     x = self.conv_in(jnp.concatenate([z_Nxhxwxc, cond_Nxhxwx3.astype(z_Nxhxwxc.dtype)], axis=-1))
     skips = [x]
     for level in self.encoder:
       for i, res in enumerate(level.res):
-        x = mix(res(x, emb, **kw))
+        x = mix(run_res(res, x, emb))
         if level.attn is not None:
-          x = mix(level.attn[i](x))
+          x = mix(run_attn(level.attn[i], x))
         skips.append(x)
       if level.resample is not None:
         x = level.resample(x)
         skips.append(x)
 
-    x = mix(self.middle.res1(x, emb, **kw))
-    x = mix(self.middle.attn(x))
-    x = mix(self.middle.res2(x, emb, **kw))
+    x = mix(run_res(self.middle.res1, x, emb))
+    x = mix(run_attn(self.middle.attn, x))
+    x = mix(run_res(self.middle.res2, x, emb))
     middle = x
 
     for level in self.decoder:
       for i, res in enumerate(level.res):
-        x = mix(res(jnp.concatenate([x, skips.pop()], axis=-1), emb, **kw))
+        x = mix(run_res(res, jnp.concatenate([x, skips.pop()], axis=-1), emb))
         if level.attn is not None:
-          x = mix(level.attn[i](x))
+          x = mix(run_attn(level.attn[i], x))
       if level.resample is not None:
         x = level.resample(x, *skips[-1].shape[1:3])
     assert freq_layers is None or next(freq_layers, None) is None, 'freq_attn out of step with the blocks'

@@ -33,6 +33,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from gid_jax.models import layers
 from gid_jax.ops.image import avg_pool
 
 NORMS = ('group', 'none')
@@ -117,17 +118,22 @@ class Encoder(nnx.Module):
     self.mid = nnx.List([ResBlockSiLU(prev, prev, norm, rngs=rngs) for _ in range(2)])
     self.norm_out = nnx.data(make_norm(norm, prev, rngs))
     self.conv_out = nnx.Conv(prev, 2 * latent_channels, (3, 3), padding=1, rngs=rngs)
+    self.remat = ''  # activation rematerialisation of every block (layers.REMAT_POLICIES); set by a trainer
 
   def __call__(self, x_NxHxWxC: jax.Array) -> jax.Array:
     h = self.conv_in(x_NxHxWxC)
     for level, stage in enumerate(self.levels):
       for block in stage:
-        h = block(h)
+        h = layers.checkpointed(self.remat, _call, block, h)
       if level < len(self.downs):
         h = self.downs[level](h)
     for block in self.mid:
-      h = block(h)
+      h = layers.checkpointed(self.remat, _call, block, h)
     return self.conv_out(_norm_act(self.norm_out, h))
+
+
+def _call(module, x):
+  return module(x)
 
 
 class Decoder(nnx.Module):
@@ -150,14 +156,15 @@ class Decoder(nnx.Module):
     self.ups = nnx.List(ups)
     self.norm_out = nnx.data(make_norm(norm, prev, rngs))
     self.conv_out = nnx.Conv(prev, out_channels, (3, 3), padding=1, rngs=rngs)
+    self.remat = ''  # as Encoder.remat
 
   def __call__(self, z_NxhxwxL: jax.Array) -> jax.Array:
     h = self.conv_in(z_NxhxwxL)
     for block in self.mid:
-      h = block(h)
+      h = layers.checkpointed(self.remat, _call, block, h)
     for level, stage in enumerate(self.levels):
       for block in stage:
-        h = block(h)
+        h = layers.checkpointed(self.remat, _call, block, h)
       if level < len(self.ups):
         h = self.ups[level](h)
     return self.conv_out(_norm_act(self.norm_out, h))

@@ -174,6 +174,38 @@ def load(workdir: str, ema: bool = True, step: int | None = None, config=None):
   return config, nnx.merge(graphdef, st['ema' if ema else 'params'], st['frozen'], rest)
 
 
+def flat(state) -> dict:
+  """{path: variable} of an nnx.State."""
+  return dict(nnx.to_flat_state(state))
+
+
+def restore_params(workdir: str, target: nnx.State) -> nnx.State:
+  """The model parameters of the run (EMA) or export in ``workdir`` at the paths of ``target`` (an nnx.State
+  of ``jax.ShapeDtypeStruct`` with shardings, paths as in that run's model), read straight into those
+  shardings: only these arrays are read (no optimiser state, no raw parameters), and each process reads only
+  the shards its devices hold. A path the checkpoint lacks is a one-line ValueError."""
+  config = read_config(workdir)
+  _, params, frozen, _ = split(build(config, abstract=True), config)
+  mngr, step = latest(workdir)
+  exported = os.path.isdir(os.path.join(os.fspath(mngr.directory), str(step), 'model'))
+  item, names = ('model', ('params', 'frozen')) if exported else ('state', ('ema', 'frozen'))
+  wanted = flat(target)
+  partial = {}
+  for name, source in zip(names, (params, frozen)):
+    have = set(flat(source))
+    sub = [(path, v) for path, v in wanted.items() if path in have]
+    if sub:
+      partial[name] = nnx.from_flat_state(sub)
+  restored = mngr.restore(step, args=ocp.args.Composite(**{item: ocp.args.PyTreeRestore(
+      item=partial, restore_args=ocp.checkpoint_utils.construct_restore_args(partial), partial_restore=True)}))
+  got = [pv for part in restored[item].values() for pv in nnx.to_flat_state(part)]
+  missing = sorted(set(wanted) - {path for path, _ in got})
+  if missing:
+    raise ValueError(f'{workdir} has no parameters at {"/".join(map(str, missing[0]))} '
+                     f'(and {len(missing) - 1} more)')
+  return nnx.from_flat_state(got)
+
+
 def load_kind(workdir: str, trainer: str, ema: bool = True):
   """:func:`load`, refusing a run of another trainer in one line."""
   config = read_config(workdir)

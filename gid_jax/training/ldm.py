@@ -99,6 +99,8 @@ def encode_training_set(cfg, model, split: str = 'train', batch_size: int = 8) -
   mask arrays, z0 exactly as ``model.encode`` gives it."""
   stats = norm_lib.NormStats.from_json(cfg.norm_stats_json)
   mask_px = float(cfg.aux_mask_px)
+  model = nnx.merge(*nnx.split(model))  # the same weights, with this process's own (unsharded) sample order
+  model.groups = None
 
   @nnx.jit
   def encode(m, nspec):
@@ -126,7 +128,7 @@ def latent_dataset(cfg, model, split: str = 'train'):
   log.info('latent cache: %d examples, %.0f MiB', len(arrays['z0']),
            sum(a.nbytes for a in arrays.values()) / 2 ** 20)
   ds = grain.MapDataset.source(_Cached(arrays)).shuffle(seed=cfg.seed).repeat(None)
-  return ds.batch(batch_size, drop_remainder=True).to_iter_dataset()
+  return ds.batch(batch_size, drop_remainder=True).to_iter_dataset(pipeline.read_options(cfg.prefetch))
 
 
 def moving_fraction(nspec_BxKxHxWx4: jax.Array, stats, threshold_px: float, latent_hw) -> jax.Array:
@@ -253,36 +255,46 @@ def make_task(config, facts: dict | None = None) -> loop.Task:
     stats = norm_lib.NormStats.from_json(config.norm_stats_json)
     mask_px = float(config.aux_mask_px)
 
-  def init_model(model, cfg):
+  def pretrained(cfg, target):
+    """Stage 2: the whole stage-1 model (its EMA U-Net and its VAE), everything but the new frequency
+    attention; stage 1: the VAE, from a VAE run (its own paths) or another LDM run (under ``vae``)."""
     if cfg.trainable == 'freq_attn':
-      _, s1 = load_ldm(cfg.stage1_workdir)
-      nnx.update(model, nnx.state(s1, nnx.Param))
-    else:
-      _, vae = checkpoints.load_vae(cfg.vae_workdir)
-      nnx.update(model.vae, nnx.state(vae, nnx.Param))
+      return checkpoints.restore_params(cfg.stage1_workdir, target)
+    if checkpoints.read_config(cfg.vae_workdir).trainer == 'ldm':
+      return checkpoints.restore_params(cfg.vae_workdir, nnx.State({'vae': target['vae']}))
+    return nnx.State({'vae': checkpoints.restore_params(cfg.vae_workdir, target['vae'])})
 
   def shard_model(model, mesh, cfg):
     where['volume'] = NamedSharding(mesh, sharding_lib.batch_spec(cfg, freq=True))
+    if cfg.mode == 'slice':
+      # Samples ordered (batch shard, k, example): each device keeps its own slices through the whole step.
+      model.groups = sharding_lib.batch_shards(mesh, cfg)
+      where['samples'] = NamedSharding(mesh, sharding_lib.sample_spec(cfg))
     if cfg.model.freq_attention:
       model.unet.freq_sharding = where['volume']
+
+  def constrain(x, name):
+    return jax.lax.with_sharding_constraint(x, where[name]) if name in where else x
 
   def loss_fn(model, batch, rng):
     k_t, k_n, k_c, k_d = jax.random.split(rng, 4)
     if 'z0' in batch:  # the latent cache
       z0 = batch['z0']  # B x K x h x w x L
     else:
-      z0 = jax.lax.stop_gradient(model.encode(batch['nspec']))
-    if 'volume' in where:
-      z0 = jax.lax.with_sharding_constraint(z0, where['volume'])
-    b = z0.shape[0]
-    x0 = model.to_samples(z0)
-    n = x0.shape[0]
-    per = n // b
+      z0 = jax.lax.stop_gradient(model.encode(constrain(batch['nspec'], 'volume')))
+    z0 = constrain(z0.astype(jnp.float32), 'volume')  # the diffusion maths in float32 (compute_dtype: the nets)
+    b, k = z0.shape[:2]
+    # Randomness is drawn per example and frequency, then put in the sample order (models.ldm): the order
+    # (and so the mesh) never changes what a step computes.
     if shared_t:
-      t = jnp.repeat(jax.random.randint(k_t, (b,), 0, sched.num_timesteps), per)
+      t = model.per_sample(jax.random.randint(k_t, (b,), 0, sched.num_timesteps))
     else:
-      t = jax.random.randint(k_t, (n,), 0, sched.num_timesteps)
-    noise = jax.random.normal(k_n, x0.shape, x0.dtype)
+      t = model.merge(jax.random.randint(k_t, (b, k), 0, sched.num_timesteps))
+    x0 = constrain(model.to_samples(z0), 'samples')
+    if config.mode == 'slice':
+      noise = constrain(model.merge(jax.random.normal(k_n, z0.shape, z0.dtype)), 'samples')
+    else:
+      noise = jax.random.normal(k_n, x0.shape, x0.dtype)
     xt = schedules.add_noise(sched, x0, noise, t)
     cond = model.condition(batch['image'], z0.shape[2:4])
     keep = jax.random.uniform(k_c, (b,)) >= config.diffusion.cond_dropout
@@ -292,6 +304,7 @@ def make_task(config, facts: dict | None = None) -> loop.Task:
       pred, logits = model.denoise(xt, t, cond, with_mask=True, **kw)
     else:
       pred = model.denoise(xt, t, cond, **kw)
+    pred = pred.astype(jnp.float32)
     err = jnp.mean((pred - schedules.target(sched, x0, noise, t, objective)) ** 2, axis=tuple(range(1, x0.ndim)))
     mse = jnp.mean(err)
     metrics = {'mse': mse}
@@ -299,11 +312,11 @@ def make_task(config, facts: dict | None = None) -> loop.Task:
     if mask_weight > 0:
       target = batch['mask'] if 'mask' in batch else moving_fraction(batch['nspec'], stats, mask_px,
                                                                       z0.shape[2:4])
-      target = jnp.repeat(target, per, axis=0) if per > 1 else target
-      bce = jnp.mean(optax.sigmoid_binary_cross_entropy(logits, target))
+      target = model.per_sample(target)
+      bce = jnp.mean(optax.sigmoid_binary_cross_entropy(logits.astype(jnp.float32), target))
       metrics['mask_bce'] = bce
       loss = loss + mask_weight * bce
     return loss, metrics
 
-  return loop.Task('ldm', loss_fn, latent_dataset, dataset_uses_model=True, init_model=init_model,
+  return loop.Task('ldm', loss_fn, latent_dataset, dataset_uses_model=True, pretrained=pretrained,
                    shard_model=shard_model, facts=facts)

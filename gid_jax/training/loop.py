@@ -15,7 +15,9 @@ which parameters are trained), its loss on a batch, and its input pipeline.
 * saves orbax checkpoints (state, grain iterator state, config) every ``checkpoint_every`` steps and at
   the end, and resumes from the latest one in ``workdir`` (same next batch, same next loss);
 * stops on a non-finite loss without saving it (the last good checkpoint stays the latest) and raises
-  ``TrainingDiverged``;
+  ``TrainingDiverged``; losses are fetched at log and checkpoint steps only (no host sync per step);
+* computes in ``config.compute_dtype`` (parameters and optimiser state float32), rematerialises blocks under
+  ``config.remat`` and accumulates ``config.grad_accum`` micro-batches per update (``make_train_step``);
 * writes metrics through clu metric writers (logging + ``workdir/metrics.jsonl``) and shows a progress bar
   with ETA.
 """
@@ -38,6 +40,7 @@ import orbax.checkpoint as ocp
 from flax import nnx
 
 from gid_jax import sharding as sharding_lib
+from gid_jax.models import layers
 from gid_jax.progress import Progress
 from gid_jax.runs import checkpoints
 from gid_jax.training.metrics import make_writer
@@ -57,7 +60,9 @@ class Task:
   # make_dataset(config, model) instead: the run's own model (fresh or restored), e.g. to cache its frozen
   # VAE's latents (training.ldm)
   dataset_uses_model: bool = False
-  init_model: Callable[[nnx.Module, Any], None] | None = None  # fresh runs only: load pretrained parts
+  # Fresh runs only: (config, target) -> the pretrained parameters of the run's frozen part (``target``: a
+  # nested dict of its ShapeDtypeStructs with shardings; the arrays come back in them, read from a checkpoint).
+  pretrained: Callable[[Any, dict], dict] | None = None
   shard_model: Callable[[nnx.Module, Any, Any], None] | None = None  # (model, mesh, config): constraints
   # What the trainer derived from the config's inputs (``gid_jax.runs``: the data's size and statistics, the
   # VAE, the latent scale, channel counts); stored beside the config, laid over it to build the model.
@@ -71,35 +76,121 @@ def run_config(config, task: Task):
 
 def init_state(config, task: Task, mesh=None, pretrained: bool = False, abstract: bool = False):
   """(graphdef, rest, state, tx) with state = {step, params, frozen, opt_state, ema} of a run of ``config``
-  (:func:`run_config`: the task's facts laid over it).
+  (:func:`run_config`: the task's facts laid over it), on one device.
 
-  ``pretrained`` runs ``task.init_model`` (loading e.g. a stage-1 checkpoint); a resumed or restored run
-  skips it because the checkpoint holds the frozen parameters too. ``abstract``: shapes only.
+  ``pretrained`` loads the frozen parameters from their checkpoints (``task.pretrained``); a resumed or
+  restored run skips it because the checkpoint holds them too. ``abstract``: shapes only. Training on a mesh
+  creates its state sharded instead (:func:`sharded_state`).
   """
   config = run_config(config, task)
   model = checkpoints.build(config, abstract)
-  if pretrained and task.init_model is not None:
-    task.init_model(model, config)
+  prepare(model, config)
   if mesh is not None and task.shard_model is not None:
     task.shard_model(model, mesh, config)
-  return checkpoints.run_state(config, model, abstract)
+  graphdef, rest, state, tx = checkpoints.run_state(config, model, abstract)
+  if pretrained and not abstract:
+    one = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+    state = _with_pretrained(state, task, config, jax.tree.map(
+        lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=one), state['frozen']))
+  return graphdef, rest, state, tx
+
+
+def _with_pretrained(state: dict, task: Task, config, target) -> dict:
+  """``state`` with its frozen parameters replaced by ``task.pretrained``'s (restored into ``target``)."""
+  if task.pretrained is None:
+    return state
+  frozen = checkpoints.flat(state['frozen'])
+  frozen.update(checkpoints.flat(task.pretrained(config, target)))
+  return dict(state, frozen=nnx.from_flat_state(list(frozen.items())))
+
+
+def sharded_state(config, task: Task, mesh):
+  """(graphdef, rest, state, tx, shardings) of a fresh run on ``mesh``: every array created directly in its
+  sharding (one compiled initialiser with ``out_shardings``) and the pretrained parameters read straight into
+  theirs, so no device or process ever holds a full replica it does not need."""
+  graphdef, rest, abstract, tx = init_state(config, task, mesh, abstract=True)
+  shardings = state_shardings(abstract, mesh, config)
+  if jax.tree.leaves(rest):  # non-parameter state (e.g. RNG streams): concrete, built once on one device
+    _, _, state, _ = init_state(config, task, mesh)
+    return graphdef, rest, _place(state, shardings), tx, shardings
+  config = run_config(config, task)
+
+  def create():
+    model = checkpoints.kind(config).build(config, nnx.Rngs(config.seed))
+    _, params, frozen, _ = checkpoints.split(model, config)
+    return checkpoints.full_state(tx, params, frozen)
+
+  state = jax.jit(create, out_shardings=shardings)()
+  target = jax.tree.map(lambda x, sh: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sh), abstract['frozen'],
+                        shardings['frozen'])
+  return graphdef, rest, _with_pretrained(state, task, config, target), tx, shardings
+
+
+def compute_dtype(config) -> str:
+  """``config.compute_dtype``, 'auto' resolved: bfloat16 on accelerators, float32 on CPU."""
+  if config.compute_dtype == 'auto':
+    return 'float32' if jax.default_backend() == 'cpu' else 'bfloat16'
+  return config.compute_dtype
+
+
+def prepare(model: nnx.Module, config) -> None:
+  """How the run computes (static attributes of the model, not parameters): ``compute_dtype`` for every
+  layer (parameters and optimiser state stay float32) and the ``remat`` policy of every block."""
+  layers.set_compute_dtype(model, compute_dtype(config))
+  for _, m in model.iter_modules():
+    if hasattr(m, 'remat'):
+      m.remat = config.remat
 
 
 def state_shardings(state, mesh, config):
   return sharding_lib.tree_shardings(state, mesh, config)
 
 
-def make_train_step(graphdef, rest, tx, task: Task, ema_decay: float, state_sh=None, batch_sh=None):
-  def train_step(state, batch, rng):
-    def loss_of(params):
-      model = nnx.merge(graphdef, params, state['frozen'], rest)
-      return task.loss_fn(model, batch, rng)
+def make_train_step(graphdef, rest, tx, task: Task, ema_decay: float, state_sh=None, batch_sh=None,
+                    grad_accum: int = 1):
+  """The jitted ``train_step(state, batch, rng) -> (state, metrics)``. ``grad_accum`` > 1 splits the batch
+  into that many micro-batches (example i in micro-batch i % grad_accum, so each stays spread over the
+  batch's shards), averages their gradients and metrics, and applies one update: the same update as the
+  whole batch at once for a loss that is a mean over examples (micro-batch j draws its randomness from
+  fold_in(rng, j)), with a micro-batch's activations in memory instead of the batch's."""
 
-    (loss, metrics), grads = jax.value_and_grad(loss_of, has_aux=True)(state['params'])
+  def loss_of(params, frozen, batch, rng):
+    model = nnx.merge(graphdef, params, frozen, rest)
+    return task.loss_fn(model, batch, rng)
+
+  grad_fn = jax.value_and_grad(loss_of, has_aux=True)
+
+  def gradients(state, batch, rng):
+    if grad_accum == 1:
+      (loss, metrics), grads = grad_fn(state['params'], state['frozen'], batch, rng)
+      return dict(metrics, loss=loss), grads
+
+    def micro(x):
+      if x.shape[0] % grad_accum:
+        raise ValueError(f'a batch of {x.shape[0]} cannot be split into grad_accum={grad_accum} micro-batches')
+      return jnp.moveaxis(x.reshape(x.shape[0] // grad_accum, grad_accum, *x.shape[1:]), 1, 0)
+
+    def body(carry, xs):
+      j, mb = xs
+      (loss, metrics), grads = grad_fn(state['params'], state['frozen'], mb, jax.random.fold_in(rng, j))
+      add = lambda a, b: jax.tree.map(jnp.add, a, b)
+      return (add(carry[0], dict(metrics, loss=loss)), add(carry[1], grads)), None
+
+    shapes = jax.eval_shape(grad_fn, state['params'], state['frozen'], jax.tree.map(lambda x: micro(x)[0], batch),
+                            rng)
+    (loss, metrics), grads = shapes
+    zeros = lambda tree: jax.tree.map(lambda x: jnp.zeros(x.shape, x.dtype), tree)
+    (metrics, grads), _ = jax.lax.scan(body, (zeros(dict(metrics, loss=loss)), zeros(grads)),
+                                       (jnp.arange(grad_accum), jax.tree.map(micro, batch)))
+    scale = lambda tree: jax.tree.map(lambda x: x / grad_accum, tree)
+    return scale(metrics), scale(grads)
+
+  def train_step(state, batch, rng):
+    metrics, grads = gradients(state, batch, rng)
     updates, opt_state = tx.update(grads, state['opt_state'], state['params'])
     params = optax.apply_updates(state['params'], updates)
     ema = jax.tree.map(lambda e, p: ema_decay * e + (1.0 - ema_decay) * p, state['ema'], params)
-    metrics = dict(metrics, loss=loss, grad_norm=optax.tree.norm(grads))
+    metrics = dict(metrics, grad_norm=optax.tree.norm(grads))
     new = {'step': state['step'] + 1, 'params': params, 'frozen': state['frozen'], 'opt_state': opt_state,
            'ema': ema}
     return new, metrics
@@ -139,12 +230,11 @@ def train(config, workdir: str, task: Task, progress: bool = True) -> dict:
   mesh = sharding_lib.make_mesh(config)
   mngr = checkpoints.manager(workdir, config.keep_checkpoints)
   start = mngr.latest_step()
-  graphdef, rest, state, tx = init_state(config, task, mesh, pretrained=start is None, abstract=start is not None)
-  state_sh = state_shardings(state, mesh, config)
-  batch_sh = sharding_lib.batch_sharding(mesh, config)
   if start is None:
-    state = _place(state, state_sh)
+    graphdef, rest, state, tx, state_sh = sharded_state(config, task, mesh)
   else:
+    graphdef, rest, state, tx = init_state(config, task, mesh, abstract=True)
+    state_sh = state_shardings(state, mesh, config)
     try:
       state = mngr.restore(start, args=ocp.args.Composite(
           state=ocp.args.StandardRestore(checkpoints.abstract(state, state_sh))))['state']
@@ -163,7 +253,7 @@ def train(config, workdir: str, task: Task, progress: bool = True) -> dict:
           'processes): the model state is restored, the data order starts afresh', start, workdir,
           jax.process_index(), jax.process_count())
   start = int(state['step'])
-  step_fn = make_train_step(graphdef, rest, tx, task, config.ema_decay, state_sh, batch_sh)
+  step_fn = None  # compiled for the first batch's entries (their shardings: sharding.batch_shardings)
   key = jax.random.PRNGKey(config.seed)
 
   def save(step):
@@ -171,28 +261,45 @@ def train(config, workdir: str, task: Task, progress: bool = True) -> dict:
         state=ocp.args.StandardSave(state), data=grain.checkpoint.CheckpointSave(data),
         config=ocp.args.JsonSave(given), facts=ocp.args.JsonSave(facts)), force=True)
 
+  def check(pending):
+    """Fetch the losses of the steps since the last check (one transfer) and stop at the first non-finite
+    one, before anything of it is saved: the last good checkpoint stays the latest."""
+    for done, loss in zip([d for d, _ in pending], jax.device_get([l for _, l in pending])):
+      if not np.isfinite(loss):
+        mngr.wait_until_finished()
+        good = mngr.latest_step()
+        bar.close()
+        raise TrainingDiverged(f'non-finite loss ({float(loss)}) at step {done}; training stopped, the last good '
+                               f'checkpoint is step {good} in {workdir}')
+
   last = {}
   # The bar opens after the first step (XLA compiles it): its rate and ETA count compiled steps only.
   bar = Progress(progress and jax.process_index() == 0).bar(f'train {task.name}', config.num_steps).start()
   t0 = time.perf_counter()
+  # No host sync per step: losses are fetched at log and checkpoint steps only, so the next batch is read and
+  # dispatched while the device computes (JAX dispatches asynchronously; at most log_every steps queue).
+  pending = []
   for step in range(start, config.num_steps):
-    batch = sharding_lib.global_batch(next(data), batch_sh)
+    local = next(data)
+    if step_fn is None:
+      batch_sh = sharding_lib.batch_shardings(mesh, config, local.keys())
+      step_fn = make_train_step(graphdef, rest, tx, task, config.ema_decay, state_sh, batch_sh, config.grad_accum)
+    batch = sharding_lib.global_batch(local, batch_sh)
     state, metrics = step_fn(state, batch, jax.random.fold_in(key, step))
-    loss = float(metrics['loss'])
-    if not np.isfinite(loss):
-      mngr.wait_until_finished()
-      good = mngr.latest_step()
-      bar.close()
-      raise TrainingDiverged(f'non-finite loss ({loss}) at step {step + 1}; training stopped, the last good '
-                             f'checkpoint is step {good} in {workdir}')
     done = step + 1
+    pending.append((done, metrics['loss']))
     bar(done)
-    if done % config.log_every == 0 or done == config.num_steps:
+    log_now = done % config.log_every == 0 or done == config.num_steps
+    save_now = done % config.checkpoint_every == 0 or done == config.num_steps
+    if log_now or save_now:
+      check(pending)
+      pending = []
+    if log_now:
       last = {k: float(v) for k, v in jax.device_get(metrics).items()}
       last['steps_per_sec'] = (done - start) / (time.perf_counter() - t0)
       writer.write_scalars(done, last)
-      bar.set_postfix(loss=f'{loss:.4f}')
-    if done % config.checkpoint_every == 0 or done == config.num_steps:
+      bar.set_postfix(loss=f"{last['loss']:.4f}")
+    if save_now:
       save(done)
   bar.close()
   mngr.wait_until_finished()

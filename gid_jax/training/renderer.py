@@ -40,7 +40,7 @@ def make_task(config, facts: dict | None = None) -> Task:
 
   def loss_fn(model, batch, rng):
     del rng
-    pred = model(batch['image'], batch['flow'], batch['importance'])
+    pred = model(batch['image'], batch['flow'], batch['importance']).astype(jnp.float32)  # the loss in float32
     l1 = jnp.mean(jnp.abs(pred - batch['target']))
     metrics = {'l1': l1}
     loss = config.loss.l1 * l1
@@ -63,6 +63,7 @@ def make_task(config, facts: dict | None = None) -> Task:
 
   def make_dataset(cfg):
     return pipeline.make_dataset(cfg.data_dir, 'train', batch_size=vae_task.process_batch_size(cfg),
-                                 seed=cfg.seed, name=build_lib.FRAMES_DATASET_NAME)
+                                 seed=cfg.seed, name=build_lib.FRAMES_DATASET_NAME,
+                                 worker_count=cfg.data_workers, prefetch=cfg.prefetch)
 
   return Task('renderer', loss_fn, make_dataset)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import jax
+import jax.numpy as jnp
 
 from gid_jax.data import pipeline
 from gid_jax.models import vae as vae_lib
@@ -27,8 +28,8 @@ def motion_dataset(cfg, split: str = 'train', stats=None):
   batch_size = process_batch_size(cfg)
   if stats is None:
     stats = pipeline.training_stats(cfg.data_dir, cfg.normalize, cfg.num_freqs)
-  return pipeline.make_dataset(cfg.data_dir, split, batch_size=batch_size,
-                               seed=cfg.seed, stats=stats)
+  return pipeline.make_dataset(cfg.data_dir, split, batch_size=batch_size, seed=cfg.seed, stats=stats,
+                               worker_count=cfg.data_workers, prefetch=cfg.prefetch)
 
 
 def make_task(config, facts: dict | None = None) -> Task:
@@ -40,7 +41,7 @@ def make_task(config, facts: dict | None = None) -> Task:
   def loss_fn(model, batch, rng):
     nspec = batch['nspec']
     x = nspec.reshape(-1, *nspec.shape[2:])  # (B*K) x H x W x 4
-    recon, mean, logvar = model(x, rng)
+    recon, mean, logvar = (a.astype(jnp.float32) for a in model(x, rng))  # the loss in float32
     return vae_lib.vae_loss(x, recon, mean, logvar, grad_weight=config.loss.grad_weight,
                             kl_weight=config.loss.kl_weight, num_scales=config.loss.grad_scales)
 
