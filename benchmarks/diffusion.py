@@ -75,19 +75,24 @@ def _vae_task(c):
   return loop.Task('vae', loss_fn, None)
 
 
+def seconds_per_step(c, task, steps: int) -> float:
+  """Seconds per train step of a resolved config on random data (after one compiling step)."""
+  graphdef, rest, state, tx = loop.init_state(c, task)
+  step = loop.make_train_step(graphdef, rest, tx, task, 0.99, grad_accum=c.grad_accum)
+  batch = jax.tree.map(jnp.asarray, _batch(c, c.batch_size))
+  state, m = step(state, batch, jax.random.PRNGKey(0))
+  jax.block_until_ready(m)
+  t0 = time.perf_counter()
+  for i in range(steps):
+    state, m = step(state, batch, jax.random.PRNGKey(i + 1))
+  jax.block_until_ready(m)
+  return (time.perf_counter() - t0) / steps
+
+
 def train_throughput(steps: int, out=print) -> list[dict]:
   rows = []
   for name, (c, task) in _configs('tiny').items():
-    graphdef, rest, state, tx = loop.init_state(c, task)
-    step = loop.make_train_step(graphdef, rest, tx, task, 0.99)
-    batch = jax.tree.map(jnp.asarray, _batch(c, c.batch_size))
-    state, m = step(state, batch, jax.random.PRNGKey(0))
-    jax.block_until_ready(m)
-    t0 = time.perf_counter()
-    for i in range(steps):
-      state, m = step(state, batch, jax.random.PRNGKey(i + 1))
-    jax.block_until_ready(m)
-    dt = (time.perf_counter() - t0) / steps
+    dt = seconds_per_step(c, task, steps)
     rows.append({'config': name, 'batch': c.batch_size, 'sec_per_step': dt, 'examples_per_sec': c.batch_size / dt})
   ref = rows[1]['examples_per_sec']
   out('\n### Train-step throughput, tiny configs (64 x 40, K = 8), random data, ' + jax.devices()[0].device_kind + '\n')

@@ -21,6 +21,17 @@ import subprocess
 import sys
 import time
 
+import jax
+import numpy as np
+
+from benchmarks import diffusion
+from gid_jax import sharding
+from gid_jax.configs import ldm as ldm_config
+from gid_jax.configs import ldm_freq as ldm_freq_config
+from gid_jax.configs import override
+from gid_jax.runs import checkpoints
+from gid_jax.training import ldm, loop
+
 # (devices, global batch, meshes (data, fsdp, freq)). The first three rows of 8 are the issue's table.
 MESHES = [
     (8, 8, [(8, 1, 1), (4, 1, 2), (2, 1, 4), (2, 2, 2)]),
@@ -30,30 +41,23 @@ MESHES = [
 VARIANTS = [('float32', ''), ('bfloat16', ''), ('bfloat16', 'full')]
 
 
-def _paper(mesh=None, batch=None, dtype='float32', remat=''):
-  """(resolved config, task) of the paper-size stage-2 config on ``mesh`` (benchmarks.diffusion's facts)."""
-  from benchmarks import diffusion  # pylint: disable=g-import-not-at-top
-  from gid_jax.configs import ldm_freq, override  # pylint: disable=g-import-not-at-top
-  from gid_jax.runs import checkpoints  # pylint: disable=g-import-not-at-top
-  from gid_jax.training import ldm  # pylint: disable=g-import-not-at-top
-  c = ldm_freq.get_config('size=paper')
+def _paper(mesh=None, batch=None, dtype='float32', remat='', size='paper'):
+  """(resolved config, task) of the stage-2 config (paper size) on ``mesh`` (benchmarks.diffusion's facts)."""
+  c = ldm_freq_config.get_config(f'size={size}')
   values = {'compute_dtype': dtype, 'remat': remat}
   if batch is not None:
     values['batch_size'] = batch
   if mesh is not None:
     values.update({'mesh.data': mesh[0], 'mesh.fsdp': mesh[1], 'mesh.freq': mesh[2]})
   c = override(c, **values)
-  facts = diffusion._facts(c, 'paper')  # pylint: disable=protected-access
+  facts = diffusion._facts(c, size)  # pylint: disable=protected-access
   return checkpoints.resolve(c, facts), ldm.make_task(c, facts)
 
 
-def analyse(mesh, batch: int, dtype: str, remat: str) -> dict:
-  """Cost and memory of the compiled stage-2 step on ``mesh`` (in this process's devices)."""
-  import jax  # pylint: disable=g-import-not-at-top
-  import numpy as np  # pylint: disable=g-import-not-at-top
-  from gid_jax import sharding  # pylint: disable=g-import-not-at-top
-  from gid_jax.training import loop  # pylint: disable=g-import-not-at-top
-  c, task = _paper(mesh, batch, dtype, remat)
+def analyse(mesh, batch: int, dtype: str, remat: str, size: str = 'paper') -> dict:
+  """Cost and memory of the compiled stage-2 step on ``mesh`` (in this process's devices; None: one device,
+  no mesh)."""
+  c, task = _paper(mesh, batch, dtype, remat, size)
   info = c.data_info
   shapes = {'nspec': (batch, info.num_freqs, info.height, info.width, 4),
             'image': (batch, info.height, info.width, 3)}
@@ -106,14 +110,6 @@ def _spawn(devices: int, batch: int, meshes, variants) -> list[dict]:
 
 def tiny_steps_per_sec(steps: int = 10) -> list[dict]:
   """Tiny stage-1 / stage-2 train steps per second on this machine's CPU for each option (random data)."""
-  import jax  # pylint: disable=g-import-not-at-top
-  import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
-  from benchmarks import diffusion  # pylint: disable=g-import-not-at-top
-  from gid_jax.configs import override  # pylint: disable=g-import-not-at-top
-  from gid_jax.configs import ldm as ldm_config  # pylint: disable=g-import-not-at-top
-  from gid_jax.configs import ldm_freq as ldm_freq_config  # pylint: disable=g-import-not-at-top
-  from gid_jax.runs import checkpoints  # pylint: disable=g-import-not-at-top
-  from gid_jax.training import ldm, loop  # pylint: disable=g-import-not-at-top
   rows = []
   options = [('reference (float32)', {}), ('bfloat16', {'compute_dtype': 'bfloat16'}), ('remat dots', {'remat': 'dots'}),
              ('remat full', {'remat': 'full'}), ('grad_accum 2', {'grad_accum': 2})]
@@ -121,18 +117,8 @@ def tiny_steps_per_sec(steps: int = 10) -> list[dict]:
     for name, values in options:
       c = override(module.get_config('size=tiny'), **values)
       facts = diffusion._facts(c, 'tiny')  # pylint: disable=protected-access
-      task = ldm.make_task(c, facts)
-      rc = checkpoints.resolve(c, facts)
-      graphdef, rest, state, tx = loop.init_state(rc, task)
-      step = loop.make_train_step(graphdef, rest, tx, task, 0.99, grad_accum=rc.grad_accum)
-      batch = jax.tree.map(jnp.asarray, diffusion._batch(rc, rc.batch_size))  # pylint: disable=protected-access
-      state, m = step(state, batch, jax.random.PRNGKey(0))
-      jax.block_until_ready(m)
-      t0 = time.perf_counter()
-      for i in range(steps):
-        state, m = step(state, batch, jax.random.PRNGKey(i + 1))
-      jax.block_until_ready(m)
-      rows.append({'stage': stage, 'option': name, 'steps_per_sec': steps / (time.perf_counter() - t0)})
+      dt = diffusion.seconds_per_step(checkpoints.resolve(c, facts), ldm.make_task(c, facts), steps)
+      rows.append({'stage': stage, 'option': name, 'steps_per_sec': 1.0 / dt})
   return rows
 
 

@@ -106,7 +106,7 @@ def tree_shardings(tree, mesh, config):
 
 
 # Batch entries with a K axis after the batch axis (spectral volumes and their latents): split over freq too.
-FREQ_KEYS = ('nspec', 'z0')
+FREQ_KEYS = ('nspec', 'z0', 'z_mean')
 
 
 def batch_shardings(mesh, config, keys) -> dict[str, NamedSharding]:

@@ -311,3 +311,27 @@ def test_remat_changes_memory_not_the_step(runs):
     np.testing.assert_allclose(float(out[policy][1]['loss']), float(out[''][1]['loss']), rtol=1e-6)
     for a, b in zip(jax.tree.leaves(out[policy][0]['params']), jax.tree.leaves(out[''][0]['params'])):
       np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+
+
+def test_a_latent_dataset_on_disk_trains_as_encoding_on_the_fly(runs, tmp_path):
+  """python -m gid_jax.training.latents, then latents_dir: the same losses step by step as the uncached
+  pipeline (auxiliary mask loss included), and latents of another VAE are refused."""
+  from gid_jax.training import latents  # pylint: disable=g-import-not-at-top
+  out = str(tmp_path / 'latents')
+  assert latents.main(['--data', runs['data'], '--vae', runs['vae'], '--out', out, '--no-progress']) == 0
+  info = latents.read_info(out)
+  assert info['splits']['train'] > 0 and os.path.isfile(os.path.join(out, 'train.array_record'))
+  assert latents.main(['--data', runs['data'], '--vae', runs['vae'], '--out', out, '--no-progress']) == 2
+  kw = dict(vae_workdir=runs['vae'], num_steps=3, aux_mask_weight=0.3)
+  runs_lib.train_ldm(runs['data'], str(tmp_path / 'disk'), 1, latents_dir=out, **kw)
+  runs_lib.train_ldm(runs['data'], str(tmp_path / 'plain'), 1, cache_latents=False, **kw)
+  a = [m['loss'] for m in metrics.read_metrics(str(tmp_path / 'disk'))]
+  b = [m['loss'] for m in metrics.read_metrics(str(tmp_path / 'plain'))]
+  np.testing.assert_allclose(a, b, rtol=1e-4)
+  # Stage 2 on the stage-1 run reads the same latents (the same VAE weights).
+  runs_lib.train_ldm(runs['data'], str(tmp_path / 's2'), 2, stage1_workdir=str(tmp_path / 'disk'), num_steps=2,
+                     latents_dir=out)
+  other = str(tmp_path / 'other_vae')
+  runs_lib.train_vae(runs['data'], other, num_steps=1, seed=5)
+  with pytest.raises(ValueError, match='encoded by another VAE'):
+    runs_lib.train_ldm(runs['data'], str(tmp_path / 'bad'), 1, vae_workdir=other, num_steps=1, latents_dir=out)

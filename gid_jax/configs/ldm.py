@@ -42,6 +42,9 @@ def get_config(arg=None):
   # Encode the training set once with the frozen VAE and train on the cached latents (training/ldm.py):
   # K x h x w x L floats per example in memory. Off for datasets that do not fit in host memory.
   c.cache_latents = size == 'tiny'
+  # Or a latent dataset on disk made once by python -m gid_jax.training.latents with this run's VAE (stage 1:
+  # the vae_workdir's; stage 2: its stage-1 run's, the same weights): no VAE encoder, no volume decoding.
+  c.latents_dir = ''
   c.mode = 'slice'  # 'slice': B*K slices of 4 channels (paper); 'volume': all 4K channels at once (ablation)
   c.trainable = 'unet'  # parameters optimised: 'unet' (stage 1) or 'freq_attn' (stage 2)
   c.seed = 0

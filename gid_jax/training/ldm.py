@@ -51,6 +51,7 @@ from gid_jax.models import unet as unet_lib
 from gid_jax.motion import normalize as norm_lib
 from gid_jax.motion import spectral
 from gid_jax.runs import checkpoints
+from gid_jax.training import latents as latents_lib
 from gid_jax.training import loop
 from gid_jax.training import vae as vae_task
 
@@ -120,7 +121,12 @@ def encode_training_set(cfg, model, split: str = 'train', batch_size: int = 8) -
 
 def latent_dataset(cfg, model, split: str = 'train'):
   """Batches of image / z0 / mask from :func:`encode_training_set`, shuffled and repeated as
-  ``vae_task.motion_dataset`` would (same seed, same order); ``cache_latents=False`` gives that instead."""
+  ``vae_task.motion_dataset`` would (same seed, same order); ``cache_latents=False`` gives that instead, and
+  ``latents_dir`` batches of image / z_mean / rms from a latent dataset on disk (``training.latents``)."""
+  if cfg.latents_dir:
+    latents_lib.check(cfg.latents_dir, model, cfg.norm_stats_json)
+    return latents_lib.dataset(cfg.latents_dir, split, batch_size=vae_task.process_batch_size(cfg), seed=cfg.seed,
+                               prefetch=cfg.prefetch, worker_count=cfg.data_workers)
   if not cfg.cache_latents:
     return vae_task.motion_dataset(cfg, split, norm_lib.NormStats.from_json(cfg.norm_stats_json))
   batch_size = vae_task.process_batch_size(cfg)
@@ -134,8 +140,13 @@ def latent_dataset(cfg, model, split: str = 'train'):
 def moving_fraction(nspec_BxKxHxWx4: jax.Array, stats, threshold_px: float, latent_hw) -> jax.Array:
   """B x h x w: the fraction of each latent pixel's image pixels whose motion RMS (``spectral.motion_rms``
   of the de-normalised volume) exceeds ``threshold_px``; the target of the auxiliary moving-mask loss."""
-  rms = spectral.motion_rms(norm_lib.denormalize(nspec_BxKxHxWx4, stats))
-  moving = (rms > threshold_px).astype(jnp.float32)
+  return pooled_fraction(spectral.motion_rms(norm_lib.denormalize(nspec_BxKxHxWx4, stats)), threshold_px,
+                         latent_hw)
+
+
+def pooled_fraction(rms_BxHxW: jax.Array, threshold_px: float, latent_hw) -> jax.Array:
+  """:func:`moving_fraction` of a per-pixel motion RMS (what a latent dataset stores)."""
+  moving = (rms_BxHxW > threshold_px).astype(jnp.float32)
   b, hh, ww = moving.shape
   h, w = latent_hw
   return moving.reshape(b, h, hh // h, w, ww // w).mean(axis=(2, 4))
@@ -280,6 +291,8 @@ def make_task(config, facts: dict | None = None) -> loop.Task:
     k_t, k_n, k_c, k_d = jax.random.split(rng, 4)
     if 'z0' in batch:  # the latent cache
       z0 = batch['z0']  # B x K x h x w x L
+    elif 'z_mean' in batch:  # a latent dataset on disk: the VAE's unscaled means, as MotionLDM.encode scales them
+      z0 = batch['z_mean'] * model.latent_scale
     else:
       z0 = jax.lax.stop_gradient(model.encode(constrain(batch['nspec'], 'volume')))
     z0 = constrain(z0.astype(jnp.float32), 'volume')  # the diffusion maths in float32 (compute_dtype: the nets)
@@ -310,8 +323,12 @@ def make_task(config, facts: dict | None = None) -> loop.Task:
     metrics = {'mse': mse}
     loss = jnp.mean(schedules.min_snr_weight(sched, t, objective, gamma) * err) if gamma > 0 else mse
     if mask_weight > 0:
-      target = batch['mask'] if 'mask' in batch else moving_fraction(batch['nspec'], stats, mask_px,
-                                                                      z0.shape[2:4])
+      if 'mask' in batch:
+        target = batch['mask']
+      elif 'rms' in batch:
+        target = pooled_fraction(batch['rms'], mask_px, z0.shape[2:4])
+      else:
+        target = moving_fraction(batch['nspec'], stats, mask_px, z0.shape[2:4])
       target = model.per_sample(target)
       bce = jnp.mean(optax.sigmoid_binary_cross_entropy(logits.astype(jnp.float32), target))
       metrics['mask_bce'] = bce
