@@ -6,7 +6,8 @@ dataset folder, the runs it builds on and ``--workdir`` are checked before JAX s
 on stderr and exit code 2, and nothing is written. Resumes from the latest checkpoint in ``--workdir`` (which
 every process must see: a shared file system); a workdir that holds another run (another trainer or model)
 or files that are not a run is refused unless ``--overwrite``, which replaces only the run's own checkpoints
-and metrics. Starts jax.distributed when the run is one of several processes (the flags below, or the SLURM
+and metrics. SIGTERM (a cluster's preemption notice) saves a checkpoint at the next step and exits 0; the
+same command resumes it. Starts jax.distributed when the run is one of several processes (the flags below, or the SLURM
 / Open MPI / TPU environment). Exit code 3 when training diverged. Launch scripts: ``launch/``.
 """
 
@@ -140,6 +141,10 @@ def _train(args, resume: bool) -> int:
   except loop.TrainingDiverged as e:
     print(f'error: {e}', file=sys.stderr)
     return cli.EXIT_DIVERGED
+  except loop.Preempted as e:
+    if main_process:
+      print(str(e), file=sys.stderr)
+    return 0
   if main_process:
     print('final metrics: ' + ', '.join(f'{k}={v:.5g}' for k, v in metrics.items()))
   return 0

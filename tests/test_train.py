@@ -2,8 +2,10 @@
 
 import json
 import os
+import signal
 import subprocess
 import sys
+import time
 
 import jax
 import jax.numpy as jnp
@@ -256,3 +258,32 @@ def test_divergence_between_checks_is_caught_before_it_is_saved(data_dir, tmp_pa
   bad = int(str(e.value).split('at step ')[1].split(';')[0])
   saved = ocp.CheckpointManager(str(tmp_path / 'w' / 'checkpoints')).all_steps()
   assert all(s < bad for s in saved)
+
+
+def test_sigterm_saves_exits_0_and_resumes_step_for_step(data_dir, tmp_path):
+  """A run killed with SIGTERM mid-way (as a cluster preempts it) saves the step it reached, exits 0 saying how
+  to resume, and the same command continues it: the same losses step for step as an uninterrupted run."""
+  straight = str(tmp_path / 'straight')
+  c = cfg(data_dir, num_steps=12, checkpoint_every=100)
+  loop.train(c, straight, renderer_task.make_task(c), progress=False)
+  w = str(tmp_path / 'w')
+  cmd = [sys.executable, '-m', 'gid_jax.train', '--config=' + renderer_config.__file__, '--workdir', w,
+         '--no-progress', '--config.data_dir', data_dir, '--config.model.widths=(8, 16)',
+         '--config.model.blocks=(1, 1)', '--config.batch_size=2', '--config.log_every=1',
+         '--config.checkpoint_every=100', '--config.loss.perceptual=0.0', '--config.num_steps=12']
+  proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+  deadline = time.time() + 300
+  while time.time() < deadline and len(_losses(w) if os.path.exists(os.path.join(w, 'metrics.jsonl')) else {}) < 3:
+    time.sleep(0.2)
+  proc.send_signal(signal.SIGTERM)
+  _, err = proc.communicate(timeout=300)
+  assert proc.returncode == 0, err
+  stopped = ocp.CheckpointManager(os.path.join(w, 'checkpoints')).latest_step()
+  assert 3 <= stopped < 12 and f'preempted: saved a checkpoint at step {stopped}' in err
+  assert 'run the same command to resume' in err
+  r = subprocess.run(cmd, capture_output=True, text=True, check=False)
+  assert r.returncode == 0, r.stderr
+  a, b = _losses(straight), _losses(w)
+  assert sorted(b) == list(range(1, 13))
+  for step in range(1, 13):
+    assert a[step] == pytest.approx(b[step], rel=1e-6, abs=1e-9), step

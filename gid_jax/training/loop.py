@@ -14,6 +14,8 @@ which parameters are trained), its loss on a batch, and its input pipeline.
   ``fold_in(PRNGKey(seed), step)``, so a resumed run draws exactly what an uninterrupted one would;
 * saves orbax checkpoints (state, grain iterator state, config) every ``checkpoint_every`` steps and at
   the end, and resumes from the latest one in ``workdir`` (same next batch, same next loss);
+* on SIGTERM (a preemption notice; every process agrees on the step in multi-process runs) saves a
+  checkpoint and raises ``Preempted``: the same command resumes it exactly;
 * stops on a non-finite loss without saving it (the last good checkpoint stays the latest) and raises
   ``TrainingDiverged``; losses are fetched at log and checkpoint steps only (no host sync per step);
 * computes in ``config.compute_dtype`` (parameters and optimiser state float32), rematerialises blocks under
@@ -28,6 +30,8 @@ import dataclasses
 import json
 import logging
 import os
+import signal
+import threading
 import time
 from typing import Any, Callable
 
@@ -38,6 +42,7 @@ import numpy as np
 import optax
 import orbax.checkpoint as ocp
 from flax import nnx
+from jax.experimental import multihost_utils
 
 from gid_jax import sharding as sharding_lib
 from gid_jax.models import layers
@@ -48,6 +53,38 @@ from gid_jax.training.metrics import make_writer
 
 class TrainingDiverged(RuntimeError):
   """The loss became NaN or Inf; the last good checkpoint is kept."""
+
+
+class Preempted(Exception):
+  """SIGTERM (a preemption notice) arrived: a checkpoint of ``step`` was saved; the same command resumes."""
+
+  def __init__(self, step: int, workdir: str):
+    super().__init__(f'preempted: saved a checkpoint at step {step} in {workdir}; run the same command to resume')
+    self.step = step
+
+
+class _Preemption:
+  """When to stop for a preemption notice (SIGTERM): in a multi-process run JAX's preemption sync service
+  catches it on any process and names the next step every process reaches (all save that step); in one
+  process our own handler marks it and the run stops after the step in flight."""
+
+  def __init__(self):
+    self.flag = False
+    self.multi = jax.process_count() > 1
+    self.previous = None
+    if not self.multi and threading.current_thread() is threading.main_thread():
+      self.previous = signal.signal(signal.SIGTERM, self._notice)
+
+  def _notice(self, signum, frame):
+    del signum, frame
+    self.flag = True
+
+  def reached(self, step: int) -> bool:
+    return multihost_utils.reached_preemption_sync_point(step) if self.multi else self.flag
+
+  def close(self) -> None:
+    if self.previous is not None:
+      signal.signal(signal.SIGTERM, self.previous)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -279,28 +316,39 @@ def train(config, workdir: str, task: Task, progress: bool = True) -> dict:
   # No host sync per step: losses are fetched at log and checkpoint steps only, so the next batch is read and
   # dispatched while the device computes (JAX dispatches asynchronously; at most log_every steps queue).
   pending = []
-  for step in range(start, config.num_steps):
-    local = next(data)
-    if step_fn is None:
-      batch_sh = sharding_lib.batch_shardings(mesh, config, local.keys())
-      step_fn = make_train_step(graphdef, rest, tx, task, config.ema_decay, state_sh, batch_sh, config.grad_accum)
-    batch = sharding_lib.global_batch(local, batch_sh)
-    state, metrics = step_fn(state, batch, jax.random.fold_in(key, step))
-    done = step + 1
-    pending.append((done, metrics['loss']))
-    bar(done)
-    log_now = done % config.log_every == 0 or done == config.num_steps
-    save_now = done % config.checkpoint_every == 0 or done == config.num_steps
-    if log_now or save_now:
-      check(pending)
-      pending = []
-    if log_now:
-      last = {k: float(v) for k, v in jax.device_get(metrics).items()}
-      last['steps_per_sec'] = (done - start) / (time.perf_counter() - t0)
-      writer.write_scalars(done, last)
-      bar.set_postfix(loss=f"{last['loss']:.4f}")
-    if save_now:
-      save(done)
+  preemption = _Preemption()
+  try:
+    for step in range(start, config.num_steps):
+      local = next(data)
+      if step_fn is None:
+        batch_sh = sharding_lib.batch_shardings(mesh, config, local.keys())
+        step_fn = make_train_step(graphdef, rest, tx, task, config.ema_decay, state_sh, batch_sh, config.grad_accum)
+      batch = sharding_lib.global_batch(local, batch_sh)
+      state, metrics = step_fn(state, batch, jax.random.fold_in(key, step))
+      done = step + 1
+      pending.append((done, metrics['loss']))
+      bar(done)
+      log_now = done % config.log_every == 0 or done == config.num_steps
+      save_now = done % config.checkpoint_every == 0 or done == config.num_steps
+      if log_now or save_now:
+        check(pending)
+        pending = []
+      if log_now:
+        last = {k: float(v) for k, v in jax.device_get(metrics).items()}
+        last['steps_per_sec'] = (done - start) / (time.perf_counter() - t0)
+        writer.write_scalars(done, last)
+        bar.set_postfix(loss=f"{last['loss']:.4f}")
+      if save_now:
+        save(done)
+      if preemption.reached(done):  # SIGTERM: save this step, stop; the same command resumes from it
+        if not save_now:
+          check(pending)
+          save(done)
+        mngr.wait_until_finished()
+        bar.close()
+        raise Preempted(done, workdir)
+  finally:
+    preemption.close()
   bar.close()
   mngr.wait_until_finished()
   writer.flush()
