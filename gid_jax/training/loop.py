@@ -318,8 +318,12 @@ def train(config, workdir: str, task: Task, progress: bool = True) -> dict:
   pending = []
   preemption = _Preemption()
   try:
+    window = {'t': time.perf_counter(), 'steps': 0, 'wait': 0.0}  # throughput since the last log step
     for step in range(start, config.num_steps):
+      t_wait = time.perf_counter()
       local = next(data)
+      window['wait'] += time.perf_counter() - t_wait
+      window['steps'] += 1
       if step_fn is None:
         batch_sh = sharding_lib.batch_shardings(mesh, config, local.keys())
         step_fn = make_train_step(graphdef, rest, tx, task, config.ema_decay, state_sh, batch_sh, config.grad_accum)
@@ -335,7 +339,17 @@ def train(config, workdir: str, task: Task, progress: bool = True) -> dict:
         pending = []
       if log_now:
         last = {k: float(v) for k, v in jax.device_get(metrics).items()}
-        last['steps_per_sec'] = (done - start) / (time.perf_counter() - t0)
+        now = time.perf_counter()
+        # Over the steps since the last log (compile and checkpoint pauses of earlier windows excluded):
+        # steps and examples per second, and the seconds per step spent waiting for the input pipeline.
+        rate = window['steps'] / max(now - window['t'], 1e-9)
+        last.update(steps_per_sec=rate, examples_per_sec=rate * config.batch_size,
+                    data_wait_sec=window['wait'] / window['steps'],
+                    steps_per_sec_cumulative=(done - start) / (now - t0))
+        memory = jax.local_devices()[0].memory_stats() or {}
+        if 'bytes_in_use' in memory:  # backends that report it (GPU, TPU)
+          last['device_memory_gib'] = memory['bytes_in_use'] / 2 ** 30
+        window = {'t': now, 'steps': 0, 'wait': 0.0}
         writer.write_scalars(done, last)
         bar.set_postfix(loss=f"{last['loss']:.4f}")
       if save_now:
