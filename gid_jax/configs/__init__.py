@@ -20,6 +20,13 @@ def parse_size(arg: str | None, sizes, default: str) -> str:
   return size
 
 
+def run_length(batch_size: int, num_steps: int, checkpoint_every: int) -> dict:
+  """Every trainer's seed, global batch (examples, split over processes), steps, logging and checkpointing:
+  metrics every ``log_every`` steps, the newest ``keep_checkpoints`` checkpoints kept."""
+  return {'seed': 0, 'batch_size': batch_size, 'num_steps': num_steps, 'log_every': 50,
+          'checkpoint_every': checkpoint_every, 'keep_checkpoints': 3}
+
+
 def optimizer(learning_rate: float, warmup_steps: int = 100, weight_decay: float = 0.0) -> ml_collections.ConfigDict:
   """Every trainer's ``optimizer`` entry (``runs.checkpoints.make_optimizer``: AdamW, linear warm-up, cosine
   decay to 10% over ``decay_steps``, 0 = the whole run, global-norm clipping at ``grad_clip``)."""
@@ -69,10 +76,12 @@ def override(config, **values):
 # Checked by every entry point right after the config is loaded and overridden, before any model, dataset
 # or device work (gid_jax.cli.load_config).
 _POSITIVE = ('learning_rate', 'fps', 'percentile')
-_AT_LEAST_1 = ('batch_size', 'grad_accum', 'prefetch', 'num_steps', 'log_every', 'checkpoint_every', 'keep_checkpoints', 'num_timesteps',
+_AT_LEAST_1 = ('batch_size', 'grad_accum', 'prefetch', 'num_steps', 'log_every', 'checkpoint_every',
+               'keep_checkpoints', 'num_timesteps',
                'width', 'height', 'start_stride', 'grad_scales', 'latent_channels', 'heads', 'blocks',
                'fid_frame_stride', 'sliding_fid_window')
-_AT_LEAST_0 = ('data_workers', 'warmup_steps', 'decay_steps', 'weight_decay', 'grad_clip', 'eta', 'guidance', 'num_freqs',
+_AT_LEAST_0 = ('data_workers', 'warmup_steps', 'decay_steps', 'weight_decay', 'grad_clip', 'eta', 'guidance',
+               'num_freqs',
                'frame_pairs_per_clip', 'min_snr_gamma', 'aux_mask_weight', 'aux_mask_px', 'kl_weight',
                'grad_weight', 'l1', 'perceptual', 'ssim', 'psnr', 'camera_motion_px', 'static_px', 'moving_px',
                'max_side')

@@ -13,7 +13,7 @@ This config alone is the paper's "independent prediction" ablation; ``configs/ld
 
 import ml_collections
 
-from gid_jax.configs import efficiency, optimizer, parallelism, parse_size
+from gid_jax.configs import efficiency, optimizer, parallelism, parse_size, run_length
 
 MODELS = {
     # U-Net widths per level, residual blocks per level, spatial self-attention per level, heads
@@ -47,14 +47,12 @@ def get_config(arg=None):
   c.latents_dir = ''
   c.mode = 'slice'  # 'slice': B*K slices of 4 channels (paper); 'volume': all 4K channels at once (ablation)
   c.trainable = 'unet'  # parameters optimised: 'unet' (stage 1) or 'freq_attn' (stage 2)
-  c.seed = 0
   # tiny: batch 4 x K=8 slices at ~7 steps/s on 2 cores: 8,000 steps in about 20 minutes. 2,000 steps (the
   # earlier default) left the per-frequency power ~2x too high (docs/RESULTS.md, motion diffusion).
-  c.batch_size = {'tiny': 4, 'small': 16, 'paper': 64}[size]  # examples (each K slices), global
-  c.num_steps = {'tiny': 8000, 'small': 50_000, 'paper': 400_000}[size]
-  c.log_every = 50
-  c.checkpoint_every = {'tiny': 500, 'small': 2000, 'paper': 5000}[size]
-  c.keep_checkpoints = 3
+  # batch: examples (each K slices), global
+  c.update(run_length(batch_size={'tiny': 4, 'small': 16, 'paper': 64}[size],
+                      num_steps={'tiny': 8000, 'small': 50_000, 'paper': 400_000}[size],
+                      checkpoint_every={'tiny': 500, 'small': 2000, 'paper': 5000}[size]))
 
   c.model = ml_collections.ConfigDict()
   c.model.widths = widths
@@ -97,7 +95,8 @@ def get_config(arg=None):
   # architecture, the dataset's size and normalisation statistics): sampling needs nothing else.
   c.latent_scale = 0.0
 
-  c.optimizer = optimizer({'tiny': 1e-3, 'small': 2e-4, 'paper': 1e-4}[size], warmup_steps={'tiny': 100, 'small': 1000, 'paper': 5000}[size])
+  c.optimizer = optimizer({'tiny': 1e-3, 'small': 2e-4, 'paper': 1e-4}[size],
+                          warmup_steps={'tiny': 100, 'small': 1000, 'paper': 5000}[size])
   c.ema_decay = 0.995 if size == 'tiny' else 0.9999
 
   c.update(parallelism())  # mesh and sharding rules (gid_jax.configs.parallelism)

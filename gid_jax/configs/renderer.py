@@ -9,7 +9,7 @@ ResNet-34-depth encoder at 256 x 160.
 
 import ml_collections
 
-from gid_jax.configs import efficiency, optimizer, parallelism, parse_size
+from gid_jax.configs import efficiency, optimizer, parallelism, parse_size, run_length
 
 MODELS = {
     # widths per pyramid level, encoder blocks per level, decoder blocks per level
@@ -27,13 +27,11 @@ def get_config(arg=None):
   c.trainer = 'renderer'
   c.size = size
   c.data_dir = ''  # required: a gid_jax.data.build --out folder
-  c.seed = 0
   # tiny: the VGG loss dominates a CPU step (~0.9 s at batch 4, 64 x 40 on 2 cores), so batch 4, 1600 steps (~30 min).
-  c.batch_size = {'tiny': 4, 'small': 8, 'paper': 32}[size]  # global, split over processes
-  c.num_steps = {'tiny': 1600, 'small': 8000, 'paper': 200_000}[size]
-  c.log_every = 50
-  c.checkpoint_every = {'tiny': 200, 'small': 1000, 'paper': 5000}[size]
-  c.keep_checkpoints = 3
+  # batch: global, split over processes
+  c.update(run_length(batch_size={'tiny': 4, 'small': 8, 'paper': 32}[size],
+                      num_steps={'tiny': 1600, 'small': 8000, 'paper': 200_000}[size],
+                      checkpoint_every={'tiny': 200, 'small': 1000, 'paper': 5000}[size]))
 
   c.model = ml_collections.ConfigDict()
   c.model.widths = widths

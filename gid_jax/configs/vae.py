@@ -9,7 +9,7 @@ slices are independent samples, so a batch of B examples is B * K VAE samples.
 
 import ml_collections
 
-from gid_jax.configs import efficiency, optimizer, parallelism, parse_size
+from gid_jax.configs import efficiency, optimizer, parallelism, parse_size, run_length
 
 MODELS = {
     # encoder widths per level (the spatial factor is 2 ** (levels - 1)), residual blocks per level
@@ -27,14 +27,12 @@ def get_config(arg=None):
   c.trainer = 'vae'
   c.size = size
   c.data_dir = ''  # required: a gid_jax.data.build --out folder
-  c.seed = 0
   c.num_freqs = 0  # train on the first num_freqs frequency slices only (0 = all)
   c.normalize = ''  # '' = the dataset's normalisation statistics; 'image_size' = the w/o-adaptive-norm ablation
-  c.batch_size = {'tiny': 4, 'small': 16, 'paper': 64}[size]  # examples (x K slices), global
-  c.num_steps = {'tiny': 600, 'small': 20_000, 'paper': 200_000}[size]  # tiny: ~10 min on 2 cores
-  c.log_every = 50
-  c.checkpoint_every = {'tiny': 200, 'small': 2000, 'paper': 5000}[size]
-  c.keep_checkpoints = 3
+  # batch: examples (x K slices), global; tiny: 600 steps, ~10 min on 2 cores
+  c.update(run_length(batch_size={'tiny': 4, 'small': 16, 'paper': 64}[size],
+                      num_steps={'tiny': 600, 'small': 20_000, 'paper': 200_000}[size],
+                      checkpoint_every={'tiny': 200, 'small': 2000, 'paper': 5000}[size]))
 
   c.model = ml_collections.ConfigDict()
   c.model.widths = widths
