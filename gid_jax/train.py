@@ -28,7 +28,7 @@ from gid_jax.errors import InputError
 
 PROG = 'gid-train'
 TRAINERS = ('renderer', 'vae', 'ldm')
-OUR_FILES = ('checkpoints', 'metrics.jsonl')  # what a run writes in its workdir
+OUR_FILES = ('checkpoints', 'metrics.jsonl', 'tensorboard', 'profile')  # what a run writes in its workdir
 
 
 def build_parser() -> cli.Parser:

@@ -1,8 +1,10 @@
 """The shared training loop on the tiny renderer: learning, exact resume, divergence, CLI errors."""
 
+import glob
 import json
 import os
 import signal
+import struct
 import subprocess
 import sys
 import time
@@ -12,6 +14,7 @@ import jax.numpy as jnp
 import numpy as np
 import orbax.checkpoint as ocp
 import pytest
+from tensorboardX.event_file_writer import event_pb2
 
 from gid_jax.configs import data as data_config
 from gid_jax.configs import override
@@ -264,13 +267,13 @@ def test_sigterm_saves_exits_0_and_resumes_step_for_step(data_dir, tmp_path):
   """A run killed with SIGTERM mid-way (as a cluster preempts it) saves the step it reached, exits 0 saying how
   to resume, and the same command continues it: the same losses step for step as an uninterrupted run."""
   straight = str(tmp_path / 'straight')
-  c = cfg(data_dir, num_steps=12, checkpoint_every=100)
+  c = cfg(data_dir, num_steps=150, checkpoint_every=1000)
   loop.train(c, straight, renderer_task.make_task(c), progress=False)
   w = str(tmp_path / 'w')
   cmd = [sys.executable, '-m', 'gid_jax.train', '--config=' + renderer_config.__file__, '--workdir', w,
          '--no-progress', '--config.data_dir', data_dir, '--config.model.widths=(8, 16)',
          '--config.model.blocks=(1, 1)', '--config.batch_size=2', '--config.log_every=1',
-         '--config.checkpoint_every=100', '--config.loss.perceptual=0.0', '--config.num_steps=12']
+         '--config.checkpoint_every=1000', '--config.loss.perceptual=0.0', '--config.num_steps=150']
   proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
   deadline = time.time() + 300
   while time.time() < deadline and len(_losses(w) if os.path.exists(os.path.join(w, 'metrics.jsonl')) else {}) < 3:
@@ -279,11 +282,31 @@ def test_sigterm_saves_exits_0_and_resumes_step_for_step(data_dir, tmp_path):
   _, err = proc.communicate(timeout=300)
   assert proc.returncode == 0, err
   stopped = ocp.CheckpointManager(os.path.join(w, 'checkpoints')).latest_step()
-  assert 3 <= stopped < 12 and f'preempted: saved a checkpoint at step {stopped}' in err
+  assert 3 <= stopped < 150 and f'preempted: saved a checkpoint at step {stopped}' in err
   assert 'run the same command to resume' in err
   r = subprocess.run(cmd, capture_output=True, text=True, check=False)
   assert r.returncode == 0, r.stderr
   a, b = _losses(straight), _losses(w)
-  assert sorted(b) == list(range(1, 13))
-  for step in range(1, 13):
+  assert sorted(b) == list(range(1, 151))
+  for step in range(1, 151):
     assert a[step] == pytest.approx(b[step], rel=1e-6, abs=1e-9), step
+
+
+def test_tensorboard_events_and_a_profiler_trace(data_dir, tmp_path):
+  """Every logged scalar also goes to WORKDIR/tensorboard (tensorboardX event files, read back here with
+  tensorboardX's own event reader), and profile_steps=2 leaves a jax.profiler trace in WORKDIR/profile."""
+  w = str(tmp_path / 'w')
+  c = cfg(data_dir, num_steps=4, profile_steps=2)
+  loop.train(c, w, renderer_task.make_task(c), progress=False)
+  files = glob.glob(os.path.join(w, 'tensorboard', 'events.out.tfevents.*'))
+  assert len(files) == 1
+  data, scalars = open(files[0], 'rb').read(), {}
+  while data:  # TFRecord framing: length (8 bytes), its crc (4), the event, its crc (4)
+    n = struct.unpack('<Q', data[:8])[0]
+    event = event_pb2.Event.FromString(data[12:12 + n])
+    data = data[12 + n + 4:]
+    for v in event.summary.value:
+      scalars.setdefault(v.tag, {})[event.step] = v.simple_value
+  assert sorted(scalars['loss']) == [1, 2, 3, 4] and 'steps_per_sec' in scalars and 'data_wait_sec' in scalars
+  assert scalars['loss'][4] == pytest.approx(_losses(w)[4], rel=1e-6)
+  assert glob.glob(os.path.join(w, 'profile', 'plugins', 'profile', '*', '*.xplane.pb'))

@@ -44,9 +44,11 @@ def efficiency(size: str) -> dict:
   * ``grad_accum``: micro-batches per update (the batch's activations divided by it, one update per batch).
   * ``data_workers``: grain worker processes per training process (0: decode in the training process);
     ``prefetch``: batches read ahead per process (grain's own default, 500, can hold gigabytes at paper size).
+  * ``profile_steps``: capture a ``jax.profiler`` trace of that many steps after warm-up (process 0) into
+    ``WORKDIR/profile`` (0: none); open it with TensorBoard's profile plugin or Perfetto.
   """
   return {'compute_dtype': 'auto' if size == 'paper' else 'float32', 'remat': '', 'grad_accum': 1,
-          'data_workers': 0, 'prefetch': 8 if size == 'paper' else 4}
+          'data_workers': 0, 'prefetch': 8 if size == 'paper' else 4, 'profile_steps': 0}
 
 
 def parallelism() -> dict:
@@ -80,7 +82,7 @@ _AT_LEAST_1 = ('batch_size', 'grad_accum', 'prefetch', 'num_steps', 'log_every',
                'keep_checkpoints', 'num_timesteps',
                'width', 'height', 'start_stride', 'grad_scales', 'latent_channels', 'heads', 'blocks',
                'fid_frame_stride', 'sliding_fid_window')
-_AT_LEAST_0 = ('data_workers', 'warmup_steps', 'decay_steps', 'weight_decay', 'grad_clip', 'eta', 'guidance',
+_AT_LEAST_0 = ('data_workers', 'profile_steps', 'warmup_steps', 'decay_steps', 'weight_decay', 'grad_clip', 'eta', 'guidance',
                'num_freqs',
                'frame_pairs_per_clip', 'min_snr_gamma', 'aux_mask_weight', 'aux_mask_px', 'kl_weight',
                'grad_weight', 'l1', 'perceptual', 'ssim', 'psnr', 'camera_motion_px', 'static_px', 'moving_px',

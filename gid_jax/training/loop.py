@@ -48,7 +48,7 @@ from gid_jax import sharding as sharding_lib
 from gid_jax.models import layers
 from gid_jax.progress import Progress
 from gid_jax.runs import checkpoints
-from gid_jax.training.metrics import make_writer
+from gid_jax.training.metrics import PROFILE_DIR, make_writer
 
 
 class TrainingDiverged(RuntimeError):
@@ -317,10 +317,16 @@ def train(config, workdir: str, task: Task, progress: bool = True) -> dict:
   # dispatched while the device computes (JAX dispatches asynchronously; at most log_every steps queue).
   pending = []
   preemption = _Preemption()
+  # The profiler trace: profile_steps steps after warm-up (the first steps compile), on process 0.
+  trace = (min(start + 5, config.num_steps - config.profile_steps), None) if config.profile_steps else None
+  if trace and (jax.process_index() != 0 or trace[0] < start):
+    trace = None
   try:
     window = {'t': time.perf_counter(), 'steps': 0, 'wait': 0.0}  # throughput since the last log step
     for step in range(start, config.num_steps):
       t_wait = time.perf_counter()
+      if trace and step == trace[0]:
+        jax.profiler.start_trace(os.path.join(workdir, PROFILE_DIR))
       local = next(data)
       window['wait'] += time.perf_counter() - t_wait
       window['steps'] += 1
@@ -330,6 +336,10 @@ def train(config, workdir: str, task: Task, progress: bool = True) -> dict:
       batch = sharding_lib.global_batch(local, batch_sh)
       state, metrics = step_fn(state, batch, jax.random.fold_in(key, step))
       done = step + 1
+      if trace and done == trace[0] + config.profile_steps:
+        jax.block_until_ready(state)
+        jax.profiler.stop_trace()
+        trace = None
       pending.append((done, metrics['loss']))
       bar(done)
       log_now = done % config.log_every == 0 or done == config.num_steps
@@ -363,7 +373,8 @@ def train(config, workdir: str, task: Task, progress: bool = True) -> dict:
         raise Preempted(done, workdir)
   finally:
     preemption.close()
+    writer.flush()
   bar.close()
   mngr.wait_until_finished()
-  writer.flush()
+  writer.close()
   return last
