@@ -122,7 +122,8 @@ def steps(workdir: str) -> list[int]:
                 if n.isdigit() and os.path.isfile(os.path.join(ckpt, n, '_CHECKPOINT_METADATA')))
 
 
-def _read_item(workdir: str, step: int, item: str) -> dict | None:
+def read_item(workdir: str, step: int, item: str) -> dict | None:
+  """The JSON item ``item`` (config, facts) of checkpoint ``step`` in ``workdir``; None if absent or unreadable."""
   path = os.path.join(workdir, 'checkpoints', str(step), item, 'metadata')
   try:
     with open(path, encoding='utf-8') as f:
@@ -137,10 +138,10 @@ def stored_run(workdir: str) -> tuple[dict, dict] | None:
   found = steps(workdir)
   if not found:
     return None
-  config = _read_item(workdir, found[-1], 'config')
+  config = read_item(workdir, found[-1], 'config')
   if config is None:
     return None
-  facts = _read_item(workdir, found[-1], 'facts')
+  facts = read_item(workdir, found[-1], 'facts')
   if config.get('trainer') not in FACTS:  # not ours to migrate: the callers name its trainer
     return config, facts or {}
   return migrate(config, facts)

@@ -129,14 +129,17 @@ def latest(workdir: str, step: int | None = None):
 def read_run(workdir: str, step: int | None = None):
   """(config, facts) of the run or export in ``workdir``: the config as it was given and what training derived
   (``gid_jax.runs``; runs saved by older code migrated), both read-only."""
-  mngr, step = latest(workdir, step)
-  items = {'config': ocp.args.JsonRestore()}
-  has_facts = os.path.isdir(os.path.join(os.fspath(mngr.directory), str(step), 'facts'))
-  if has_facts:
-    items['facts'] = ocp.args.JsonRestore()
-  restored = mngr.restore(step, args=ocp.args.Composite(**items))
-  config, facts = runs.migrate(restored['config'], restored['facts'] if has_facts else None)
+  _, step = latest(workdir, step)
+  config = runs.read_item(workdir, step, 'config')
+  if config is None:
+    raise FileNotFoundError(f'checkpoint {step} in {workdir} has no readable config')
+  config, facts = runs.migrate(config, runs.read_item(workdir, step, 'facts'))
   return ml_collections.FrozenConfigDict(config), ml_collections.FrozenConfigDict(facts)
+
+
+def _exported(workdir: str, step: int) -> bool:
+  """Whether checkpoint ``step`` of ``workdir`` is an export (``model`` item) rather than a run (``state``)."""
+  return os.path.isdir(os.path.join(os.path.abspath(workdir), 'checkpoints', str(step), 'model'))
 
 
 def _plain(config) -> dict:
@@ -160,7 +163,7 @@ def load(workdir: str, ema: bool = True, step: int | None = None, config=None):
   mngr, step = latest(workdir, step)
   config = read_config(workdir, step) if config is None else config
   graphdef, rest, state, _ = run_state(config, build(config, abstract=True), abstract=True)
-  exported = os.path.isdir(os.path.join(os.path.abspath(workdir), 'checkpoints', str(step), 'model'))
+  exported = _exported(workdir, step)
   name = config.get('trainer')
   try:
     if exported:  # export's slim format: the (EMA) params and the frozen params only
@@ -187,8 +190,7 @@ def restore_params(workdir: str, target: nnx.State) -> nnx.State:
   config = read_config(workdir)
   _, params, frozen, _ = split(build(config, abstract=True), config)
   mngr, step = latest(workdir)
-  exported = os.path.isdir(os.path.join(os.fspath(mngr.directory), str(step), 'model'))
-  item, names = ('model', ('params', 'frozen')) if exported else ('state', ('ema', 'frozen'))
+  item, names = ('model', ('params', 'frozen')) if _exported(workdir, step) else ('state', ('ema', 'frozen'))
   wanted = flat(target)
   partial = {}
   for name, source in zip(names, (params, frozen)):

@@ -97,9 +97,9 @@ class Task:
   # make_dataset(config, model) instead: the run's own model (fresh or restored), e.g. to cache its frozen
   # VAE's latents (training.ldm)
   dataset_uses_model: bool = False
-  # Fresh runs only: (config, target) -> the pretrained parameters of the run's frozen part (``target``: a
-  # nested dict of its ShapeDtypeStructs with shardings; the arrays come back in them, read from a checkpoint).
-  pretrained: Callable[[Any, dict], dict] | None = None
+  # Fresh runs only: (config, target) -> the pretrained parameters of the run's frozen part (``target``: an
+  # nnx.State of its ShapeDtypeStructs with shardings; the arrays come back in them, read from a checkpoint).
+  pretrained: Callable[[Any, nnx.State], nnx.State] | None = None
   shard_model: Callable[[nnx.Module, Any, Any], None] | None = None  # (model, mesh, config): constraints
   # What the trainer derived from the config's inputs (``gid_jax.runs``: the data's size and statistics, the
   # VAE, the latent scale, channel counts); stored beside the config, laid over it to build the model.
@@ -318,15 +318,15 @@ def train(config, workdir: str, task: Task, progress: bool = True) -> dict:
   pending = []
   preemption = _Preemption()
   # The profiler trace: profile_steps steps after warm-up (the first steps compile), on process 0.
-  trace = (min(start + 5, config.num_steps - config.profile_steps), None) if config.profile_steps else None
-  if trace and (jax.process_index() != 0 or trace[0] < start):
-    trace = None
+  trace_from = min(start + 5, config.num_steps - config.profile_steps)
+  if not config.profile_steps or jax.process_index() != 0 or trace_from < start:
+    trace_from = None
   try:
     window = {'t': time.perf_counter(), 'steps': 0, 'wait': 0.0}  # throughput since the last log step
     for step in range(start, config.num_steps):
-      t_wait = time.perf_counter()
-      if trace and step == trace[0]:
+      if step == trace_from:
         jax.profiler.start_trace(os.path.join(workdir, PROFILE_DIR))
+      t_wait = time.perf_counter()
       local = next(data)
       window['wait'] += time.perf_counter() - t_wait
       window['steps'] += 1
@@ -336,10 +336,9 @@ def train(config, workdir: str, task: Task, progress: bool = True) -> dict:
       batch = sharding_lib.global_batch(local, batch_sh)
       state, metrics = step_fn(state, batch, jax.random.fold_in(key, step))
       done = step + 1
-      if trace and done == trace[0] + config.profile_steps:
+      if trace_from is not None and done == trace_from + config.profile_steps:
         jax.block_until_ready(state)
         jax.profiler.stop_trace()
-        trace = None
       pending.append((done, metrics['loss']))
       bar(done)
       log_now = done % config.log_every == 0 or done == config.num_steps
