@@ -313,7 +313,7 @@ def test_remat_changes_memory_not_the_step(runs):
       np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
 
 
-def test_a_latent_dataset_on_disk_trains_as_encoding_on_the_fly(runs, tmp_path):
+def test_a_latent_dataset_on_disk_trains_as_encoding_on_the_fly(runs, tmp_path, capsys):
   """python -m gid_jax.training.latents, then latents_dir: the same losses step by step as the uncached
   pipeline (auxiliary mask loss included), and latents of another VAE are refused."""
   from gid_jax.training import latents  # pylint: disable=g-import-not-at-top
@@ -322,6 +322,13 @@ def test_a_latent_dataset_on_disk_trains_as_encoding_on_the_fly(runs, tmp_path):
   info = latents.read_info(out)
   assert info['splits']['train'] > 0 and os.path.isfile(os.path.join(out, 'train.array_record'))
   assert latents.main(['--data', runs['data'], '--vae', runs['vae'], '--out', out, '--no-progress']) == 2
+  # Bad input: one line, exit 2, nothing written.
+  assert latents.main(['--data', str(tmp_path / 'none'), '--vae', runs['vae'], '--out', str(tmp_path / 'x'),
+                       '--no-progress']) == 2
+  assert 'error: --data ' in capsys.readouterr().err
+  assert latents.main(['--data', runs['data'], '--vae', runs['data'], '--out', str(tmp_path / 'x'),
+                       '--no-progress']) == 2
+  assert not os.path.exists(tmp_path / 'x')
   kw = dict(vae_workdir=runs['vae'], num_steps=3, aux_mask_weight=0.3)
   runs_lib.train_ldm(runs['data'], str(tmp_path / 'disk'), 1, latents_dir=out, **kw)
   runs_lib.train_ldm(runs['data'], str(tmp_path / 'plain'), 1, cache_latents=False, **kw)

@@ -167,7 +167,7 @@ def build_parser() -> cli.Parser:
 
 
 def run(args) -> None:
-  data_lib.check_built(args.data, data_lib.DATASET_NAME)
+  data_lib.check_built(args.data, data_lib.DATASET_NAME, '--data')
   runs.check_run(args.vae, ('vae', 'ldm'), '--vae')
   if args.num_freqs < 0:
     raise InputError(f'--num-freqs must be >= 0, got {args.num_freqs}')
