@@ -128,9 +128,9 @@ def test_cache_key_changes_when_a_run_is_replaced_at_the_same_step(tmp_path):
 
 def test_mini_size_evaluates_the_bundled_model_on_the_plants_world():
   c = eval_config.get_config('size=mini')
-  assert c.methods.ours.run == eval_config.BUNDLED and c.sampling.guidance == 4.0
+  assert c.methods.ours.run == eval_config.BUNDLED and c.sampling.guidance == 2.5
   assert c.sets.synthetic.videos == 'out/plants/scenes_heldout' and not c.sets.real.videos
-  assert evaluate.method_order(c) == ['ours', 'repeat_i0', 'mean_motion', 'truth', 'independent', 'baseline_splat']
+  assert evaluate.method_order(c) == ['ours', 'repeat_i0', 'mean_motion', 'truth', 'freq_attention', 'baseline_splat']
   assert c.crop == (32, 64) and c.fvd_frames == (16, 32)
 
 

@@ -5,6 +5,7 @@ Sharded training and sampling (8 fake devices, K split over a mesh axis) are che
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 
@@ -14,6 +15,7 @@ import numpy as np
 import pytest
 from flax import nnx
 
+from gid_jax import runs as gid_runs
 from gid_jax.data import pipeline
 from gid_jax.diffusion import motion_sampler
 from gid_jax.eval import motion_metrics as mm
@@ -119,6 +121,26 @@ def test_latent_cache_is_the_uncached_pipeline(runs, tmp_path):
   a = [m['loss'] for m in metrics.read_metrics(str(tmp_path / 'cached'))]
   b = [m['loss'] for m in metrics.read_metrics(str(tmp_path / 'plain'))]
   np.testing.assert_allclose(a, b, rtol=1e-4)
+
+
+def test_a_run_saved_in_the_old_format_loads_and_samples_alike(runs, tmp_path):
+  """Runs saved before the facts item (config and facts in one config item) load through runs.migrate."""
+  new = checkpoints.export(runs['s1'], str(tmp_path / 'new'))
+  old = str(tmp_path / 'old')
+  shutil.copytree(new, old)
+  step_dir = os.path.join(old, 'checkpoints', str(gid_runs.steps(old)[-1]))
+  merged = gid_runs.resolve(gid_runs.read_item(new, gid_runs.steps(new)[-1], 'config'),
+                            gid_runs.read_item(new, gid_runs.steps(new)[-1], 'facts'))
+  merged['model']['mask_head'] = bool(merged['model']['mask_head'])  # the old type
+  with open(os.path.join(step_dir, 'config', 'metadata'), 'w', encoding='utf-8') as f:
+    json.dump(merged, f)
+  shutil.rmtree(os.path.join(step_dir, 'facts'))
+  assert gid_runs.read_item(old, gid_runs.steps(old)[-1], 'facts') is None
+  assert checkpoints.read_config(old).to_dict() == checkpoints.read_config(new).to_dict()
+  image = (np.asarray(_batch(runs['data'], 1)['image'][0]) * 127.5 + 127.5).round().astype(np.uint8)
+  a, b = (motion_sampler.sample_spectral_volume(image, r, num_steps=3, eta=0.0, guidance=1.0, seed=4)
+          for r in (new, old))
+  np.testing.assert_array_equal(a, b)
 
 
 def test_volume_ablation_trains_and_samples(runs, tmp_path):

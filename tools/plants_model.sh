@@ -3,36 +3,36 @@
 #
 #     bash tools/plants_model.sh            # from the repository root; every step is skipped once done
 #
-# With the defaults this makes the bundled model (gid_jax/assets/README.md says how it was exported).
+# With the defaults this makes the bundled model: its stage 1, exported by the command in gid_jax/assets/README.md.
 #
 # 1. Photos, at data-generation time only (never bundled): photos of Debian's mate-backgrounds,
 #    plasma-workspace-wallpapers, lomiri-wallpapers-16.04 / -20.04 and ukui-wallpapers packages (apt-get
 #    download + dpkg -x, no install), and scikit-image's. Training: 9 mate nature photos, 6 plasma ones and 13
 #    scikit-image ones (EXTRA_PHOTOS=1 adds the other 24 lomiri / ukui photos). Held out for the real-photo
-#    check (never in training): GreenMeadow, LadyBird, YellowFlower (mate), OneStandsOut (plasma), seeding (the
-#    bundled example photo), Dragonfly, aitzgorri, picosdeeuropa (lomiri) = plants; rocket, astronaut, coffee
-#    (scikit-image), ColorfulCups, EveningGlow (plasma), friends, Wine, Bridge (lomiri) = rigid, people, objects.
+#    check (never in training): GreenMeadow, LadyBird, YellowFlower (mate), OneStandsOut (plasma), seeding,
+#    Dragonfly, aitzgorri (the bundled example photo is a crop of it), picosdeeuropa (lomiri) = plants;
+#    rocket, astronaut, coffee (scikit-image), ColorfulCups, EveningGlow (plasma), friends, Wine, Bridge (lomiri) = rigid, people, objects.
 # 2. The plants world (gid_jax.data.synthetic, world=plants) on the training photos: SCENES scenes of 300
 #    frames at 256 x 160, random crops down to 30% of a side, photometric jitter JITTER (0 = none; > 0 varies
 #    exposure, contrast and colour). EXTRA_PHOTOS=1 SCENES=240 JITTER=0.7 at the same training budget moved
 #    held-out plants less, not more (docs/RESULTS.md).
 # 3. The dataset at size=mini (64 x 40, T = 150, K = 16) with the world's exact motion.
-# 4. VAE, stage 1 (with the auxiliary moving-mask loss) and stage 2 (frequency attention); the LDM stages train
-#    on cached VAE latents (configs/ldm.py cache_latents).
+# 4. VAE (2 levels: a 32 x 20 latent that keeps the imaginary parts), stage 1 (with the auxiliary moving-mask
+#    loss) and stage 2 (frequency attention) into RUNS; the LDM stages train on cached VAE latents
+#    (configs/ldm.py cache_latents). About 95 minutes on 2 cores.
 #
-# The factor-2 VAE variant (a 32 x 20 latent that keeps the imaginary parts; not bundled, docs/RESULTS.md "A VAE
-# at 1/2 resolution"): VAE_WIDTHS='(16,32)' VAE_STEPS=2000 S1_STEPS=2000 S2_STEPS=800 RUNS=out/plants_f2 \
-#     bash tools/plants_model.sh
+# The previous bundled model (a 3-level VAE, 16 x 10 latent, which drops the imaginary parts; docs/RESULTS.md):
+#     VAE_WIDTHS='(16,32,64)' VAE_STEPS=600 S1_STEPS=3000 S2_STEPS=1000 RUNS=out/plants bash tools/plants_model.sh
 set -euo pipefail
 SCENES=${SCENES:-120}
 JITTER=${JITTER:-0}
 EXTRA_PHOTOS=${EXTRA_PHOTOS:-0}
-VAE_STEPS=${VAE_STEPS:-600}
-VAE_WIDTHS=${VAE_WIDTHS:-(16,32,64)}  # 3 levels: a 16 x 10 latent (it drops the imaginary parts; '(16,32)': 32 x 20)
-S1_STEPS=${S1_STEPS:-3000}
-S2_STEPS=${S2_STEPS:-1000}
+VAE_STEPS=${VAE_STEPS:-2000}
+VAE_WIDTHS=${VAE_WIDTHS:-(16,32)}  # 2 levels: a 32 x 20 latent ('(16,32,64)': 16 x 10, drops the imaginary parts)
+S1_STEPS=${S1_STEPS:-2000}
+S2_STEPS=${S2_STEPS:-800}
 OUT=${OUT:-out/plants}  # photos, scenes and the dataset
-RUNS=${RUNS:-$OUT}  # the VAE, stage 1 and stage 2 runs
+RUNS=${RUNS:-out/plants_f2}  # the VAE, stage 1 and stage 2 runs (configs/eval.py size=mini reads them here)
 mkdir -p "$OUT/debs" "$OUT/photos/train" "$OUT/photos/heldout"
 if [ ! -f "$OUT/photos/.done-v2" ]; then
   rm -f "$OUT"/photos/train/* "$OUT"/photos/heldout/*  # made by an earlier version of this script

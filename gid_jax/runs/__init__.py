@@ -7,7 +7,7 @@ changed by the program) and ``facts`` (what training derived from its inputs: th
 normalisation statistics, the VAE's architecture, the latent scale, the U-Net's channel counts; see
 ``gid_jax.training.ldm.derive_facts``). A model is built from the two merged (:func:`resolve`, read-only).
 Runs saved by older code kept the facts inside the config; :func:`migrate` is the one place that reads them
-(the bundled model is one). The entry points use this
+(the bundled model of 2026-12-06 was one). The entry points use this
 package's functions to refuse a wrong folder (no checkpoint, another trainer's run, another run's workdir) in
 one line before any model is built. This module imports nothing heavy on purpose: ``gid-sample --help`` and
 an argument error answer in well under a second, where importing JAX, flax and orbax takes seconds;
@@ -80,7 +80,7 @@ def migrate(stored: dict, facts: dict | None = None) -> tuple[dict, dict]:
     are copied there;
   * values of an old type: ``model.mask_head`` True (the first version's only head) is ``'out'``;
   * options added since the run was saved take their packaged defaults (``defaults``), which are what the
-    code that saved it did (tests/test_runs.py loads such a run, and the bundled model is one).
+    code that saved it did (tests/test_runs.py and tests/test_ldm.py load such runs).
   """
   config = copy.deepcopy(stored)
   trainer = config.get('trainer')
