@@ -23,6 +23,7 @@ from gid_jax.motion import normalize as norm_lib
 from gid_jax.runs import checkpoints
 from gid_jax.training import ldm as ldm_task
 from gid_jax.training import loop, metrics
+from gid_jax.training import vae as vae_task
 
 sys.path.insert(0, os.path.dirname(__file__))
 import ldm_runs as runs_lib  # noqa: E402  pylint: disable=g-import-not-at-top,wrong-import-position
@@ -141,6 +142,35 @@ def test_a_run_saved_in_the_old_format_loads_and_samples_alike(runs, tmp_path):
   a, b = (motion_sampler.sample_spectral_volume(image, r, num_steps=3, eta=0.0, guidance=1.0, seed=4)
           for r in (new, old))
   np.testing.assert_array_equal(a, b)
+
+
+def test_evaluation_during_training_of_the_vae_and_the_ldm(runs, tmp_path):
+  """eval_every: the EMA model on the fixed held-out batch (the test split), logged under eval/; the last
+  evaluation recomputed here from the saved runs with the public sampler and metrics."""
+  key = jax.random.fold_in(jax.random.PRNGKey(0), 2 ** 31 - 1)
+  vae_w = str(tmp_path / 'vae')
+  runs_lib.train_vae(runs['data'], vae_w, eval_every=2, eval_examples=3)
+  logged = {(m['step'], k): v for m in metrics.read_metrics(vae_w) for k, v in m.items() if k.startswith('eval/')}
+  assert {s for s, _ in logged} == {2, 4} and 0 < logged[4, 'eval/recon_rel_l1'] < 2
+  cfg, vae = checkpoints.load_vae(vae_w)
+  stats = pipeline.training_stats(runs['data'], cfg.normalize, cfg.num_freqs)
+  x = vae_task.held_out_batch(cfg, stats=stats)['nspec']
+  x = x.reshape(-1, *x.shape[2:])
+  assert logged[4, 'eval/recon_l1'] == pytest.approx(float(np.abs(np.asarray(vae(jnp.asarray(x))[0]) - x).mean()),
+                                                     rel=1e-4)
+  w = str(tmp_path / 's1')
+  runs_lib.train_ldm(runs['data'], w, 1, vae_workdir=runs['vae'], eval_every=4, eval_examples=2, eval_ddim_steps=3,
+                     aux_mask_weight=0.3)
+  logged = {k: v for m in metrics.read_metrics(w) for k, v in m.items() if k.startswith('eval/')}
+  assert set(logged) == {'eval/power_log_err', 'eval/moving_auc', 'eval/moving_iou', 'eval/pixel_spectrum_fd',
+                         'eval/amp_moving_ratio', 'eval/amp_still_ratio', 'eval/seconds'}
+  sampler = motion_sampler.MotionSampler(w)
+  stats = norm_lib.NormStats.from_json(sampler.config.norm_stats_json)
+  b = vae_task.held_out_batch(sampler.config, stats=stats)
+  pred = norm_lib.denormalize(sampler.sample_normalized(b['image'], key, num_steps=3), stats)
+  true = norm_lib.denormalize(b['nspec'], stats)
+  assert logged['eval/moving_auc'] == pytest.approx(mm.moving_region_auc(pred, true, 0.1), abs=1e-4)
+  assert logged['eval/pixel_spectrum_fd'] == pytest.approx(mm.pixel_spectrum_distance(pred, true), rel=1e-3)
 
 
 def test_volume_ablation_trains_and_samples(runs, tmp_path):

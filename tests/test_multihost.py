@@ -10,7 +10,10 @@ What multi-host adds over one process with 8 devices, and what is checked here:
   one process x 8 devices that reads the two halves the same way and concatenates them (``emulate`` below):
   same examples, same order, same mesh, so the same losses up to reduction order;
 * only process 0 writes metrics and prints; every process writes its own data-iterator state;
-* a checkpoint written by 2 processes restores in 1 process on another mesh and training goes on.
+* a checkpoint written by 2 processes restores in 1 process on another mesh and training goes on;
+* SIGTERM to one process (a preemption notice; JAX's preemption sync service tells the other) makes both save
+  the same step and exit 0; the same command resumes and matches the uninterrupted run step for step;
+* evaluation during training gathers the model to process 0 and logs there (eval/ scalars).
 
 The same reference run on 1 device is the check of sharding itself: 8 fake devices (batch over data x fsdp,
 parameters split over fsdp, K over freq, so frequency attention attends across a sharded axis) give the
@@ -24,6 +27,7 @@ import dataclasses
 import json
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -67,11 +71,11 @@ def _train_args(data: str, stage1: str, workdir: str, **extra) -> list[str]:
           + [f'--config.{k}={v}' for k, v in values.items()])
 
 
-def _launch(runs: list[tuple[list[str], int]], logs: str, what: str) -> list[tuple[str, str]]:
+def _launch(runs: list[tuple[list[str], int]], logs: str, what: str, watch=None) -> list[tuple[str, str]]:
   """Start every (argv, fake CPU devices) process at once and wait; (stdout, stderr) of each.
 
   Kills the others as soon as one fails (its peers would wait for it in a collective until JAX's heartbeat
-  gives up) or the time is up.
+  gives up) or the time is up. ``watch(procs)`` is called while waiting (e.g. to send a signal).
   """
   os.makedirs(logs, exist_ok=True)
   procs, paths = [], []
@@ -85,6 +89,8 @@ def _launch(runs: list[tuple[list[str], int]], logs: str, what: str) -> list[tup
   while time.monotonic() < deadline and not all(p.poll() == 0 for p in procs):
     if any(p.poll() for p in procs):  # one failed (a non-zero code)
       break
+    if watch is not None:
+      watch(procs)
     time.sleep(0.5)
   for p in procs:
     if p.poll() is None:
@@ -101,12 +107,13 @@ def _launch(runs: list[tuple[list[str], int]], logs: str, what: str) -> list[tup
 
 def _losses(workdir: str) -> dict[int, float]:
   from gid_jax.training import metrics  # pylint: disable=g-import-not-at-top
-  return {m['step']: m['loss'] for m in metrics.read_metrics(workdir)}
+  return {m['step']: m['loss'] for m in metrics.read_metrics(workdir) if 'loss' in m}
 
 
 def _steps(workdir: str) -> list[int]:
+  """The steps of the training log lines (evaluations log on lines of their own)."""
   from gid_jax.training import metrics  # pylint: disable=g-import-not-at-top
-  return [m['step'] for m in metrics.read_metrics(workdir)]
+  return [m['step'] for m in metrics.read_metrics(workdir) if 'loss' in m]
 
 
 @pytest.fixture(scope='module')
@@ -116,14 +123,28 @@ def runs(ldm_runs, tmp_path_factory):
   Concurrent because each process spends most of its time compiling on one core.
   """
   root = tmp_path_factory.mktemp('multihost')
-  two, ref, one = str(root / 'two'), str(root / 'ref'), str(root / 'one')
-  coordinator = f'127.0.0.1:{_free_port()}'
-  multi = [(_train_args(ldm_runs['data'], ldm_runs['s1'], two) +
-            [f'--coordinator-address={coordinator}', '--num-processes=2', f'--process-id={i}'], 4) for i in range(2)]
+  two, ref, one, sig = str(root / 'two'), str(root / 'ref'), str(root / 'one'), str(root / 'sig')
+
+  def pair(workdir, **extra):
+    coordinator = f'127.0.0.1:{_free_port()}'
+    return [(_train_args(ldm_runs['data'], ldm_runs['s1'], workdir, **extra) +
+             [f'--coordinator-address={coordinator}', '--num-processes=2', f'--process-id={i}'], 4) for i in range(2)]
+
+  multi = pair(two, eval_every=4, eval_examples=2, eval_ddim_steps=2)
   script = [sys.executable, os.path.abspath(__file__), ldm_runs['data'], ldm_runs['s1']]
   references = [(script + [ref, '2,2,2'], 8), (script + [one, '1,1,1'], 1)]
-  outs = _launch(multi + references, str(root / 'logs'), '2 processes + references')
-  return {'two': two, 'ref': ref, 'outs': outs[:2],
+  sent = []
+
+  def preempt(procs):  # SIGTERM to process 1 of the 'sig' pair once its training has started (it compiles)
+    if not sent and os.path.isdir(os.path.join(sig, 'tensorboard')):
+      procs[5].send_signal(signal.SIGTERM)
+      sent.append(time.monotonic())
+
+  outs = _launch(multi + references + pair(sig), str(root / 'logs'), '2 processes + references + SIGTERM', preempt)
+  saved = _steps(sig)
+  resumed = _launch(pair(sig), str(root / 'logs_resume'), 'resume after SIGTERM')
+  return {'two': two, 'ref': ref, 'outs': outs[:2], 'sig': sig, 'sig_outs': outs[4:], 'sig_saved': saved,
+          'sent': bool(sent), 'resumed_outs': resumed,
           'ref_result': json.loads(outs[2][0].strip().splitlines()[-1]),
           'one_result': json.loads(outs[3][0].strip().splitlines()[-1])}
 
@@ -147,6 +168,31 @@ def test_two_processes_match_one_process_reading_the_same_global_batches(runs):
   data_dir = os.path.join(runs['two'], 'checkpoints', '4', 'data')
   assert sorted(f for f in os.listdir(data_dir) if f.startswith('process_')) == [
       'process_0-of-2.json', 'process_1-of-2.json']
+
+
+def test_sigterm_to_one_process_saves_the_same_step_on_both_and_resumes_step_for_step(runs):
+  assert runs['sent']
+  (out0, err0), (out1, err1) = runs['sig_outs']
+  assert 'run the same command to resume' in err0 and 'final metrics' not in out0 + out1
+  saved = runs['sig_saved']  # the steps logged before the preemption
+  assert saved and saved[-1] < 4
+  from gid_jax.runs import checkpoints  # pylint: disable=g-import-not-at-top
+  steps = [int(s) for s in os.listdir(os.path.join(runs['sig'], 'checkpoints')) if s.isdigit()]
+  assert saved[-1] in steps
+  data_dir = os.path.join(runs['sig'], 'checkpoints', str(saved[-1]), 'data')
+  assert sorted(f for f in os.listdir(data_dir) if f.startswith('process_')) == [
+      'process_0-of-2.json', 'process_1-of-2.json']  # both processes saved that same step
+  assert 'final metrics' in runs['resumed_outs'][0][0] and checkpoints.manager(runs['sig']).latest_step() == 4
+  a, b = _losses(runs['two']), _losses(runs['sig'])
+  assert sorted(b) == [1, 2, 3, 4]
+  np.testing.assert_allclose([b[s] for s in range(1, 5)], [a[s] for s in range(1, 5)], rtol=1e-5)
+
+
+def test_evaluation_gathers_the_model_to_process_0(runs):
+  from gid_jax.training import metrics  # pylint: disable=g-import-not-at-top
+  evals = [m for m in metrics.read_metrics(runs['two']) if 'eval/moving_auc' in m]
+  assert [m['step'] for m in evals] == [4]  # logged once, by process 0
+  assert 0 <= evals[0]['eval/moving_auc'] <= 1 and np.isfinite(evals[0]['eval/pixel_spectrum_fd'])
 
 
 def test_two_process_checkpoint_resumes_in_one_process_on_another_mesh(ldm_runs, runs, tmp_path):

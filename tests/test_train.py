@@ -45,7 +45,7 @@ def cfg(data_dir, **kw):
 
 
 def _losses(workdir):
-  return {m['step']: m['loss'] for m in metrics.read_metrics(workdir)}
+  return {m['step']: m['loss'] for m in metrics.read_metrics(workdir) if 'loss' in m}
 
 
 def test_resume_gives_the_identical_next_loss(data_dir, tmp_path):
@@ -296,7 +296,7 @@ def test_tensorboard_events_and_a_profiler_trace(data_dir, tmp_path):
   """Every logged scalar also goes to WORKDIR/tensorboard (tensorboardX event files, read back here with
   tensorboardX's own event reader), and profile_steps=2 leaves a jax.profiler trace in WORKDIR/profile."""
   w = str(tmp_path / 'w')
-  c = cfg(data_dir, num_steps=4, profile_steps=2)
+  c = cfg(data_dir, num_steps=4, profile_steps=2, eval_every=3, eval_examples=3)
   loop.train(c, w, renderer_task.make_task(c), progress=False)
   files = glob.glob(os.path.join(w, 'tensorboard', 'events.out.tfevents.*'))
   assert len(files) == 1
@@ -310,3 +310,21 @@ def test_tensorboard_events_and_a_profiler_trace(data_dir, tmp_path):
   assert sorted(scalars['loss']) == [1, 2, 3, 4] and 'steps_per_sec' in scalars and 'data_wait_sec' in scalars
   assert scalars['loss'][4] == pytest.approx(_losses(w)[4], rel=1e-6)
   assert glob.glob(os.path.join(w, 'profile', 'plugins', 'profile', '*', '*.xplane.pb'))
+  # Evaluation at every eval_every-th step and the last: the EMA renderer on the held-out batch, with the
+  # average-splatting baseline on the same frames; the last one recomputed here from the saved checkpoint.
+  assert sorted(scalars['eval/psnr']) == [3, 4] and sorted(scalars['eval/seconds']) == [3, 4]
+  assert scalars['eval/psnr_average_splat'][3] == scalars['eval/psnr_average_splat'][4]
+  assert 0 <= scalars['eval/lpips'][4] and scalars['eval/psnr_gain'][4] == pytest.approx(
+      scalars['eval/psnr'][4] - scalars['eval/psnr_average_splat'][4], abs=1e-4)
+  _, model = checkpoints.load_kind(w, 'renderer', True)
+  b = renderer_task.vae_task.held_out_batch(c, name=build.FRAMES_DATASET_NAME)
+  assert len(b['image']) == 3
+  pred = jnp.clip(model(jnp.asarray(b['image']), jnp.asarray(b['flow']), jnp.asarray(b['importance'])), -1, 1)
+  psnr = float(jnp.mean(renderer_task.frame_psnr(pred, jnp.asarray(b['target']))))
+  assert scalars['eval/psnr'][4] == pytest.approx(psnr, abs=1e-3)
+
+
+def test_evaluation_needs_held_out_examples(tmp_path):
+  c = cfg(str(tmp_path / 'none'), num_steps=2, eval_every=1)
+  with pytest.raises(ValueError, match='eval_every > 0 needs held-out examples'):
+    renderer_task.make_eval(c)

@@ -20,11 +20,14 @@ def parse_size(arg: str | None, sizes, default: str) -> str:
   return size
 
 
-def run_length(batch_size: int, num_steps: int, checkpoint_every: int) -> dict:
+def run_length(batch_size: int, num_steps: int, checkpoint_every: int, eval_every: int = 0) -> dict:
   """Every trainer's seed, global batch (examples, split over processes), steps, logging and checkpointing:
-  metrics every ``log_every`` steps, the newest ``keep_checkpoints`` checkpoints kept."""
+  metrics every ``log_every`` steps, the newest ``keep_checkpoints`` checkpoints kept, and the evaluation on a
+  fixed held-out batch of ``eval_examples`` examples of the data's ``test`` split every ``eval_every`` steps
+  and at the last step (0: none; each trainer says what it measures: ``gid_jax.training.<trainer>``)."""
   return {'seed': 0, 'batch_size': batch_size, 'num_steps': num_steps, 'log_every': 50,
-          'checkpoint_every': checkpoint_every, 'keep_checkpoints': 3}
+          'checkpoint_every': checkpoint_every, 'keep_checkpoints': 3, 'eval_every': eval_every,
+          'eval_examples': 8}
 
 
 def optimizer(learning_rate: float, warmup_steps: int = 100, weight_decay: float = 0.0) -> ml_collections.ConfigDict:
@@ -79,10 +82,10 @@ def override(config, **values):
 # or device work (gid_jax.cli.load_config).
 _POSITIVE = ('learning_rate', 'fps', 'percentile')
 _AT_LEAST_1 = ('batch_size', 'grad_accum', 'prefetch', 'num_steps', 'log_every', 'checkpoint_every',
-               'keep_checkpoints', 'num_timesteps',
+               'keep_checkpoints', 'num_timesteps', 'eval_examples', 'eval_ddim_steps',
                'width', 'height', 'start_stride', 'grad_scales', 'latent_channels', 'heads', 'blocks',
                'fid_frame_stride', 'sliding_fid_window')
-_AT_LEAST_0 = ('data_workers', 'profile_steps', 'warmup_steps', 'decay_steps', 'weight_decay', 'grad_clip', 'eta', 'guidance',
+_AT_LEAST_0 = ('data_workers', 'profile_steps', 'eval_every', 'warmup_steps', 'decay_steps', 'weight_decay', 'grad_clip', 'eta', 'guidance',
                'num_freqs',
                'frame_pairs_per_clip', 'min_snr_gamma', 'aux_mask_weight', 'aux_mask_px', 'kl_weight',
                'grad_weight', 'l1', 'perceptual', 'ssim', 'psnr', 'camera_motion_px', 'static_px', 'moving_px',

@@ -52,7 +52,8 @@ def get_config(arg=None):
   # batch: examples (each K slices), global
   c.update(run_length(batch_size={'tiny': 4, 'small': 16, 'paper': 64}[size],
                       num_steps={'tiny': 8000, 'small': 50_000, 'paper': 400_000}[size],
-                      checkpoint_every={'tiny': 500, 'small': 2000, 'paper': 5000}[size]))
+                      checkpoint_every={'tiny': 500, 'small': 2000, 'paper': 5000}[size],
+                      eval_every={'tiny': 0, 'small': 2000, 'paper': 5000}[size]))
 
   c.model = ml_collections.ConfigDict()
   c.model.widths = widths
@@ -89,6 +90,8 @@ def get_config(arg=None):
   c.sampling.num_steps = 250  # SPEC: 250 DDIM steps for the main results
   c.sampling.eta = 0.0
   c.sampling.guidance = 0.0  # w in (1 + w) eps(c) - w eps(null); 0 = conditional only
+  # Evaluation during training (eval_every): DDIM steps of its samples (the sampling's eta and guidance)
+  c.eval_ddim_steps = 20
 
   # The scale of the VAE latents (LDM's scale factor); 0 = measure it (1 / their std on training data) at the
   # start of a fresh run. The value used is stored with the run's derived facts (so is the VAE's

@@ -31,7 +31,8 @@ def get_config(arg=None):
   # batch: global, split over processes
   c.update(run_length(batch_size={'tiny': 4, 'small': 8, 'paper': 32}[size],
                       num_steps={'tiny': 1600, 'small': 8000, 'paper': 200_000}[size],
-                      checkpoint_every={'tiny': 200, 'small': 1000, 'paper': 5000}[size]))
+                      checkpoint_every={'tiny': 200, 'small': 1000, 'paper': 5000}[size],
+                      eval_every={'tiny': 0, 'small': 1000, 'paper': 5000}[size]))
 
   c.model = ml_collections.ConfigDict()
   c.model.widths = widths

@@ -32,7 +32,8 @@ def get_config(arg=None):
   # batch: examples (x K slices), global; tiny: 600 steps, ~10 min on 2 cores
   c.update(run_length(batch_size={'tiny': 4, 'small': 16, 'paper': 64}[size],
                       num_steps={'tiny': 600, 'small': 20_000, 'paper': 200_000}[size],
-                      checkpoint_every={'tiny': 200, 'small': 2000, 'paper': 5000}[size]))
+                      checkpoint_every={'tiny': 200, 'small': 2000, 'paper': 5000}[size],
+                      eval_every={'tiny': 0, 'small': 2000, 'paper': 5000}[size]))
 
   c.model = ml_collections.ConfigDict()
   c.model.widths = widths

@@ -15,6 +15,9 @@ floats or float64 NumPy arrays.
   mean position, ``sqrt(2 sum_{k>=1} sum_c S_k,c^2)`` (Parseval: the root-mean-square over one period of
   the trajectory the volume describes, DC term excluded because a constant offset is not motion), exceeds
   ``threshold_px``. For one cosine of amplitude A this RMS is A / sqrt(2).
+* ``pixel_spectrum_distance``: the Fréchet distance between the per-pixel log-amplitude spectra
+  ``log(EPS + |S_k|)``, k >= 1 (:func:`pixel_features`, one K-1 vector per pixel) of the two sets of volumes:
+  a distribution-level distance that needs no pairing of predicted and true pixels.
 * ``loop_closure_error``: the looping criterion of SPEC.md section 6 (motion self-guidance,
   ``||F_T - F_1|| + ||grad F_T - grad F_1||`` 1-indexed): a T-frame loop plays frames 0..T-1 and starts
   again, and is seamless when the last frame returns to the first one with the same velocity. Position
@@ -29,7 +32,10 @@ from __future__ import annotations
 import numpy as np
 from scipy.stats import rankdata
 
+from gid_jax.eval import frechet as frechet_lib
+
 _TINY = 1e-12  # px^2: keeps the relative / log power errors finite for motionless frequencies
+EPS = 1e-2  # px: amplitudes below this are "no motion" for the log features of pixel_features
 
 
 def _arr(name: str, x, last: int) -> np.ndarray:
@@ -129,3 +135,26 @@ def loop_closure_error(disp_TxHxWx2) -> dict:
   v_last = last - disp[..., -2, :, :, :]
   norm = lambda x: np.sqrt(np.sum(x ** 2, axis=-1))
   return dict(position=float(np.mean(norm(last - first))), velocity=float(np.mean(norm(v_last - v_first))))
+
+
+def log_amplitudes(spec_NxKxHxWx4) -> np.ndarray:
+  """N x (K-1) x H x W log(EPS + |S_k|) for k >= 1."""
+  amp = np.sqrt(np.sum(np.asarray(spec_NxKxHxWx4, np.float64)[:, 1:] ** 2, axis=-1))
+  return np.log(EPS + amp)
+
+
+def pixel_features(spec_NxKxHxWx4) -> np.ndarray:
+  """(N*H*W) x (K-1): every pixel's log-amplitude spectrum (:func:`log_amplitudes`)."""
+  la = log_amplitudes(spec_NxKxHxWx4)
+  return la.transpose(0, 2, 3, 1).reshape(-1, la.shape[1])
+
+
+def frechet(a_NxD: np.ndarray, b_NxD: np.ndarray) -> float:
+  """Fréchet distance between Gaussians fitted to two sets of feature vectors."""
+  return float(frechet_lib.frechet_distance(a_NxD.mean(0), np.cov(a_NxD, rowvar=False),
+                                            b_NxD.mean(0), np.cov(b_NxD, rowvar=False)))
+
+
+def pixel_spectrum_distance(pred_NxKxHxWx4, true_NxKxHxWx4) -> float:
+  """The pixel-spectrum Fréchet distance (module docstring) between two sets of volumes (K >= 3)."""
+  return frechet(pixel_features(true_NxKxHxWx4), pixel_features(pred_NxKxHxWx4))

@@ -57,24 +57,9 @@ from gid_jax.data import pipeline
 from gid_jax.data import synthetic
 from gid_jax.diffusion import motion_sampler, schedules
 from gid_jax.errors import InputError
-from gid_jax.eval import frechet as frechet_lib
 from gid_jax.eval import motion_metrics as mm
 from gid_jax.fileio import atomic_write_text, check_output
 from gid_jax.motion import normalize as norm_lib
-
-EPS = 1e-2  # px: amplitudes below this are "no motion" for the log features
-
-
-def log_amplitudes(spec_NxKxHxWx4: np.ndarray) -> np.ndarray:
-  """N x (K-1) x H x W log(EPS + |S_k|) for k >= 1."""
-  amp = np.sqrt(np.sum(np.asarray(spec_NxKxHxWx4, np.float64)[:, 1:] ** 2, axis=-1))
-  return np.log(EPS + amp)
-
-
-def frechet(a_NxD: np.ndarray, b_NxD: np.ndarray) -> float:
-  return float(frechet_lib.frechet_distance(a_NxD.mean(0), np.cov(a_NxD, rowvar=False),
-                                            b_NxD.mean(0), np.cov(b_NxD, rowvar=False)))
-
 
 def motion_metrics(pred_NxKxHxWx4: np.ndarray, true_NxKxHxWx4: np.ndarray, moving_px: float) -> dict:
   """The metrics of the module docstring; ``pred`` may hold several samples per true volume (tiled)."""
@@ -82,10 +67,8 @@ def motion_metrics(pred_NxKxHxWx4: np.ndarray, true_NxKxHxWx4: np.ndarray, movin
   true = np.concatenate([true_NxKxHxWx4] * reps)
   pred = pred_NxKxHxWx4
   pw = mm.power_spectrum_error(pred, true)
-  la_p, la_t = log_amplitudes(pred), log_amplitudes(true)
-  k1 = la_p.shape[1]
-  feat_p = la_p.transpose(0, 2, 3, 1).reshape(-1, k1)
-  feat_t = la_t.transpose(0, 2, 3, 1).reshape(-1, k1)
+  feat_p, feat_t = mm.pixel_features(pred), mm.pixel_features(true)
+  k1 = feat_p.shape[1]
   rms_t, rms_p = np.asarray(mm.motion_rms(true)).reshape(-1), np.asarray(mm.motion_rms(pred)).reshape(-1)
   moving, moving_p = rms_t > moving_px, rms_p > moving_px
   true_moving_amp = float(rms_t[moving].mean()) if moving.any() else float('nan')
@@ -97,7 +80,7 @@ def motion_metrics(pred_NxKxHxWx4: np.ndarray, true_NxKxHxWx4: np.ndarray, movin
       'power_log_err': float(np.mean(np.abs(pw['log'][1:]))),
       'pred_power': pw['pred_power'].tolist(),
       'true_power': pw['true_power'].tolist(),
-      'pixel_fd': frechet(feat_t, feat_p),
+      'pixel_fd': mm.frechet(feat_t, feat_p),
       'coherence_err': float(np.linalg.norm(np.nan_to_num(c_p - c_t, nan=2.0))),
       'amp_log_err': float(np.mean(np.abs(feat_p[moving] - feat_t[moving]))),
       'moving_fraction': float(moving_p.mean()),

@@ -28,6 +28,14 @@ resume), keeps ``image`` / ``z0`` (scaled posterior means, exactly what ``Motion
 VAE encoder. Memory: K x h x w x L floats per example (16 x 20 x 32 x 4 x 4 B = 160 KiB at size=mini with a
 factor-2 VAE); turn it off for datasets that do not fit (``--config.cache_latents=False``). The shuffle order
 is the uncached pipeline's (same seed, same examples per step).
+
+Evaluation during training (``config.eval_every``): the EMA model samples one volume per image of the
+held-out batch (``eval_ddim_steps`` DDIM steps, the config's ``sampling`` eta and guidance, the same noise at
+every evaluation) and is scored against the true volumes in pixel units (``gid_jax.eval.motion_metrics``):
+``power_log_err`` (mean |log P_pred / P_true| over bins k >= 1), ``moving_auc`` / ``moving_iou`` (where it
+moves; moving = RMS motion above ``aux_mask_px``), ``pixel_spectrum_fd`` (pixel-spectrum Fréchet distance),
+``amp_moving_ratio`` and ``amp_still_ratio`` (predicted RMS motion on truly moving / still pixels over the
+truth's on moving ones): the numbers of the motion-model report, on a small fixed batch.
 """
 
 from __future__ import annotations
@@ -45,7 +53,8 @@ from jax.sharding import NamedSharding
 from gid_jax import sharding as sharding_lib
 from gid_jax.configs import ldm as ldm_config
 from gid_jax.data import pipeline
-from gid_jax.diffusion import schedules
+from gid_jax.diffusion import motion_sampler, schedules
+from gid_jax.eval import motion_metrics as mm
 from gid_jax.models import ldm as ldm_lib
 from gid_jax.models import unet as unet_lib
 from gid_jax.motion import normalize as norm_lib
@@ -250,6 +259,34 @@ def cond_channels(cond_mode: str, vae_model) -> int:
   return 3 * f * f if cond_mode == 'space_to_depth' else 3
 
 
+def make_eval(cfg):
+  """evaluate(model, rng) -> the motion metrics of the module docstring, of one sample per held-out image."""
+  stats = norm_lib.NormStats.from_json(cfg.norm_stats_json)
+  batch = vae_task.held_out_batch(cfg, stats=stats)
+  image = np.asarray(batch['image'], np.float32)
+  true = np.asarray(norm_lib.denormalize(batch['nspec'], stats))
+  px = float(cfg.aux_mask_px)
+
+  def evaluate(model, rng):
+    model.groups = 1  # one process, no mesh: the training's sample layout and sharding constraints do not apply
+    if cfg.model.freq_attention:
+      model.unet.freq_sharding = None
+    sampler = motion_sampler.MotionSampler(None, loaded=(cfg, model))
+    pred = np.asarray(norm_lib.denormalize(sampler.sample_normalized(
+        image, rng, num_steps=cfg.eval_ddim_steps, eta=cfg.sampling.eta, guidance=cfg.sampling.guidance), stats))
+    rms_t, rms_p = mm.motion_rms(true), mm.motion_rms(pred)
+    moving = rms_t > px
+    true_amp = max(float(rms_t[moving].mean()), 1e-12) if moving.any() else float('nan')
+    return {'power_log_err': float(np.mean(np.abs(mm.power_spectrum_error(pred, true)['log'][1:]))),
+            'moving_auc': mm.moving_region_auc(pred, true, px),
+            'moving_iou': mm.moving_region_iou(pred, true, px),
+            'pixel_spectrum_fd': mm.pixel_spectrum_distance(pred, true),
+            'amp_moving_ratio': float(rms_p[moving].mean()) / true_amp if moving.any() else float('nan'),
+            'amp_still_ratio': float(rms_p[~moving].mean()) / true_amp if (~moving).any() else float('nan')}
+
+  return evaluate
+
+
 def make_task(config, facts: dict | None = None) -> loop.Task:
   """The task of ``config`` (as given) and its run's facts (:func:`derive_facts` of a fresh run, or the
   stored ones of a run being resumed; None derives them)."""
@@ -336,4 +373,4 @@ def make_task(config, facts: dict | None = None) -> loop.Task:
     return loss, metrics
 
   return loop.Task('ldm', loss_fn, latent_dataset, dataset_uses_model=True, pretrained=pretrained,
-                   shard_model=shard_model, facts=facts)
+                   shard_model=shard_model, facts=facts, make_eval=make_eval)

@@ -20,7 +20,10 @@ which parameters are trained), its loss on a batch, and its input pipeline.
   ``TrainingDiverged``; losses are fetched at log and checkpoint steps only (no host sync per step);
 * computes in ``config.compute_dtype`` (parameters and optimiser state float32), rematerialises blocks under
   ``config.remat`` and accumulates ``config.grad_accum`` micro-batches per update (``make_train_step``);
-* writes metrics through clu metric writers (logging + ``workdir/metrics.jsonl``) and shows a progress bar
+* evaluates every ``config.eval_every`` steps (and at the last step) on a fixed held-out batch when the task
+  has an evaluation (``Task.make_eval``): the EMA model, on process 0 (the parameters gathered to it in a
+  multi-process run), scalars logged under ``eval/`` with the seconds it took (``eval/seconds``);
+* writes metrics (logging, ``workdir/metrics.jsonl`` and TensorBoard event files) and shows a progress bar
   with ETA.
 """
 
@@ -101,6 +104,9 @@ class Task:
   # nnx.State of its ShapeDtypeStructs with shardings; the arrays come back in them, read from a checkpoint).
   pretrained: Callable[[Any, nnx.State], nnx.State] | None = None
   shard_model: Callable[[nnx.Module, Any, Any], None] | None = None  # (model, mesh, config): constraints
+  # Evaluation during training: (config) -> evaluate(model, rng) -> {name: float}, the model being the run's
+  # EMA model; make_eval reads its fixed held-out batch once, at the start (a missing split fails early).
+  make_eval: Callable[[Any], Callable[[nnx.Module, jax.Array], dict]] | None = None
   # What the trainer derived from the config's inputs (``gid_jax.runs``: the data's size and statistics, the
   # VAE, the latent scale, channel counts); stored beside the config, laid over it to build the model.
   facts: dict = dataclasses.field(default_factory=dict)
@@ -290,6 +296,7 @@ def train(config, workdir: str, task: Task, progress: bool = True) -> dict:
           'processes): the model state is restored, the data order starts afresh', start, workdir,
           jax.process_index(), jax.process_count())
   start = int(state['step'])
+  evaluate = task.make_eval(config) if config.eval_every and task.make_eval is not None else None
   step_fn = None  # compiled for the first batch's entries (their shardings: sharding.batch_shardings)
   key = jax.random.PRNGKey(config.seed)
 
@@ -297,6 +304,20 @@ def train(config, workdir: str, task: Task, progress: bool = True) -> dict:
     mngr.save(step, args=ocp.args.Composite(
         state=ocp.args.StandardSave(state), data=grain.checkpoint.CheckpointSave(data),
         config=ocp.args.JsonSave(given), facts=ocp.args.JsonSave(facts)), force=True)
+
+  def run_eval(done):
+    """The task's evaluation of the EMA model at step ``done``, logged under ``eval/`` (process 0)."""
+    t = time.perf_counter()
+    params, frozen = state['ema'], state['frozen']
+    if jax.process_count() > 1:  # the whole model on process 0 (a collective: every process takes part)
+      params, frozen = multihost_utils.process_allgather((params, frozen), tiled=True)
+    if jax.process_index() != 0:
+      return {}
+    scores = evaluate(nnx.merge(graphdef, params, frozen, rest), jax.random.fold_in(key, 2 ** 31 - 1))  # one key, never a step's
+    scores = {f'eval/{k}': float(v) for k, v in scores.items()}
+    scores['eval/seconds'] = time.perf_counter() - t
+    writer.write_scalars(done, scores)
+    return scores
 
   def check(pending):
     """Fetch the losses of the steps since the last check (one transfer) and stop at the first non-finite
@@ -361,6 +382,10 @@ def train(config, workdir: str, task: Task, progress: bool = True) -> dict:
         window = {'t': now, 'steps': 0, 'wait': 0.0}
         writer.write_scalars(done, last)
         bar.set_postfix(loss=f"{last['loss']:.4f}")
+      if evaluate is not None and (done % config.eval_every == 0 or done == config.num_steps):
+        t_eval = time.perf_counter()
+        last.update(run_eval(done))
+        window['t'] += time.perf_counter() - t_eval  # the next window's throughput counts training only
       if save_now:
         save(done)
       if preemption.reached(done):  # SIGTERM: save this step, stop; the same command resumes from it

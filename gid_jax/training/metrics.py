@@ -22,7 +22,8 @@ PROFILE_DIR = 'profile'
 
 
 class MetricWriter:
-  """Logs scalars and appends them to ``workdir/metrics.jsonl``; a no-op when disabled (non-main process)."""
+  """Logs scalars and appends them to ``workdir/metrics.jsonl`` (one line per call: the training scalars of a log
+  step, and the ``eval/`` ones of an evaluation on their own line); a no-op when disabled (non-main process)."""
 
   def __init__(self, workdir: str, enabled: bool = True):
     self.enabled = enabled
