@@ -263,7 +263,7 @@ def load_config(spec: str, overrides: Sequence[tuple[str, str]] = ()):
 
 
 _NOISY_LOGGERS = ('absl', 'jax', 'jax._src', 'orbax', 'orbax.checkpoint', 'tensorflow', 'tensorflow_datasets',
-                  'grain', 'etils', 'matplotlib', 'PIL', 'urllib3', 'filelock')
+                  'grain', 'etils', 'matplotlib', 'PIL', 'urllib3', 'filelock', 'gcsfs', 'fsspec', 'google')
 
 
 def setup_logging(verbose: bool = False) -> None:

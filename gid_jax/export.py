@@ -5,8 +5,6 @@ optimiser state, as an orbax checkpoint that ``gid_jax.sample --checkpoint DIR``
 ``gid_jax.runs.checkpoints.load`` read. This is how the bundled default model was made.
 """
 
-import os
-import shutil
 import sys
 
 from gid_jax import cli
@@ -36,16 +34,17 @@ def run(args) -> None:
     raise InputError(f'--guidance must be a finite number >= 0, got {args.guidance}')
   if args.steps is not None and args.steps < 1:
     raise InputError(f'--steps must be >= 1, got {args.steps}')
-  if os.path.abspath(args.out) == os.path.abspath(args.workdir):
+  if fileio.absolute(args.out) == fileio.absolute(args.workdir):
     raise InputError('--out must differ from --workdir')
-  is_export = runs.stored_config(args.out) is not None and set(os.listdir(args.out)) <= {'checkpoints'}
+  out = fileio.path(args.out)  # a local folder or an object-storage URL
+  is_export = runs.stored_config(args.out) is not None and {p.name for p in out.iterdir()} <= {'checkpoints'}
   if not (is_export and args.overwrite):
     fileio.check_output(args.out, False, '--out', kind='dir')  # a user's folder is never written into
   with cli.Progress(args.progress).phase(f'exporting {args.workdir}'):
     # The JAX stack (about 1-3 s to import) only now: --help and the checks above answered without it.
     from gid_jax.runs import checkpoints  # pylint: disable=g-import-not-at-top
     if is_export:
-      shutil.rmtree(os.path.join(args.out, 'checkpoints'))  # our own earlier export, --overwrite given
+      (out / 'checkpoints').rmtree()  # our own earlier export, --overwrite given
     checkpoints.export(args.workdir, args.out, sampling=sampling)
   print(f'exported {args.workdir} -> {args.out}')
 

@@ -6,6 +6,9 @@
   holds a user's files gets only our entries replaced, file by file, and the user's files are kept.
 * :func:`check_output` is the one policy of every command's output options: an existing file or non-empty
   folder is refused (one line, exit 2) unless ``--overwrite`` is given.
+* Run folders (training workdirs, exports) may also be object-storage URLs (``gs://bucket/run``, any
+  scheme etils.epath, orbax and tensorstore accept): :func:`path` and :func:`absolute` are how code reaches
+  them. ``gs://`` needs the ``cloud`` extra (gcsfs); tensorstore has its own GCS client.
 """
 
 from __future__ import annotations
@@ -17,9 +20,26 @@ import shutil
 import tempfile
 from typing import Iterator
 
+from etils import epath
+
 from gid_jax.errors import InputError
 
 OWNER_FILE = '.gid_jax-output.json'  # in a folder we wrote: {"entries": [the names we put there]}
+
+
+def is_remote(name) -> bool:
+  """Whether ``name`` is a URL (``gs://``, ``s3://``, ...) rather than a local path."""
+  return '://' in str(name)
+
+
+def absolute(name) -> str:
+  """A local path made absolute; a URL as it is."""
+  return str(name) if is_remote(name) else os.path.abspath(name)
+
+
+def path(name) -> epath.Path:
+  """``name`` (local path or URL) as an etils.epath.Path: one API for local disks and object storage."""
+  return epath.Path(absolute(name))
 
 
 @contextlib.contextmanager
@@ -126,6 +146,13 @@ def check_output(path: str, overwrite: bool = False, option: str = '--out', kind
   """
   if not path:
     raise InputError(f'{option} must not be empty')
+  if is_remote(path):  # object storage: no parents to check; a non-empty prefix is refused alike
+    where = epath.Path(path)
+    if where.is_dir() and any(where.iterdir()) and not overwrite:
+      raise InputError(f'{option} {path} is a folder that is not empty; choose a new name, or pass --overwrite')
+    if where.is_file() and (kind == 'dir' or not overwrite):
+      raise InputError(f'{option} {path} is a file' + ('' if kind == 'dir' else '; pass --overwrite to replace it'))
+    return
   full = os.path.abspath(path)
   parent = os.path.dirname(full)
   probe = parent

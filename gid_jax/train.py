@@ -15,14 +15,13 @@ from __future__ import annotations
 
 import importlib
 import logging
-import os
-import shutil
 import sys
 
 import ml_collections
 
 from gid_jax import cli
 from gid_jax import data
+from gid_jax import fileio
 from gid_jax import runs
 from gid_jax.errors import InputError
 
@@ -53,11 +52,12 @@ def check_workdir(workdir: str, config, overwrite: bool) -> bool:
   """Refuse a workdir that holds another run or a user's files; True if it holds this run (a resume)."""
   if not workdir:
     raise InputError('--workdir must not be empty')
-  if os.path.exists(workdir) and not os.path.isdir(workdir):
+  where = fileio.path(workdir)  # a local folder or an object-storage URL (gs://bucket/run)
+  if where.exists() and not where.is_dir():
     raise InputError(f'--workdir {workdir} is a file, not a folder')
-  if not os.path.isdir(workdir):
+  if not where.is_dir():
     return False
-  entries = set(os.listdir(workdir))
+  entries = {p.name for p in where.iterdir()}
   stored = runs.stored_config(workdir)
   if stored is not None:
     diff = runs.config_differences(stored, config.to_dict())
@@ -98,19 +98,20 @@ def precheck(args) -> bool:
 def run(args) -> int:
   resume = precheck(args)
   workdir = args.workdir
-  if args.overwrite and not resume and os.path.isdir(workdir):
+  where = fileio.path(workdir)
+  if args.overwrite and not resume and where.is_dir():
     for name in OUR_FILES:  # only what a run writes; the user's other files stay
-      path = os.path.join(workdir, name)
-      if os.path.isdir(path):
-        shutil.rmtree(path)
-      elif os.path.exists(path):
-        os.remove(path)
-  created = not os.path.exists(workdir)
+      path = where / name
+      if path.is_dir():
+        path.rmtree()
+      elif path.exists():
+        path.unlink()
+  created = not where.exists()
   try:
     return _train(args, resume)
   except (InputError, ValueError, FileNotFoundError):
-    if created and os.path.isdir(workdir) and not os.listdir(workdir):
-      os.rmdir(workdir)  # nothing of this run to keep
+    if created and where.is_dir() and not any(where.iterdir()):
+      where.rmdir()  # nothing of this run to keep
     raise
 
 

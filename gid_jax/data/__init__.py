@@ -19,6 +19,9 @@ def check_built(data_dir: str, name: str = DATASET_NAME, option: str = '--config
   """InputError (one line) unless ``data_dir`` holds the built dataset ``name``."""
   if not data_dir:
     raise InputError(f'{option} is empty: pass a folder made by gid-build (python -m gid_jax.data.build)')
+  if '://' in str(data_dir):
+    raise InputError(f'{option} {data_dir}: datasets are read from local disk (the ArrayRecord reader opens '
+                     'local files); copy it there (gcloud storage cp -r) or mount the bucket (gcsfuse)')
   if not os.path.isdir(data_dir):
     raise InputError(f'{option} {data_dir}: no such folder')
   if not os.path.isdir(os.path.join(data_dir, name)):

@@ -16,13 +16,13 @@ with exactly the next batch.
 from __future__ import annotations
 
 import dataclasses
-import os
 
 import grain
 import jax
 import numpy as np
 import tensorflow_datasets as tfds
 
+from gid_jax import fileio
 from gid_jax.data import DATASET_NAME, FRAMES_DATASET_NAME
 from gid_jax.data import records
 from gid_jax.motion import normalize as norm_lib
@@ -30,17 +30,18 @@ from gid_jax.motion import normalize as norm_lib
 
 def _resolve(data_dir: str, name: str = DATASET_NAME) -> tuple[str, str]:
   """(TFDS version folder, folder holding norm_stats.json) from a build --out folder or the version folder."""
-  data_dir = os.path.abspath(data_dir)
-  if os.path.exists(os.path.join(data_dir, 'dataset_info.json')):
-    return data_dir, os.path.dirname(os.path.dirname(data_dir))
+  where = fileio.path(data_dir)  # a local folder or an object-storage URL (gs://bucket/data)
+  data_dir = str(where)
+  if (where / 'dataset_info.json').exists():
+    return data_dir, str(where.parent.parent)
   version_dir = records.dataset_dir(data_dir, name)
-  if not os.path.exists(os.path.join(version_dir, 'dataset_info.json')):
+  if not (fileio.path(version_dir) / 'dataset_info.json').exists():
     raise FileNotFoundError(f'no {name} dataset in {data_dir} (build one with python -m gid_jax.data.build)')
   return version_dir, data_dir
 
 
 def load_stats(data_dir: str) -> norm_lib.NormStats:
-  return norm_lib.NormStats.load(os.path.join(_resolve(data_dir)[1], norm_lib.STATS_FILENAME))
+  return norm_lib.NormStats.load(str(fileio.path(_resolve(data_dir)[1]) / norm_lib.STATS_FILENAME))
 
 
 def training_stats(data_dir: str, normalize: str = '', num_freqs: int = 0) -> norm_lib.NormStats:

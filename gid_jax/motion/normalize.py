@@ -20,12 +20,12 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
 from typing import Iterable, Sequence
 
 import jax.numpy as jnp
 import numpy as np
 
+from gid_jax import fileio
 from gid_jax.fileio import atomic_write_text
 
 MODES = ('adaptive', 'image_size')
@@ -75,12 +75,12 @@ class NormStats:
 
   @classmethod
   def load(cls, path: str) -> 'NormStats':
-    if os.path.isdir(path):
-      path = os.path.join(path, STATS_FILENAME)
-    if not os.path.exists(path):
-      raise FileNotFoundError(f'normalisation statistics not found: {path}')
-    with open(path) as f:
-      return cls.from_json(f.read())
+    where = fileio.path(path)  # local, or object storage (gs://)
+    if where.is_dir():
+      where = where / STATS_FILENAME
+    if not where.exists():
+      raise FileNotFoundError(f'normalisation statistics not found: {where}')
+    return cls.from_json(where.read_text())
 
 
 def _xp(x):

@@ -20,8 +20,8 @@ from __future__ import annotations
 import copy
 import importlib
 import json
-import os
 
+from gid_jax import fileio
 from gid_jax.errors import InputError
 
 # What makes two configs the same run (resuming with a different value would be another experiment, or fail
@@ -115,19 +115,16 @@ def _without(d: dict, paths) -> dict:
 
 def steps(workdir: str) -> list[int]:
   """Finished checkpoint steps in ``workdir`` (sorted); [] if none."""
-  ckpt = os.path.join(workdir, 'checkpoints')
-  if not os.path.isdir(ckpt):
+  ckpt = fileio.path(workdir) / 'checkpoints'
+  if not ckpt.is_dir():
     return []
-  return sorted(int(n) for n in os.listdir(ckpt)
-                if n.isdigit() and os.path.isfile(os.path.join(ckpt, n, '_CHECKPOINT_METADATA')))
+  return sorted(int(p.name) for p in ckpt.iterdir() if p.name.isdigit() and (p / '_CHECKPOINT_METADATA').is_file())
 
 
 def read_item(workdir: str, step: int, item: str) -> dict | None:
   """The JSON item ``item`` (config, facts) of checkpoint ``step`` in ``workdir``; None if absent or unreadable."""
-  path = os.path.join(workdir, 'checkpoints', str(step), item, 'metadata')
   try:
-    with open(path, encoding='utf-8') as f:
-      return json.load(f)
+    return json.loads((fileio.path(workdir) / 'checkpoints' / str(step) / item / 'metadata').read_text())
   except (OSError, ValueError):
     return None
 
@@ -161,7 +158,7 @@ def resolve(config: dict, facts: dict) -> dict:
 
 def check_run(workdir: str, trainers: tuple[str, ...], option: str) -> dict:
   """The stored config of the run or export at ``workdir``; InputError if it is not one of ``trainers``."""
-  if not os.path.isdir(workdir):
+  if not fileio.path(workdir).is_dir():
     raise InputError(f'{option} {workdir}: no such folder')
   config = stored_config(workdir)
   if config is None:

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
 from typing import Any, Callable
 
 import jax
@@ -23,7 +22,7 @@ import optax
 import orbax.checkpoint as ocp
 from flax import nnx
 
-from gid_jax import runs
+from gid_jax import fileio, runs
 from gid_jax.models import ldm as ldm_lib
 from gid_jax.models import renderer as renderer_lib
 from gid_jax.models import vae as vae_lib
@@ -110,14 +109,14 @@ def abstract(tree, shardings=None):
 
 def manager(workdir: str, keep: int = 3) -> ocp.CheckpointManager:
   return ocp.CheckpointManager(
-      os.path.abspath(os.path.join(workdir, 'checkpoints')),
+      str(fileio.path(workdir) / 'checkpoints'),
       options=ocp.CheckpointManagerOptions(create=True, max_to_keep=keep))
 
 
 def latest(workdir: str, step: int | None = None):
   """(manager, step) of the latest (or the given) checkpoint in ``workdir``; FileNotFoundError if none."""
-  ckpt_dir = os.path.join(os.path.abspath(workdir), 'checkpoints')
-  if not os.path.isdir(ckpt_dir):  # checked first: the manager would create the folder
+  ckpt_dir = fileio.path(workdir) / 'checkpoints'
+  if not ckpt_dir.is_dir():  # checked first: the manager would create the folder
     raise FileNotFoundError(f'no checkpoint in {ckpt_dir}')
   mngr = manager(workdir)
   step = mngr.latest_step() if step is None else step
@@ -139,7 +138,7 @@ def read_run(workdir: str, step: int | None = None):
 
 def _exported(workdir: str, step: int) -> bool:
   """Whether checkpoint ``step`` of ``workdir`` is an export (``model`` item) rather than a run (``state``)."""
-  return os.path.isdir(os.path.join(os.path.abspath(workdir), 'checkpoints', str(step), 'model'))
+  return (fileio.path(workdir) / 'checkpoints' / str(step) / 'model').is_dir()
 
 
 def _plain(config) -> dict:

@@ -33,7 +33,9 @@ import dataclasses
 import json
 import logging
 import os
+import shutil
 import signal
+import tempfile
 import threading
 import time
 from typing import Any, Callable
@@ -47,6 +49,7 @@ import orbax.checkpoint as ocp
 from flax import nnx
 from jax.experimental import multihost_utils
 
+from gid_jax import fileio
 from gid_jax import sharding as sharding_lib
 from gid_jax.models import layers
 from gid_jax.progress import Progress
@@ -259,7 +262,18 @@ def _has_data_state(mngr, step: int) -> bool:
   """Whether grain saved an iterator state for this process layout: it writes one file per process, named
   for the process count, so a run resumed on a different number of processes finds none for itself."""
   name = f'process_{jax.process_index()}-of-{jax.process_count()}.json'
-  return os.path.exists(os.path.join(os.fspath(mngr.directory), str(step), 'data', name))
+  return (fileio.path(os.fspath(mngr.directory)) / str(step) / 'data' / name).exists()
+
+
+def _upload(local_dir: str, dest) -> None:
+  """Copy a local folder's files into ``dest`` (an epath: object storage), then remove the local folder."""
+  for root, _, files in os.walk(local_dir):
+    for f in files:
+      target = dest / os.path.relpath(os.path.join(root, f), local_dir)
+      target.parent.mkdir(parents=True, exist_ok=True)
+      with open(os.path.join(root, f), 'rb') as src:
+        target.write_bytes(src.read())
+  shutil.rmtree(local_dir, ignore_errors=True)
 
 
 def train(config, workdir: str, task: Task, progress: bool = True) -> dict:
@@ -268,7 +282,7 @@ def train(config, workdir: str, task: Task, progress: bool = True) -> dict:
 
   given, facts = json.loads(config.to_json_best_effort()), dict(task.facts)
   config = run_config(config, task)
-  os.makedirs(workdir, exist_ok=True)
+  fileio.path(workdir).mkdir(parents=True, exist_ok=True)
   writer = make_writer(workdir, enabled=jax.process_index() == 0)
   mesh = sharding_lib.make_mesh(config)
   mngr = checkpoints.manager(workdir, config.keep_checkpoints)
@@ -346,7 +360,10 @@ def train(config, workdir: str, task: Task, progress: bool = True) -> dict:
     window = {'t': time.perf_counter(), 'steps': 0, 'wait': 0.0}  # throughput since the last log step
     for step in range(start, config.num_steps):
       if step == trace_from:
-        jax.profiler.start_trace(os.path.join(workdir, PROFILE_DIR))
+        # The trace goes to a local folder and, for a workdir in object storage, is uploaded after.
+        trace_dir = (tempfile.mkdtemp(prefix='gid_jax-profile-') if fileio.is_remote(workdir)
+                     else os.path.join(workdir, PROFILE_DIR))
+        jax.profiler.start_trace(trace_dir)
       t_wait = time.perf_counter()
       local = next(data)
       window['wait'] += time.perf_counter() - t_wait
@@ -360,6 +377,8 @@ def train(config, workdir: str, task: Task, progress: bool = True) -> dict:
       if trace_from is not None and done == trace_from + config.profile_steps:
         jax.block_until_ready(state)
         jax.profiler.stop_trace()
+        if fileio.is_remote(workdir):
+          _upload(trace_dir, fileio.path(workdir) / PROFILE_DIR)
       pending.append((done, metrics['loss']))
       bar(done)
       log_now = done % config.log_every == 0 or done == config.num_steps
