@@ -25,6 +25,7 @@ BENCHMARKS = (
     ('render', {}, {'frames': 20, 'width': 64, 'height': 40, 'sizes': ('tiny',)}),
     ('diffusion', {}, {'steps': 1, 'sample_steps': 5, 'paper': False}),
     ('loops', {}, {'num_frames': 30, 'steps': 2}),
+    ('input', {}, {'scenes': 1, 'batch': 2, 'batches': 2, 'workers': (0, 2)}),
 )
 
 
@@ -75,6 +76,11 @@ def summarize(name: str, result) -> list[tuple]:
     for r in result[1:2]:
       rows.append((f'loop closure error, {r["sampling"]}', r['position'], 'px', result[0]['sampling'], ref,
                    _ratio(ref, r['position'])))
+  elif name == 'input':
+    by = {r['workers']: r['examples_per_s'] for r in result['rows']}
+    best = max(by, key=by.get)
+    rows.append((f'input examples/s ({best} workers)', by[best], 'ex/s', 'one pod host needs', result['need_per_host'],
+                 _ratio(by[best], result['need_per_host'])))
   return rows
 
 

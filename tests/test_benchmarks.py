@@ -21,6 +21,14 @@ def test_extraction_benchmark_runs():
   assert new['probe_bin_exact'] and abs(new['probe_amplitude_ratio'] - 1) < 0.2
 
 
+def test_input_benchmark_runs_with_grain_workers():
+  """Also the regression test of grain workers under our argparse commands (absl flags were unparsed)."""
+  from benchmarks import input as input_bench  # pylint: disable=g-import-not-at-top
+  r = input_bench.run(scenes=1, batch=2, batches=2, workers=(0, 2))
+  assert [row['workers'] for row in r['rows']] == [0, 2] and all(row['examples_per_s'] > 0 for row in r['rows'])
+  assert r['need_total'] == 64 / 0.2 and '| 2 |' in input_bench.report(r)
+
+
 def test_render_benchmark_runs():
   from benchmarks import render
   lines = []

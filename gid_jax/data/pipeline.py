@@ -18,6 +18,7 @@ from __future__ import annotations
 import dataclasses
 
 import grain
+from absl import flags as absl_flags
 import jax
 import numpy as np
 import tensorflow_datasets as tfds
@@ -149,6 +150,10 @@ def make_dataset(data_dir: str, split: str = 'train', *, batch_size: int, seed: 
   ds = ds.map(prep).batch(batch_size, drop_remainder=drop_remainder)
   it = ds.to_iter_dataset(read_options(prefetch))
   if worker_count > 0:
+    # grain's worker processes read absl flags (its own options), which our argparse commands never parse:
+    # without this, worker_count > 0 failed with UnparsedFlagAccessError. Parsed as "no command-line flags".
+    if not absl_flags.FLAGS.is_parsed():
+      absl_flags.FLAGS.mark_as_parsed()
     it = it.mp_prefetch(grain.MultiprocessingOptions(num_workers=worker_count))
   return it
 
