@@ -16,8 +16,10 @@
 # --distributed=on makes every process call jax.distributed.initialize(), which reads the slice's layout
 # (workers, this host's index, the coordinator = worker 0) from the TPU VM metadata server. The mesh spans
 # all chips of the slice: config.mesh data=-1 by default; e.g. --config.mesh.fsdp=8 for a model that does
-# not fit one chip. --workdir and --config.data_dir must be the same path on every host (a gcsfuse or
-# Filestore mount): checkpoints are written by all hosts together, metrics by host 0.
+# not fit one chip. --workdir must be the same for every host: a gs:// URL (the cloud extra) or a shared mount;
+# checkpoints are written by all hosts together, metrics by host 0. --config.data_dir must be a local path on
+# every host (a copy on its disk or a gcsfuse mount). SIGTERM (maintenance, preemption) saves and exits 0:
+# rerun the same command to resume.
 set -euo pipefail
 
 : "${TPU_NAME:?set TPU_NAME to the TPU VM slice name}"
