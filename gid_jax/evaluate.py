@@ -54,7 +54,7 @@ from gid_jax.errors import InputError
 from gid_jax.eval import frechet
 from gid_jax.eval import metrics
 from gid_jax.eval import motion_report
-from gid_jax.fileio import atomic_path, atomic_write_text
+from gid_jax.fileio import atomic_path
 from gid_jax.motion import normalize as norm_lib
 from gid_jax.motion import spectral
 from gid_jax.progress import Progress
@@ -128,8 +128,18 @@ def _checkpoint_steps(run: str) -> int:
 def _checkpoint_fingerprint(run: str) -> str:
   """Names, sizes and modification times of the latest checkpoint's files: a retrained or re-exported run
   at the same path and step count (e.g. a new bundled model) must not reuse cached features."""
-  step_dir = os.path.join(run, 'checkpoints', str(_checkpoint_steps(run)))
   h = hashlib.sha1()
+  if fileio.is_remote(run):  # object storage: names, sizes and modification times (seconds) through epath
+    step = fileio.path(run) / 'checkpoints' / str(_checkpoint_steps(run))
+    todo, files = [step], []
+    while todo:  # epath refuses '**' on GCS: list folder by folder
+      for q in todo.pop().iterdir():
+        (todo if q.is_dir() else files).append(q)
+    for p in sorted(files):
+      st = p.stat()
+      h.update(f'{p.relative_to(step)}:{st.length}:{st.mtime};'.encode())
+    return h.hexdigest()[:16]
+  step_dir = os.path.join(run, 'checkpoints', str(_checkpoint_steps(run)))
   for root, _, files in sorted(os.walk(step_dir)):
     for f in sorted(files):
       st = os.stat(os.path.join(root, f))
@@ -228,21 +238,22 @@ def distances(real: dict, fake: dict, config) -> dict:
 
 
 class _Cache:
-  """Features per (set, method) in ``out_dir/cache``, keyed by what produced them; written atomically."""
+  """Features per (set, method) in ``out_dir/cache``, keyed by what produced them; written atomically (an
+  object in object storage is written whole)."""
 
   def __init__(self, out_dir: str, enabled: bool):
-    self.dir = os.path.join(out_dir, 'cache')
+    self.dir = fileio.path(out_dir) / 'cache'
     self.enabled = enabled
-    os.makedirs(self.dir, exist_ok=True)
+    self.dir.mkdir(parents=True, exist_ok=True)
 
-  def _path(self, key: str) -> str:
-    return os.path.join(self.dir, hashlib.sha1(key.encode()).hexdigest()[:16] + '.npz')
+  def _path(self, key: str):
+    return self.dir / (hashlib.sha1(key.encode()).hexdigest()[:16] + '.npz')
 
   def get(self, key: str):
     path = self._path(key)
-    if not self.enabled or not os.path.exists(path):
+    if not self.enabled or not path.exists():
       return None
-    with np.load(path, allow_pickle=False) as z:
+    with np.load(io.BytesIO(path.read_bytes()), allow_pickle=False) as z:
       if str(z['_key']) != key:
         return None
       return {k: z[k] for k in z.files if k != '_key'}
@@ -250,15 +261,23 @@ class _Cache:
   def put(self, key: str, arrays: dict) -> None:
     buf = io.BytesIO()
     np.savez(buf, _key=np.asarray(key), **arrays)
-    with atomic_path(self._path(key)) as tmp:
-      with open(tmp, 'wb') as f:
-        f.write(buf.getvalue())
+    _write(self._path(key), buf.getvalue())
+
+
+def _write(path, data) -> None:
+  """``data`` (bytes or str) to ``path`` (an epath): atomically on a local disk, as one object in a bucket."""
+  if fileio.is_remote(path):
+    path.write_bytes(data if isinstance(data, bytes) else data.encode())
+    return
+  with atomic_path(str(path)) as tmp:
+    with open(tmp, 'wb') as f:
+      f.write(data if isinstance(data, bytes) else data.encode())
 
 
 def _method_key(name: str, method, evalset: EvalSet, config) -> str:
   run_id = ''
   if method.kind == 'ldm':
-    run_id = (f'{os.path.abspath(method.run)}:{_checkpoint_steps(method.run)}:{_checkpoint_fingerprint(method.run)}:'
+    run_id = (f'{fileio.absolute(method.run)}:{_checkpoint_steps(method.run)}:{_checkpoint_fingerprint(method.run)}:'
               f'{config.sampling.to_json()}')
   # The true volumes enter the motion metrics of every method (and are the 'truth' method's videos): their
   # hash keeps a cache made with other flow settings (or older targets) from being reused.
@@ -289,7 +308,7 @@ def check_config(config) -> None:
     m = config.methods[name]
     if m.kind not in KINDS:
       raise EvalError(f'methods.{name}.kind must be one of {KINDS}, got {m.kind!r}')
-    if m.kind == 'ldm' and not os.path.isdir(os.path.join(m.run, 'checkpoints')):
+    if m.kind == 'ldm' and not (fileio.path(m.run) / 'checkpoints').is_dir():
       raise EvalError(f'methods.{name}.run: no LDM checkpoint in {m.run!r} (train it, or drop the method '
                       f'with --config.order)')
     if m.splat not in ('', 'softmax', 'average', 'linear'):
@@ -327,7 +346,7 @@ def evaluate(config, progress: bool = False) -> dict:
   """Run every method on every set (see module docstring); returns the results dict also written to JSON."""
   check_config(config)
   show = Progress(progress)
-  os.makedirs(config.out_dir, exist_ok=True)
+  fileio.path(config.out_dir).mkdir(parents=True, exist_ok=True)
   cache = _Cache(config.out_dir, not config.overwrite)
   renderer_dir = config.renderer or (animate.DEFAULT_RENDERER if os.path.isdir(animate.DEFAULT_RENDERER) else '')
   renderer = animate.load_renderer(renderer_dir) if renderer_dir != 'none' else None
@@ -373,8 +392,8 @@ def evaluate(config, progress: bool = False) -> dict:
       log.info('%s / %s: %s (%.0f s)', set_name, name, {k: row[k] for k in ('fid', 'fvd')}, time.time() - t0)
     results['sets'][set_name] = {'label': set_cfg.label, 'clips': len(evalset.clip_ids),
                                  'videos': set_cfg.videos, 'methods': rows}
-  atomic_write_text(os.path.join(config.out_dir, 'results.json'), json.dumps(results, indent=1))
-  atomic_write_text(os.path.join(config.out_dir, 'results.md'), markdown(results))
+  _write(fileio.path(config.out_dir) / 'results.json', json.dumps(results, indent=1))
+  _write(fileio.path(config.out_dir) / 'results.md', markdown(results))
   return results
 
 
@@ -386,7 +405,7 @@ def _train_steps(method) -> str:
   if cfg.get('trainable') == 'freq_attn' and cfg.get('stage1_workdir'):
     # An export (the bundled model) no longer has its stage-1 run beside it: its steps are unknown here.
     stage1 = cfg['stage1_workdir']
-    steps.insert(0, _checkpoint_steps(stage1) if os.path.isdir(stage1) else '?')
+    steps.insert(0, _checkpoint_steps(stage1) if fileio.path(stage1).is_dir() else '?')
   return ' + '.join(str(s) for s in steps)
 
 
@@ -432,7 +451,8 @@ def build_parser():
 def precheck(config, overwrite: bool) -> None:
   """Every check that needs no model or data loading: config values, the sets' folders, the output folder."""
   out = config.out_dir
-  earlier = os.path.isfile(os.path.join(out, 'results.json')) or os.path.isdir(os.path.join(out, 'cache'))
+  where = fileio.path(out)  # a local folder or an object-storage URL
+  earlier = (where / 'results.json').is_file() or (where / 'cache').is_dir()
   if not earlier:
     fileio.check_output(out, overwrite, '--config.out_dir', kind='dir')
   check_config(config)

@@ -1,5 +1,6 @@
-"""Run folders in object storage: training, resuming, metrics, TensorBoard events, evaluation and export with
-``gs://`` paths, against a local GCS emulator (tests/gcs_emulator.py), through the commands a user runs.
+"""Run folders in object storage: training, resuming, metrics, TensorBoard events, evaluation during training,
+export and the Table-1 evaluation with ``gs://`` paths, against a local GCS emulator (tests/gcs_emulator.py),
+through the commands a user runs.
 
 Datasets stay on local disk (``data_dir``): ArrayRecord files are read through their own C++ reader, which
 hung on a ``gs://`` path here, so the trainer refuses one in one line (docs/SCALING.md: copy or mount it).
@@ -89,6 +90,28 @@ def test_train_resume_evaluate_and_export_in_gcs(gcs, ldm_runs, tmp_path):
           'la, lb = (jax.tree.leaves(nnx.state(m, nnx.Param)) for m in (a, b)); '
           'print(max(float(np.abs(np.asarray(x) - np.asarray(y)).max()) for x, y in zip(la, lb)))')
   assert float(_read(gcs, code)) < 1e-5
+
+
+def test_the_table1_evaluation_reads_a_run_and_writes_its_report_in_gcs(gcs, ldm_runs, synthetic_dir):
+  """gid-export from a local run into the bucket, then gid-evaluate with that run and its out_dir in the bucket;
+  run again, the features come from the bucket's cache (same table)."""
+  _run(gcs, 'gid_jax.export', '--workdir', ldm_runs['s1'], '--out', 'gs://gid/s1')
+  args = ['gid_jax.evaluate', '--config=configs/eval.py:size=tiny', '--config.out_dir=gs://gid/eval',
+          '--config.methods.ours.run=gs://gid/s1', '--config.order=ours,repeat_i0', '--config.renderer=none',
+          f'--config.train_data={ldm_runs["data"]}', f'--config.sets.synthetic.videos={synthetic_dir}',
+          '--config.sets.synthetic.max_videos=2', '--config.sets.real.videos=', '--config.sampling.num_steps=2',
+          '--config.fvd_frames=(16,)', '--config.fid_frame_stride=10', '--config.sliding_fid_window=20']
+  _run(gcs, *args)
+  code = ('import json; from etils import epath; p = epath.Path("gs://gid/eval"); '
+          'r = json.loads((p / "results.json").read_text()); '
+          'print(json.dumps([r["sets"]["synthetic"]["methods"]["ours"]["fvd"], "| Repeat I_0 |" in '
+          '(p / "results.md").read_text(), sorted([q.name, q.stat().mtime] for q in (p / "cache").iterdir())]))')
+  import json  # pylint: disable=g-import-not-at-top
+  fvd, has_row, cache = json.loads(_read(gcs, code))
+  assert np.isfinite(fvd) and has_row and len(cache) == 3  # the real clips' features, ours, repeat I_0
+  time.sleep(1.5)  # object times are in seconds: a rewritten cache entry would show a later one
+  _run(gcs, *args)  # again, no --overwrite: an interrupted or extended evaluation reads the bucket's cache
+  assert json.loads(_read(gcs, code)) == [fvd, True, cache]  # same table, no cache entry written again
 
 
 def test_a_dataset_in_object_storage_is_refused_in_one_line(gcs):
