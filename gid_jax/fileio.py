@@ -9,6 +9,10 @@
 * Run folders (training workdirs, exports) may also be object-storage URLs (``gs://bucket/run``, any
   scheme etils.epath, orbax and tensorstore accept): :func:`path` and :func:`absolute` are how code reaches
   them. ``gs://`` needs the ``cloud`` extra (gcsfs); tensorstore has its own GCS client.
+* Datasets and video folders in object storage are read from a local mirror (:func:`download`; ArrayRecord's
+  and PyAV's readers open local files): ``$GID_JAX_CACHE`` (default ``~/.cache/gid_jax``) ``/mirror/<scheme>/
+  <bucket>/<path>``, one copy per host, only files missing or of another size fetched. The dataset builder
+  builds into the mirror of its ``--out`` URL and uploads the result (:func:`upload`).
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ import shutil
 import tempfile
 from typing import Iterator
 
+import filelock
 from etils import epath
 
 from gid_jax.errors import InputError
@@ -40,6 +45,54 @@ def absolute(name) -> str:
 def path(name) -> epath.Path:
   """``name`` (local path or URL) as an etils.epath.Path: one API for local disks and object storage."""
   return epath.Path(absolute(name))
+
+
+def mirror(url: str) -> str:
+  """The local folder that mirrors the object-storage folder ``url`` (module docstring)."""
+  scheme, rest = str(url).split('://', 1)
+  root = os.environ.get('GID_JAX_CACHE') or os.path.join(os.path.expanduser('~'), '.cache', 'gid_jax')
+  return os.path.join(root, 'mirror', scheme, *[p for p in rest.split('/') if p not in ('', '.', '..')])
+
+
+def _files(where: epath.Path) -> list[epath.Path]:
+  """Every file under ``where``, listed folder by folder (epath refuses '**' on GCS)."""
+  todo, files = [where], []
+  while todo:
+    for p in todo.pop().iterdir():
+      (todo if p.is_dir() else files).append(p)
+  return files
+
+
+def download(url: str) -> str:
+  """A local copy of the folder ``url`` (a local path is returned as it is): the files missing from its mirror
+  or of another size are fetched, each written atomically; processes on one host take turns (a file lock)."""
+  if not is_remote(url):
+    return url
+  local = mirror(url)
+  os.makedirs(local, exist_ok=True)
+  where = epath.Path(url)
+  if not where.is_dir():
+    raise FileNotFoundError(f'{url}: no such folder')
+  with filelock.FileLock(local.rstrip('/') + '.lock'):
+    for p in _files(where):
+      dest = os.path.join(local, str(p.relative_to(where)))
+      if os.path.isfile(dest) and os.path.getsize(dest) == p.stat().length:
+        continue
+      os.makedirs(os.path.dirname(dest), exist_ok=True)
+      with atomic_path(dest) as tmp:
+        with open(tmp, 'wb') as f:
+          f.write(p.read_bytes())
+  return local
+
+
+def upload(local: str, url: str) -> None:
+  """Copy every file of the local folder ``local`` to the object-storage folder ``url`` (each object whole)."""
+  where = epath.Path(url)
+  for root, _, files in os.walk(local):
+    for f in files:
+      target = where / os.path.relpath(os.path.join(root, f), local)
+      with open(os.path.join(root, f), 'rb') as src:
+        target.write_bytes(src.read())
 
 
 @contextlib.contextmanager

@@ -2,8 +2,8 @@
 export and the Table-1 evaluation with ``gs://`` paths, against a local GCS emulator (tests/gcs_emulator.py),
 through the commands a user runs.
 
-Datasets stay on local disk (``data_dir``): ArrayRecord files are read through their own C++ reader, which
-hung on a ``gs://`` path here, so the trainer refuses one in one line (docs/SCALING.md: copy or mount it).
+Datasets and videos in a bucket are read from a per-host local mirror (``gid_jax.fileio.download``):
+ArrayRecord's C++ reader, given a ``gs://`` path, hung here.
 """
 
 import os
@@ -114,8 +114,26 @@ def test_the_table1_evaluation_reads_a_run_and_writes_its_report_in_gcs(gcs, ldm
   assert json.loads(_read(gcs, code)) == [fvd, True, cache]  # same table, no cache entry written again
 
 
-def test_a_dataset_in_object_storage_is_refused_in_one_line(gcs):
+def test_build_into_gcs_and_train_from_it(gcs, ldm_runs, synthetic_dir, tmp_path):
+  """gid-build --out gs://...: built in the local mirror and uploaded; training with that data_dir reads it
+  through a fresh host's mirror (GID_JAX_CACHE) and sees the same examples as the local dataset."""
+  env = dict(gcs, GID_JAX_CACHE=str(tmp_path / 'builder_host'))
+  _run(env, 'gid_jax.data.build', '--videos', synthetic_dir, '--out', 'gs://gid/data', '--config=configs/data.py:size=tiny',
+       '--config.flow.method=ground_truth', '--config.filters.camera_motion_px=0', '--config.frame_pairs_per_clip=0')
+  train = ['gid_jax.train', '--config=configs/vae.py:size=tiny', '--config.model.widths=(8,16)',
+           '--config.batch_size=2', '--config.log_every=1', '--config.num_steps=2']
+  _run(dict(gcs, GID_JAX_CACHE=str(tmp_path / 'trainer_host')), *train, '--config.data_dir=gs://gid/data',
+       '--workdir', 'gs://gid/vae_on_gcs_data')
+  assert os.path.isdir(tmp_path / 'trainer_host' / 'mirror' / 'gs' / 'gid' / 'data' / 'gid_motion')
+  local = str(tmp_path / 'local')
+  _run(gcs, *train, f'--config.data_dir={ldm_runs["data"]}', '--workdir', local)
+  import json  # pylint: disable=g-import-not-at-top
+  from gid_jax.training import metrics  # pylint: disable=g-import-not-at-top
+  remote = json.loads(_read(gcs, 'import json; from gid_jax.training import metrics; '
+                                 'print(json.dumps(metrics.read_metrics("gs://gid/vae_on_gcs_data")))'))
+  np.testing.assert_allclose([m['loss'] for m in remote], [m['loss'] for m in metrics.read_metrics(local)],
+                             rtol=1e-6)
   p = subprocess.run([sys.executable, '-m', 'gid_jax.train', '--config=configs/vae.py:size=tiny',
-                      '--config.data_dir=gs://gid/data', '--workdir', 'gs://gid/refused'], cwd=ROOT, env=gcs,
+                      '--config.data_dir=gs://gid/nothing', '--workdir', 'gs://gid/refused'], cwd=ROOT, env=gcs,
                      capture_output=True, text=True, timeout=300, check=False)
-  assert p.returncode == 2 and 'datasets are read from local disk' in p.stderr
+  assert p.returncode == 2 and 'gs://gid/nothing: no such folder' in p.stderr

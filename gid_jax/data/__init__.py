@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 
+from gid_jax import fileio
 from gid_jax.errors import InputError
 
 DATASET_NAME = 'gid_motion'  # (image, spectral volume) pairs: the VAE and the LDM train on it
@@ -19,9 +20,13 @@ def check_built(data_dir: str, name: str = DATASET_NAME, option: str = '--config
   """InputError (one line) unless ``data_dir`` holds the built dataset ``name``."""
   if not data_dir:
     raise InputError(f'{option} is empty: pass a folder made by gid-build (python -m gid_jax.data.build)')
-  if '://' in str(data_dir):
-    raise InputError(f'{option} {data_dir}: datasets are read from local disk (the ArrayRecord reader opens '
-                     'local files); copy it there (gcloud storage cp -r) or mount the bucket (gcsfuse)')
+  if '://' in str(data_dir):  # object storage: checked there, read from a local mirror (fileio.download)
+    where = fileio.path(data_dir)
+    if not where.is_dir():
+      raise InputError(f'{option} {data_dir}: no such folder')
+    if not (where / name).is_dir():
+      raise InputError(f'{option} {data_dir} holds no {name} dataset (build one with gid-build)')
+    return
   if not os.path.isdir(data_dir):
     raise InputError(f'{option} {data_dir}: no such folder')
   if not os.path.isdir(os.path.join(data_dir, name)):

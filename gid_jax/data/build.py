@@ -322,23 +322,31 @@ def build_parser():
 
 def is_build_folder(out_dir: str) -> bool:
   """True if ``out_dir`` was made by this builder (a finished or interrupted build)."""
-  return (os.path.isfile(os.path.join(out_dir, REPORT_FILENAME))
-          or os.path.isdir(os.path.join(out_dir, 'cache')))
+  where = fileio.path(out_dir)
+  return (where / REPORT_FILENAME).is_file() or (where / 'cache').is_dir()
 
 
 def check_out(out_dir: str, overwrite: bool) -> None:
   """A new or empty folder, or an earlier build (resumed); anything else only with ``overwrite``."""
-  if os.path.isdir(out_dir) and is_build_folder(out_dir):
+  if fileio.path(out_dir).is_dir() and is_build_folder(out_dir):
     return
   fileio.check_output(out_dir, overwrite, '--out', kind='dir')
 
 
 def run(args) -> None:
   validate_config(args.config)
-  if not video_lib.list_videos(args.videos):
+  # Object storage (gs://...): videos are read from their local mirror; the dataset is built in the local
+  # mirror of --out (an earlier build there is fetched first, so the build resumes) and uploaded at the end.
+  videos = fileio.download(args.videos) if fileio.is_remote(args.videos) else args.videos
+  if not video_lib.list_videos(videos):
     raise BuildError(f'no video files ({", ".join(video_lib.VIDEO_EXTENSIONS)}) found in {args.videos}')
   check_out(args.out, args.overwrite)
-  report = build(args.videos, args.out, args.config, keep_cache=args.keep_cache, progress=args.progress)
+  out = args.out
+  if fileio.is_remote(out):
+    out = fileio.download(out) if fileio.path(out).is_dir() else fileio.mirror(out)
+  report = build(videos, out, args.config, keep_cache=args.keep_cache, progress=args.progress)
+  if out != args.out:
+    fileio.upload(out, args.out)
   print(report.summary())
 
 

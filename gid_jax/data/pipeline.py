@@ -16,6 +16,7 @@ with exactly the next batch.
 from __future__ import annotations
 
 import dataclasses
+import functools
 
 import grain
 from absl import flags as absl_flags
@@ -29,9 +30,15 @@ from gid_jax.data import records
 from gid_jax.motion import normalize as norm_lib
 
 
+@functools.lru_cache(maxsize=None)
+def _local(data_dir: str) -> str:
+  """``data_dir``, or for a URL (gs://bucket/data) its local mirror, brought up to date once per process."""
+  return fileio.download(data_dir)
+
+
 def _resolve(data_dir: str, name: str = DATASET_NAME) -> tuple[str, str]:
   """(TFDS version folder, folder holding norm_stats.json) from a build --out folder or the version folder."""
-  where = fileio.path(data_dir)  # a local folder or an object-storage URL (gs://bucket/data)
+  where = fileio.path(_local(data_dir))  # a dataset in object storage is read from its local mirror
   data_dir = str(where)
   if (where / 'dataset_info.json').exists():
     return data_dir, str(where.parent.parent)
