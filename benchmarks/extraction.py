@@ -41,12 +41,26 @@ TARGETS = (
 )
 
 
-class _PeakRSS:
-  """Samples this process's resident memory every 5 ms: peak and starting value over a block."""
+class PeakRSS:
+  """Samples resident memory every 5 ms: peak and starting value over a block, of this process or (with
+  ``children``) of it and its child processes (e.g. grain workers)."""
+
+  def __init__(self, children: bool = False):
+    self.children = children
+
+  def rss(self) -> int:
+    procs = [self.proc] + (self.proc.children(recursive=True) if self.children else [])
+    total = 0
+    for p in procs:
+      try:
+        total += p.memory_info().rss
+      except psutil.Error:  # a child that has just exited
+        pass
+    return total
 
   def __enter__(self):
     self.proc = psutil.Process(os.getpid())
-    self.start = self.peak = self.proc.memory_info().rss
+    self.start = self.peak = self.rss()
     self._stop = threading.Event()
     self._thread = threading.Thread(target=self._poll, daemon=True)
     self._thread.start()
@@ -54,12 +68,12 @@ class _PeakRSS:
 
   def _poll(self):
     while not self._stop.wait(0.005):
-      self.peak = max(self.peak, self.proc.memory_info().rss)
+      self.peak = max(self.peak, self.rss())
 
   def __exit__(self, *exc):
     self._stop.set()
     self._thread.join()
-    self.peak = max(self.peak, self.proc.memory_info().rss)
+    self.peak = max(self.peak, self.rss())
 
 
 def _config(size: str, **flow_overrides):
@@ -107,7 +121,7 @@ def run(size: str = 'small', scenes: int = 2, frames: int = 180, video_wh=(256, 
     c = _config(size, **overrides)
     motion = clips.ClipMotion(c)
     # Pass 1, timed and memory-sampled: exactly the builder's per-clip work (decode, flow, resize, FFT).
-    with _PeakRSS() as mem:
+    with PeakRSS() as mem:
       n, t0, rss = 0, time.perf_counter(), []
       for p in paths:
         for _, _, disp in clips.clips_with_motion(p, c, motion):

@@ -20,44 +20,12 @@ from __future__ import annotations
 import argparse
 import os
 import tempfile
-import threading
 import time
 
-import psutil
-
+from benchmarks import extraction
 from gid_jax.configs import data as data_config
 from gid_jax.configs import override
 from gid_jax.data import build, pipeline, synthetic
-
-
-def _rss_tree(proc: psutil.Process) -> int:
-  total = 0
-  for p in [proc] + proc.children(recursive=True):
-    try:
-      total += p.memory_info().rss
-    except psutil.Error:
-      pass
-  return total
-
-
-class _Peak:
-  """Peak resident memory of this process and its children while the block runs (sampled every 20 ms)."""
-
-  def __enter__(self):
-    self.proc = psutil.Process(os.getpid())
-    self.peak = _rss_tree(self.proc)
-    self._stop = threading.Event()
-    self._t = threading.Thread(target=self._poll, daemon=True)
-    self._t.start()
-    return self
-
-  def _poll(self):
-    while not self._stop.wait(0.02):
-      self.peak = max(self.peak, _rss_tree(self.proc))
-
-  def __exit__(self, *exc):
-    self._stop.set()
-    self._t.join()
 
 
 def make_data(root: str, scenes: int) -> str:
@@ -79,7 +47,7 @@ def run(scenes: int = 4, batch: int = 8, batches: int = 20, workers=(0, 2, 4), s
     build_s = time.perf_counter() - t0
     n = len(pipeline.data_source(data, 'train'))
     for w in workers:
-      with _Peak() as peak:
+      with extraction.PeakRSS(children=True) as peak:
         it = iter(pipeline.make_dataset(data, 'train', batch_size=batch, seed=0, worker_count=w, prefetch=4,
                                         shard_index=0, shard_count=1))
         first = time.perf_counter()
