@@ -365,6 +365,9 @@ def evaluate(config, progress: bool = False) -> dict:
       continue
     with show.phase(f'{set_name}: cutting clips and their true motion'):
       evalset = load_set(set_name, set_cfg, config)
+    if len(evalset.clip_ids) < 2:  # FID, KID and FVD estimate covariances: one clip cannot be scored
+      raise EvalError(f'sets.{set_name}: {len(evalset.clip_ids)} clip(s) in {set_cfg.videos}; the video metrics '
+                      'need at least 2 (more videos, or a larger max_videos / clips_per_video)')
     real_key = f'{set_name}|real|{len(evalset.clip_ids)}|{"".join(evalset.clip_ids)}|{_feature_settings(config)}'
     real = cache.get(real_key)
     if real is None:

@@ -96,6 +96,12 @@ def test_the_table1_evaluation_reads_a_run_and_writes_its_report_in_gcs(gcs, ldm
   """gid-export from a local run into the bucket, then gid-evaluate with that run and its out_dir in the bucket;
   run again, the features come from the bucket's cache (same table)."""
   _run(gcs, 'gid_jax.export', '--workdir', ldm_runs['s1'], '--out', 'gs://gid/s1')
+  one = subprocess.run([sys.executable, '-m', 'gid_jax.evaluate', '--config=configs/eval.py:size=tiny',
+                        '--config.out_dir=gs://gid/eval_one', '--config.order=repeat_i0', '--config.renderer=none',
+                        f'--config.train_data={ldm_runs["data"]}', f'--config.sets.synthetic.videos={synthetic_dir}',
+                        '--config.sets.synthetic.max_videos=1', '--config.sets.real.videos=', '--no-progress'],
+                       cwd=ROOT, env=gcs, capture_output=True, text=True, timeout=300, check=False)
+  assert one.returncode == 2 and 'the video metrics need at least 2' in one.stderr, one.stderr[-2000:]
   args = ['gid_jax.evaluate', '--config=configs/eval.py:size=tiny', '--config.out_dir=gs://gid/eval',
           '--config.methods.ours.run=gs://gid/s1', '--config.order=ours,repeat_i0', '--config.renderer=none',
           f'--config.train_data={ldm_runs["data"]}', f'--config.sets.synthetic.videos={synthetic_dir}',
