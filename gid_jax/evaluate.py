@@ -54,7 +54,6 @@ from gid_jax.errors import InputError
 from gid_jax.eval import frechet
 from gid_jax.eval import metrics
 from gid_jax.eval import motion_report
-from gid_jax.fileio import atomic_path
 from gid_jax.motion import normalize as norm_lib
 from gid_jax.motion import spectral
 from gid_jax.progress import Progress
@@ -131,11 +130,7 @@ def _checkpoint_fingerprint(run: str) -> str:
   h = hashlib.sha1()
   if fileio.is_remote(run):  # object storage: names, sizes and modification times (seconds) through epath
     step = fileio.path(run) / 'checkpoints' / str(_checkpoint_steps(run))
-    todo, files = [step], []
-    while todo:  # epath refuses '**' on GCS: list folder by folder
-      for q in todo.pop().iterdir():
-        (todo if q.is_dir() else files).append(q)
-    for p in sorted(files):
+    for p in sorted(fileio.files(step)):
       st = p.stat()
       h.update(f'{p.relative_to(step)}:{st.length}:{st.mtime};'.encode())
     return h.hexdigest()[:16]
@@ -261,17 +256,7 @@ class _Cache:
   def put(self, key: str, arrays: dict) -> None:
     buf = io.BytesIO()
     np.savez(buf, _key=np.asarray(key), **arrays)
-    _write(self._path(key), buf.getvalue())
-
-
-def _write(path, data) -> None:
-  """``data`` (bytes or str) to ``path`` (an epath): atomically on a local disk, as one object in a bucket."""
-  if fileio.is_remote(path):
-    path.write_bytes(data if isinstance(data, bytes) else data.encode())
-    return
-  with atomic_path(str(path)) as tmp:
-    with open(tmp, 'wb') as f:
-      f.write(data if isinstance(data, bytes) else data.encode())
+    fileio.atomic_write_bytes(str(self._path(key)), buf.getvalue())
 
 
 def _method_key(name: str, method, evalset: EvalSet, config) -> str:
@@ -395,8 +380,8 @@ def evaluate(config, progress: bool = False) -> dict:
       log.info('%s / %s: %s (%.0f s)', set_name, name, {k: row[k] for k in ('fid', 'fvd')}, time.time() - t0)
     results['sets'][set_name] = {'label': set_cfg.label, 'clips': len(evalset.clip_ids),
                                  'videos': set_cfg.videos, 'methods': rows}
-  _write(fileio.path(config.out_dir) / 'results.json', json.dumps(results, indent=1))
-  _write(fileio.path(config.out_dir) / 'results.md', markdown(results))
+  fileio.atomic_write_text(str(fileio.path(config.out_dir) / 'results.json'), json.dumps(results, indent=1))
+  fileio.atomic_write_text(str(fileio.path(config.out_dir) / 'results.md'), markdown(results))
   return results
 
 

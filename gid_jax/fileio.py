@@ -54,7 +54,7 @@ def mirror(url: str) -> str:
   return os.path.join(root, 'mirror', scheme, *[p for p in rest.split('/') if p not in ('', '.', '..')])
 
 
-def _files(where: epath.Path) -> list[epath.Path]:
+def files(where: epath.Path) -> list[epath.Path]:
   """Every file under ``where``, listed folder by folder (epath refuses '**' on GCS)."""
   todo, files = [where], []
   while todo:
@@ -74,7 +74,7 @@ def download(url: str) -> str:
   if not where.is_dir():
     raise FileNotFoundError(f'{url}: no such folder')
   with filelock.FileLock(local.rstrip('/') + '.lock'):
-    for p in _files(where):
+    for p in files(where):
       dest = os.path.join(local, str(p.relative_to(where)))
       if os.path.isfile(dest) and os.path.getsize(dest) == p.stat().length:
         continue
@@ -131,6 +131,11 @@ def atomic_path(path: str, *, is_dir: bool = False) -> Iterator[str]:
 
 
 def atomic_write_bytes(path: str, data: bytes) -> None:
+  """``data`` to ``path``: renamed into place on a local disk; in object storage, one object written whole
+  (readers see the old object or the new one there too)."""
+  if is_remote(path):
+    epath.Path(path).write_bytes(data)
+    return
   with atomic_path(path) as tmp:
     with open(tmp, 'wb') as f:
       f.write(data)

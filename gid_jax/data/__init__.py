@@ -6,8 +6,6 @@ The names of a built dataset's parts live here (no heavy imports), so that the e
 
 from __future__ import annotations
 
-import os
-
 from gid_jax import fileio
 from gid_jax.errors import InputError
 
@@ -20,15 +18,9 @@ def check_built(data_dir: str, name: str = DATASET_NAME, option: str = '--config
   """InputError (one line) unless ``data_dir`` holds the built dataset ``name``."""
   if not data_dir:
     raise InputError(f'{option} is empty: pass a folder made by gid-build (python -m gid_jax.data.build)')
-  if '://' in str(data_dir):  # object storage: checked there, read from a local mirror (fileio.download)
-    where = fileio.path(data_dir)
-    if not where.is_dir():
-      raise InputError(f'{option} {data_dir}: no such folder')
-    if not (where / name).is_dir():
-      raise InputError(f'{option} {data_dir} holds no {name} dataset (build one with gid-build)')
-    return
-  if not os.path.isdir(data_dir):
+  where = fileio.path(data_dir)  # a local folder, or object storage (read from a local mirror: fileio.download)
+  if not where.is_dir():
     raise InputError(f'{option} {data_dir}: no such folder')
-  if not os.path.isdir(os.path.join(data_dir, name)):
+  if not (where / name).is_dir():
     raise InputError(f'{option} {data_dir} holds no {name} dataset (build one with gid-build; '
                      f'the frames dataset needs frame_pairs_per_clip > 0)')

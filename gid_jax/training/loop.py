@@ -265,17 +265,6 @@ def _has_data_state(mngr, step: int) -> bool:
   return (fileio.path(os.fspath(mngr.directory)) / str(step) / 'data' / name).exists()
 
 
-def _upload(local_dir: str, dest) -> None:
-  """Copy a local folder's files into ``dest`` (an epath: object storage), then remove the local folder."""
-  for root, _, files in os.walk(local_dir):
-    for f in files:
-      target = dest / os.path.relpath(os.path.join(root, f), local_dir)
-      target.parent.mkdir(parents=True, exist_ok=True)
-      with open(os.path.join(root, f), 'rb') as src:
-        target.write_bytes(src.read())
-  shutil.rmtree(local_dir, ignore_errors=True)
-
-
 def train(config, workdir: str, task: Task, progress: bool = True) -> dict:
   """Train (or resume) until ``config.num_steps``; returns the last logged metrics. ``config`` is the config as
   given (stored as is); the model, data and callbacks see it with ``task.facts`` laid over it."""
@@ -327,7 +316,8 @@ def train(config, workdir: str, task: Task, progress: bool = True) -> dict:
       params, frozen = multihost_utils.process_allgather((params, frozen), tiled=True)
     if jax.process_index() != 0:
       return {}
-    scores = evaluate(nnx.merge(graphdef, params, frozen, rest), jax.random.fold_in(key, 2 ** 31 - 1))  # one key, never a step's
+    # One key for every evaluation, never a step's.
+    scores = evaluate(nnx.merge(graphdef, params, frozen, rest), jax.random.fold_in(key, 2 ** 31 - 1))
     scores = {f'eval/{k}': float(v) for k, v in scores.items()}
     scores['eval/seconds'] = time.perf_counter() - t
     writer.write_scalars(done, scores)
@@ -378,7 +368,8 @@ def train(config, workdir: str, task: Task, progress: bool = True) -> dict:
         jax.block_until_ready(state)
         jax.profiler.stop_trace()
         if fileio.is_remote(workdir):
-          _upload(trace_dir, fileio.path(workdir) / PROFILE_DIR)
+          fileio.upload(trace_dir, str(fileio.path(workdir) / PROFILE_DIR))
+          shutil.rmtree(trace_dir, ignore_errors=True)
       pending.append((done, metrics['loss']))
       bar(done)
       log_now = done % config.log_every == 0 or done == config.num_steps
