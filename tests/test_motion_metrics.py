@@ -160,6 +160,8 @@ def test_amplitude_ratios_on_moving_and_still_pixels(rng):
   assert out['amp_moving_ratio'] == pytest.approx(1.5, rel=1e-6)
   assert out['amp_still_ratio'] == pytest.approx(rms_p[~moving].mean() / rms_t[moving].mean(), rel=1e-6)
   assert 0 < out['amp_still_ratio'] < 0.2
+  assert motion.amplitude_ratios(pred[None], true[None], 0.1) == (out['amp_moving_ratio'], out['amp_still_ratio'])
+  assert all(np.isnan(motion.amplitude_ratios(pred[None], np.zeros_like(true)[None], 0.1)))  # nothing moves
 
 
 def test_imag_real_ratio_flags_cosine_only_volumes(rng):

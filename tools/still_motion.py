@@ -48,8 +48,9 @@ def main():
   near = np.stack([ndimage.binary_dilation(m, iterations=2) for m in moving]) & still
   total = rp[still].sum()
   print(f'{a.checkpoint}, w = {a.guidance}: {len(true)} clips, {int(still_clip.sum())} entirely still')
-  print(f'amplitude, moving / true: {rp[moving].mean() / amp:.3f}; moving AUC {mm.moving_region_auc(pred, true, 0.1):.3f}')
-  print(f'amplitude, still / true moving: {rp[still].mean() / amp:.3f}')
+  amp_moving, amp_still = mm.amplitude_ratios(pred, true, 0.1)
+  print(f'amplitude, moving / true: {amp_moving:.3f}; moving AUC {mm.moving_region_auc(pred, true, 0.1):.3f}')
+  print(f'amplitude, still / true moving: {amp_still:.3f}')
   print(f'  share of it in entirely still clips: {rp[still_clip][still[still_clip]].sum() / total:.2f}')
   print(f'  the ratio without those clips: {rp[~still_clip][still[~still_clip]].mean() / amp:.3f}')
   print(f'  share within 2 px of moving pixels: {rp[near].sum() / total:.2f} '

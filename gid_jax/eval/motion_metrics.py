@@ -15,6 +15,9 @@ floats or float64 NumPy arrays.
   mean position, ``sqrt(2 sum_{k>=1} sum_c S_k,c^2)`` (Parseval: the root-mean-square over one period of
   the trajectory the volume describes, DC term excluded because a constant offset is not motion), exceeds
   ``threshold_px``. For one cosine of amplitude A this RMS is A / sqrt(2).
+* ``amplitude_ratios``: the mean RMS motion predicted on truly moving pixels over the truth's there (1 = the
+  right amount), and on truly still pixels over the truth's on moving ones (0 = still things stay still);
+  moving as for ``moving_region_iou``; nan when there is no moving (or no still) pixel.
 * ``pixel_spectrum_distance``: the Fréchet distance between the per-pixel log-amplitude spectra
   ``log(EPS + |S_k|)``, k >= 1 (:func:`pixel_features`, one K-1 vector per pixel) of the two sets of volumes:
   a distribution-level distance that needs no pairing of predicted and true pixels.
@@ -135,6 +138,18 @@ def loop_closure_error(disp_TxHxWx2) -> dict:
   v_last = last - disp[..., -2, :, :, :]
   norm = lambda x: np.sqrt(np.sum(x ** 2, axis=-1))
   return dict(position=float(np.mean(norm(last - first))), velocity=float(np.mean(norm(v_last - v_first))))
+
+
+def amplitude_ratios(pred_spec_KxHxWx4, true_spec_KxHxWx4, threshold_px: float = 0.5) -> tuple[float, float]:
+  """(moving, still) amplitude ratios (module docstring), pooled over every pixel of the batch."""
+  rms_p = np.asarray(motion_rms(pred_spec_KxHxWx4)).reshape(-1)
+  rms_t = np.asarray(motion_rms(true_spec_KxHxWx4)).reshape(-1)
+  moving = rms_t > threshold_px
+  if not moving.any():
+    return float('nan'), float('nan')
+  true_amp = float(rms_t[moving].mean())
+  still = float(rms_p[~moving].mean()) / true_amp if (~moving).any() else float('nan')
+  return float(rms_p[moving].mean()) / true_amp, still
 
 
 def log_amplitudes(spec_NxKxHxWx4) -> np.ndarray:

@@ -71,7 +71,7 @@ def motion_metrics(pred_NxKxHxWx4: np.ndarray, true_NxKxHxWx4: np.ndarray, movin
   k1 = feat_p.shape[1]
   rms_t, rms_p = np.asarray(mm.motion_rms(true)).reshape(-1), np.asarray(mm.motion_rms(pred)).reshape(-1)
   moving, moving_p = rms_t > moving_px, rms_p > moving_px
-  true_moving_amp = float(rms_t[moving].mean()) if moving.any() else float('nan')
+  amp_moving, amp_still = mm.amplitude_ratios(pred, true, moving_px)
   corr = lambda f: np.corrcoef(f, rowvar=False) if len(f) > k1 else np.full((k1, k1), np.nan)
   c_t, c_p = corr(feat_t[moving]), corr(feat_p[moving_p])
   return {
@@ -86,9 +86,8 @@ def motion_metrics(pred_NxKxHxWx4: np.ndarray, true_NxKxHxWx4: np.ndarray, movin
       'moving_fraction': float(moving_p.mean()),
       # Mean RMS motion predicted on truly moving pixels / the truth's there, and on truly still pixels /
       # the truth's on moving ones (nan when the set has no moving or no still pixel).
-      'amp_moving_ratio': float(rms_p[moving].mean()) / true_moving_amp if moving.any() else float('nan'),
-      'amp_still_ratio': (float(rms_p[~moving].mean()) / true_moving_amp if moving.any() and (~moving).any()
-                          else float('nan')),
+      'amp_moving_ratio': amp_moving,
+      'amp_still_ratio': amp_still,
       # Phase balance: mean |Im| / mean |Re| over bins k >= 1, predicted over the truth's (1 = as the truth;
       # near 0 = cosines only, every pixel at a turning point at frame 0: what a VAE that drops the
       # imaginary parts produces, docs/RESULTS.md).

@@ -274,15 +274,12 @@ def make_eval(cfg):
     sampler = motion_sampler.MotionSampler(None, loaded=(cfg, model))
     pred = np.asarray(norm_lib.denormalize(sampler.sample_normalized(
         image, rng, num_steps=cfg.eval_ddim_steps, eta=cfg.sampling.eta, guidance=cfg.sampling.guidance), stats))
-    rms_t, rms_p = mm.motion_rms(true), mm.motion_rms(pred)
-    moving = rms_t > px
-    true_amp = max(float(rms_t[moving].mean()), 1e-12) if moving.any() else float('nan')
+    amp_moving, amp_still = mm.amplitude_ratios(pred, true, px)
     return {'power_log_err': float(np.mean(np.abs(mm.power_spectrum_error(pred, true)['log'][1:]))),
             'moving_auc': mm.moving_region_auc(pred, true, px),
             'moving_iou': mm.moving_region_iou(pred, true, px),
             'pixel_spectrum_fd': mm.pixel_spectrum_distance(pred, true),
-            'amp_moving_ratio': float(rms_p[moving].mean()) / true_amp if moving.any() else float('nan'),
-            'amp_still_ratio': float(rms_p[~moving].mean()) / true_amp if (~moving).any() else float('nan')}
+            'amp_moving_ratio': amp_moving, 'amp_still_ratio': amp_still}
 
   return evaluate
 
