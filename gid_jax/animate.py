@@ -132,7 +132,7 @@ def sample_motion(sampler, photo_HxWx3: np.ndarray, opts: Options, progress: Cal
   and opts.loop_method == 'guidance' (a 'snap' loop samples exactly as a plain run)."""
   h, w = photo_HxWx3.shape[:2]
   mw, mh = model_size(w, h, (sampler.size[1], sampler.size[0]), sampler.multiple)
-  small = resize(photo_HxWx3, mw, mh)
+  small = resize(photo_HxWx3, mw * sampler.image_scale, mh * sampler.image_scale)
   x = jnp.asarray(small, jnp.float32)[None] / 127.5 - 1.0
   kw = dict(num_steps=opts.steps, eta=opts.eta, guidance=opts.guidance, progress=progress)
   if loop_method(opts, sampler.num_frames) == 'guidance':

@@ -73,20 +73,28 @@ class EvalError(InputError):
 
 @dataclasses.dataclass
 class EvalSet:
-  """Clips of one held-out folder: frames N x T x H x W x 3 uint8, true volumes N x K x H x W x 4 (px)."""
+  """Clips of one held-out folder: frames N x T x H x W x 3 uint8, true volumes N x K x H x W x 4 (px), and
+  the first frames at FIRST_SCALE times the size, N x sH x sW x 3 (for models conditioned on finer images)."""
   name: str
   clip_ids: list[str]
   frames: np.ndarray
   spec: np.ndarray
+  first: np.ndarray
 
   @property
   def images(self) -> np.ndarray:
     return self.frames[:, 0]
 
 
+# First frames are also kept at this many times the set's size: a motion model trained on data of a larger
+# image_scale (up to it) is given its image resized from them, as its training data was.
+FIRST_SCALE = 4
+
+
 def data_config(config, flow_method: str):
   c = data_configs.get_config(f'size={config.size}')
   c.flow.method = flow_method
+  c.image_scale = FIRST_SCALE
   return c
 
 
@@ -101,7 +109,7 @@ def load_set(name: str, set_cfg, config) -> EvalSet:
     raise EvalError(f'sets.{name}.videos: no videos in {set_cfg.videos}')
   dcfg = data_config(config, set_cfg.flow)
   motion = clips_lib.ClipMotion(dcfg)
-  ids, frames, specs = [], [], []
+  ids, frames, specs, first = [], [], [], []
   for path in paths:
     vid = build_lib.video_id(set_cfg.videos, path)
     try:
@@ -109,14 +117,15 @@ def load_set(name: str, set_cfg, config) -> EvalSet:
       starts = [start for start, _ in clips_lib.iter_clips(path, dcfg)]
       keep = np.unique(np.linspace(0, len(starts) - 1, min(len(starts), set_cfg.clips_per_video)).round()
                        .astype(int))
-      for start, clip, disp in clips_lib.clips_with_motion(path, dcfg, motion, {starts[i] for i in keep}):
+      for start, clip, disp, image in clips_lib.clips_with_motion(path, dcfg, motion, {starts[i] for i in keep}):
         ids.append(f'{vid}@{start}')
         frames.append(clip)
+        first.append(image)
         specs.append(np.asarray(spectral.to_spectral_volume(disp, dcfg.num_freqs), np.float32))
     except video_lib.VideoError as e:
       raise EvalError(str(e)) from e
   log.info('%s: %d clips from %d videos', name, len(ids), len(paths))
-  return EvalSet(name, ids, np.stack(frames), np.stack(specs))
+  return EvalSet(name, ids, np.stack(frames), np.stack(specs), np.stack(first))
 
 
 def _checkpoint_steps(run: str) -> int:
@@ -151,12 +160,16 @@ def _fit_k(spec_NxKxHxWx4: np.ndarray, k: int) -> np.ndarray:
   return np.concatenate([spec_NxKxHxWx4, pad], axis=1)
 
 
-def sample_ldm(run: str, images_NxHxWx3: np.ndarray, sampling, batch: int = 8) -> np.ndarray:
+def sample_ldm(run: str, evalset: EvalSet, sampling, batch: int = 8) -> np.ndarray:
   """Spectral volumes (pixels) from a motion LDM run, ``batch`` images per call, seeded per batch."""
   sampler = motion_sampler.MotionSampler(run)
-  if tuple(images_NxHxWx3.shape[1:3]) != sampler.size:
+  if tuple(evalset.images.shape[1:3]) != sampler.size:
     raise EvalError(f'{run} was trained at {sampler.size[1]}x{sampler.size[0]} but the clips are '
-                    f'{images_NxHxWx3.shape[2]}x{images_NxHxWx3.shape[1]}: set config.size to match')
+                    f'{evalset.images.shape[2]}x{evalset.images.shape[1]}: set config.size to match')
+  if sampler.image_scale > FIRST_SCALE:
+    raise EvalError(f'{run} was trained on images at {sampler.image_scale}x its motion; the evaluation keeps '
+                    f'first frames at up to {FIRST_SCALE}x')
+  images_NxHxWx3 = evalset.images if sampler.image_scale == 1 else sampler.fit_images(evalset.first, sampler.size)
   out = []
   for i in range(0, len(images_NxHxWx3), batch):
     x = images_NxHxWx3[i:i + batch].astype(np.float32) / 127.5 - 1.0
@@ -177,7 +190,7 @@ def method_volumes(method, evalset: EvalSet, config, mean_volume) -> np.ndarray 
     return evalset.spec
   if method.kind == 'mean':
     return np.broadcast_to(mean_volume(), evalset.spec.shape[:1] + mean_volume().shape).copy()
-  return sample_ldm(method.run, evalset.images, config.sampling)
+  return sample_ldm(method.run, evalset, config.sampling)
 
 
 def render_videos(evalset: EvalSet, spec, renderer, splat_mode: str) -> np.ndarray:

@@ -16,9 +16,9 @@ from gid_jax.training import loop
 from gid_jax.training import vae as vae_task
 
 
-def build_data(videos: str, out: str) -> str:
+def build_data(videos: str, out: str, **kw) -> str:
   c = data_config.get_config('size=tiny')
-  override(c, **{'flow.method': 'ground_truth', 'filters.camera_motion_px': 0.0, 'frame_pairs_per_clip': 0})
+  override(c, **{'flow.method': 'ground_truth', 'filters.camera_motion_px': 0.0, 'frame_pairs_per_clip': 0, **kw})
   build.build(videos, out, c, progress=False)
   return out
 

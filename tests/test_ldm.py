@@ -207,6 +207,49 @@ def test_k_and_normalisation_ablations_train_from_the_same_dataset(runs, tmp_pat
     runs_lib.train_ldm(runs['data'], str(tmp_path / 's2b'), 2, stage1_workdir=s1, num_freqs=5)
 
 
+def test_a_model_conditioned_on_a_finer_image_than_its_motion(runs, tmp_path):
+  # Two scenes at 128 x 80: a dataset at the tiny size (64 x 40) with image_scale 1 and 2.
+  from gid_jax.data import build, synthetic, video  # pylint: disable=g-import-not-at-top
+  scenes = str(tmp_path / 'scenes')
+  synthetic.generate(scenes, 2, seed=3, width=128, height=80, num_frames=50, progress=False)
+  d1, d2 = runs_lib.build_data(scenes, str(tmp_path / 'd1')), runs_lib.build_data(scenes, str(tmp_path / 'd2'),
+                                                                                  image_scale=2)
+  s1, s2 = pipeline.data_source(d1, 'train'), pipeline.data_source(d2, 'train')
+  assert len(s1) == len(s2) > 0
+  vid = s2[0]['video_id'].decode() if isinstance(s2[0]['video_id'], bytes) else s2[0]['video_id']
+  first = next(video.iter_frames(os.path.join(scenes, f'{vid}.mp4'), 30.0))
+  for i in range(len(s1)):
+    a, b = s1[i], s2[i]
+    assert a['video_id'] == b['video_id'] and a['start_frame'] == b['start_frame']
+    np.testing.assert_array_equal(a['spectral_volume'], b['spectral_volume'])  # the same motion
+    assert a['image'].shape == (40, 64, 3) and b['image'].shape == (80, 128, 3)
+    np.testing.assert_array_equal(video.center_crop_resize(b['image'], 64, 40), a['image'])
+  assert s2[0]['start_frame'] == 0
+  np.testing.assert_array_equal(s2[0]['image'], first)  # the decoded frame itself
+  with pytest.raises(build.BuildError, match='image_scale'):
+    runs_lib.build_data(scenes, str(tmp_path / 'bad'), image_scale=0)
+  # Stage 1 sees it space-to-depth: f = the VAE's 2 times the scale 2, 3 f^2 = 48 channels.
+  w = str(tmp_path / 'hr')
+  runs_lib.train_ldm(d2, w, 1, vae_workdir=runs['vae'], num_steps=2, **{'model.cond_mode': 'space_to_depth'})
+  cfg = checkpoints.read_config(w)
+  assert cfg.data_info.image_scale == 2 and cfg.model.cond_channels == 48
+  sampler = motion_sampler.MotionSampler(w)
+  assert sampler.image_scale == 2 and sampler.image_size((40, 64)) == (80, 128)
+  spec = sampler.sample(s2[0]['image'], num_steps=2, seed=0)
+  assert spec.shape == (8, 40, 64, 4) and np.isfinite(spec).all()
+  # A photo goes to the image size of the model's motion size (gid-sample's path).
+  from gid_jax import animate  # pylint: disable=g-import-not-at-top
+  opts = animate.Options(steps=2)
+  got = animate.sample_motion(sampler, np.asarray(first), opts)
+  assert got.shape == (8, 40, 64, 4)
+  # Images of another scale are brought to the model's (the evaluations' path).
+  np.testing.assert_array_equal(sampler.fit_images(np.stack([s2[0]['image']]), (40, 64))[0], s2[0]['image'])
+  assert sampler.fit_images(np.stack([s2[0]['image']]), (20, 32)).shape == (1, 40, 64, 3)
+  # Stage 2 must see the images as its stage 1 did.
+  with pytest.raises(ValueError, match='image_scale=2, this dataset 1'):
+    runs_lib.train_ldm(d1, str(tmp_path / 'bad2'), 2, stage1_workdir=w, **{'model.cond_mode': 'space_to_depth'})
+
+
 def test_sampling_is_seeded_and_in_pixel_units(runs):
   image = (np.asarray(_batch(runs['data'], 1)['image'][0]) * 127.5 + 127.5).round().astype(np.uint8)
   a = motion_sampler.sample_spectral_volume(image, runs['s1'], num_steps=4, eta=0.0, guidance=0.0, seed=1)

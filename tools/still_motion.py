@@ -36,7 +36,9 @@ def main():
                              shard_count=1, drop_remainder=False, stats=stats)
   preds, trues = [], []
   for i, b in enumerate(ds):
-    p = s.sample_normalized(b['image'], jax.random.PRNGKey(i), num_steps=a.steps, guidance=a.guidance)
+    image = np.round((np.asarray(b['image']) + 1.0) * 127.5).astype(np.uint8)  # at the data's image_scale
+    x = s.fit_images(image, b['nspec'].shape[2:4]).astype(np.float32) / 127.5 - 1.0
+    p = s.sample_normalized(x, jax.random.PRNGKey(i), num_steps=a.steps, guidance=a.guidance)
     preds.append(np.asarray(norm_lib.denormalize(p, stats))[0])
     trues.append(np.asarray(norm_lib.denormalize(b['nspec'], stats))[0])
   pred, true = np.stack(preds), np.stack(trues)

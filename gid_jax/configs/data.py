@@ -35,6 +35,10 @@ def get_config(arg=None):
   c.start_stride = 10  # SPEC: every 10th frame starts a clip
   # (I_0, I_t, F_t) triples per clip for the renderer's dataset (gid_frames); 0 = none.
   c.frame_pairs_per_clip = 2
+  # The first frame in gid_motion (the motion model's condition) is stored at image_scale x (width x height):
+  # the paper conditions on the latent of the full-resolution image, and what moves (thin blades, fine
+  # texture) is read at that resolution. 1: at the motion's size (datasets older than the option).
+  c.image_scale = 1
   c.spectral_dtype = 'float32'  # 'float16' halves the dataset (10.5 MB -> 5.2 MB a paper-size example)
 
   c.flow = ml_collections.ConfigDict()

@@ -74,6 +74,8 @@ def _fingerprint(config) -> str:
   """Hash of everything that changes a video's clips (not the split or the normalisation)."""
   keys = {k: config[k] for k in ('width', 'height', 'fps', 'num_frames', 'num_freqs', 'start_stride',
                                  'spectral_dtype', 'frame_pairs_per_clip')}
+  if clips_lib.image_scale(config) != 1:  # caches of builds older than the option stay valid
+    keys['image_scale'] = clips_lib.image_scale(config)
   keys['flow'] = config.flow.to_dict()
   keys['filters'] = config.filters.to_dict()
   return hashlib.sha1(json.dumps(keys, sort_keys=True).encode()).hexdigest()[:16]
@@ -88,6 +90,8 @@ def validate_config(config) -> None:
   for k in ('width', 'height', 'num_frames', 'num_freqs', 'start_stride'):
     if not isinstance(config[k], int) or config[k] < 1:
       bad(k, config[k], 'a positive integer')
+  if not isinstance(config.get('image_scale', 1), int) or config.get('image_scale', 1) < 1:
+    bad('image_scale', config.image_scale, 'a positive integer')
   if config.width < 8 or config.height < 8:
     bad('width/height', (config.width, config.height), 'at least 8 x 8 pixels')
   if not config.fps > 0:
@@ -157,7 +161,7 @@ def process_video(path: str, vid: str, split: str, config, motion: clips_lib.Cli
   dtype = np.dtype(config.spectral_dtype)
   with atomic_path(dest, is_dir=True) as tmp:
     try:
-      for start, frames, disp in clips_lib.clips_with_motion(path, config, motion):
+      for start, frames, disp, image in clips_lib.clips_with_motion(path, config, motion):
         verdict = flow_lib.filter_clip(disp, config.filters.camera_motion_px, config.filters.static_px,
                                        config.filters.static_quantile)
         if not verdict.keep:
@@ -169,7 +173,8 @@ def process_video(path: str, vid: str, split: str, config, motion: clips_lib.Cli
           record['rejected']['non_finite'] = record['rejected'].get('non_finite', 0) + 1
           continue
         ts = _pair_times(vid, start, config)
-        np.savez(os.path.join(tmp, f'clip_{start:06d}.npz'), image=frames[0], spec=spec, pair_t=ts,
+        extra = {'cond_image': image} if clips_lib.image_scale(config) != 1 else {}  # at image_scale
+        np.savez(os.path.join(tmp, f'clip_{start:06d}.npz'), image=frames[0], spec=spec, pair_t=ts, **extra,
                  pair_frames=frames[ts], pair_flows=disp[ts].astype(np.float32),
                  importance=np.asarray(splat.splat_weight(disp), np.float32))
         record['clips'] += 1

@@ -89,16 +89,25 @@ def iter_clips(path: str, config, size: tuple[int, int] | None = None) -> Iterat
         f'{path}: too short: {n} frames at {config.fps:g} fps, a clip needs {t_}')
 
 
+def image_scale(config) -> int:
+  """The data config's ``image_scale`` (1 for configs older than it)."""
+  return int(config.get('image_scale', 1))
+
+
 def clips_with_motion(path: str, config, motion: ClipMotion, starts=None
-                      ) -> Iterator[tuple[int, np.ndarray, np.ndarray]]:
-  """(start, frames_TxHxWx3, disp_TxHxWx2) of every clip of a video (or of those in ``starts``), both at
-  the dataset size; the frames are decoded at :meth:`ClipMotion.flow_size` for the motion."""
+                      ) -> Iterator[tuple[int, np.ndarray, np.ndarray, np.ndarray]]:
+  """(start, frames_TxHxWx3, disp_TxHxWx2, image_sHxsWx3) of every clip of a video (or of those in
+  ``starts``): frames and motion at the dataset size, the first frame also at ``image_scale`` s times it (the
+  motion model's condition); the frames are decoded at :meth:`ClipMotion.flow_size` for the motion, so an
+  image larger than that size is upsampled from it."""
   scene = motion.scene_for(path)
   size = motion.flow_size(path, scene)
+  s = image_scale(config)
   for start, frames in iter_clips(path, config, size):
     if starts is not None and start not in starts:
       continue
     disp = motion(frames, scene, start)
+    image = None if s == 1 else video_lib.center_crop_resize(frames[0], s * config.width, s * config.height)
     if size != (config.width, config.height):
       frames = np.stack([video_lib.center_crop_resize(f, config.width, config.height) for f in frames])
-    yield start, frames, disp
+    yield start, frames, disp, frames[0] if image is None else image

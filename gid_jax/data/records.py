@@ -26,9 +26,9 @@ def _png(image_HxWx3: np.ndarray) -> bytes:
 
 
 def _motion_features(c):
-  k, h, w = c['num_freqs'], c['height'], c['width']
+  k, h, w, s = c['num_freqs'], c['height'], c['width'], c.get('image_scale', 1)
   return tfds.features.FeaturesDict({
-      'image': tfds.features.Image(shape=(h, w, 3), encoding_format='png'),
+      'image': tfds.features.Image(shape=(s * h, s * w, 3), encoding_format='png'),  # at image_scale
       'spectral_volume': tfds.features.Tensor(shape=(k, h, w, 4), dtype=np.dtype(c['spectral_dtype'])),
       'video_id': tfds.features.Text(),
       'start_frame': tfds.features.Scalar(dtype=np.int32),
@@ -37,7 +37,8 @@ def _motion_features(c):
 
 def _motion_examples(rec, start, z):
   yield f'{rec["video_id"]}@{start}', {
-      'image': _png(z['image']), 'spectral_volume': z['spec'], 'video_id': rec['video_id'],
+      'image': _png(z['cond_image'] if 'cond_image' in z else z['image']), 'spectral_volume': z['spec'],
+      'video_id': rec['video_id'],
       'start_frame': start}
 
 

@@ -8,9 +8,11 @@
 checkpoint holds everything else (VAE, latent scale, normalisation statistics, K, T, fps).
 
 All K latent slices of an image are denoised together (one DDIM trajectory, one shared timestep), so the
-frequency attention of a stage-2 model sees the whole volume at every step. The image may have any size
-that is a multiple of :attr:`MotionSampler.multiple` (the networks are fully convolutional); the
-application layer (``gid_jax.sample``) resizes photos to such a size near the training size.
+frequency attention of a stage-2 model sees the whole volume at every step. The motion may have any size
+that is a multiple of :attr:`MotionSampler.multiple` (the networks are fully convolutional); the image is
+:attr:`MotionSampler.image_scale` times that size (the scale of the model's training data: 1, or more for a
+model conditioned on a finer image than the motion it predicts). The application layer (``gid_jax.sample``)
+resizes photos to such a size near the training size.
 The same seed gives the same volume.
 """
 
@@ -25,6 +27,7 @@ import numpy as np
 from flax import nnx
 
 from gid_jax import sharding as sharding_lib
+from gid_jax.data import video as video_lib
 from gid_jax.diffusion import sampling
 from gid_jax.diffusion import schedules
 from gid_jax.motion import normalize as norm_lib
@@ -53,20 +56,36 @@ class MotionSampler:
     self.sched = schedules.make_schedule(self.config.diffusion.schedule, self.config.diffusion.num_timesteps)
     info = self.config.data_info
     self.num_freqs, self.num_frames, self.fps = int(info.num_freqs), int(info.num_frames), float(info.fps)
-    self.size = (int(info.height), int(info.width))  # the training size, H x W
-    # The VAE factor times the U-Net's deepest downsampling: the sizes every level divides exactly.
+    self.size = (int(info.height), int(info.width))  # the training size of the motion, H x W
+    # The image is image_scale times the motion's size (the data's image_scale: 1 for older runs).
+    self.image_scale = int(info.get('image_scale', 1))
+    # The VAE factor times the U-Net's deepest downsampling: the motion sizes every level divides exactly.
     self.multiple = model.vae.downsample * 2 ** (len(self.config.model.widths) - 1)
+
+  def image_size(self, motion_hw: tuple[int, int]) -> tuple[int, int]:
+    """(H, W) of the image that gives motion of ``motion_hw``."""
+    return motion_hw[0] * self.image_scale, motion_hw[1] * self.image_scale
+
+  def fit_images(self, images_NxHxWx3: np.ndarray, motion_hw: tuple[int, int]) -> np.ndarray:
+    """uint8 images (of any size, e.g. a dataset's at its own image_scale) resized to :meth:`image_size`."""
+    ih, iw = self.image_size(motion_hw)
+    if tuple(images_NxHxWx3.shape[1:3]) == (ih, iw):
+      return np.asarray(images_NxHxWx3)
+    return np.stack([video_lib.center_crop_resize(np.asarray(im), iw, ih) for im in images_NxHxWx3])
 
   def check_image(self, image_BxHxWx3) -> None:
     h, w = image_BxHxWx3.shape[-3:-1]
-    if image_BxHxWx3.shape[-1] != 3 or h % self.multiple or w % self.multiple:
+    m = self.multiple * self.image_scale
+    if image_BxHxWx3.shape[-1] != 3 or h % m or w % m:
       raise ValueError(f'the image is {w}x{h}x{image_BxHxWx3.shape[-1]}; the motion model needs RGB with width '
-                       f'and height multiples of {self.multiple} (trained at {self.size[1]}x{self.size[0]})')
+                       f'and height multiples of {m} (trained at {self.image_scale * self.size[1]}x'
+                       f'{self.image_scale * self.size[0]})')
 
   def sample_normalized(self, image_BxHxWx3, rng, *, num_steps: int, eta: float = 0.0, guidance: float = 0.0,
                         guidance_fn: Callable | None = None, guidance_scale: float = 0.0, recurrence: int = 1,
                         progress: Callable | None = None) -> jax.Array:
-    """Normalised volumes nspec_BxKxHxWx4 for float images in [-1, 1] (see module docstring)."""
+    """Normalised volumes nspec_BxKxhxwx4 for float images in [-1, 1] (see module docstring); h x w is the
+    image's size over ``image_scale``."""
     self.check_image(image_BxHxWx3)
     image = jnp.asarray(image_BxHxWx3, jnp.float32)
     state = self.state
@@ -77,13 +96,14 @@ class MotionSampler:
       if self.config.mode == 'slice' and image.shape[0] % self.batch_shards == 0:
         layout = (self.batch_shards, self.sample_sharding)  # each device samples only its own slices
     return _sample(self.graphdef, state, self.sched, image, rng, eta,
-                   guidance_scale, num_steps=int(num_steps), guidance=float(guidance),
+                   guidance_scale, scale=self.image_scale, num_steps=int(num_steps), guidance=float(guidance),
                    objective=self.config.diffusion.objective, guidance_fn=guidance_fn,
                    recurrence=int(recurrence), progress=progress, layout=layout)
 
   def sample(self, image_HxWx3, *, num_steps: int | None = None, eta: float | None = None,
              guidance: float | None = None, seed: int = 0, progress: Callable | None = None) -> np.ndarray:
-    """One spectral volume S_KxHxWx4 in pixel units for a uint8 (or [-1, 1] float) RGB image."""
+    """One spectral volume S_KxhxWx4 in pixel units for a uint8 (or [-1, 1] float) RGB image (h x w: its size
+    over ``image_scale``)."""
     s = self.config.sampling
     image = np.asarray(image_HxWx3)
     if image.ndim != 3:
@@ -96,16 +116,17 @@ class MotionSampler:
     return np.asarray(norm_lib.denormalize(nspec[0], self.stats), np.float32)
 
 
-@functools.partial(jax.jit, static_argnames=('graphdef', 'num_steps', 'guidance', 'objective',
+@functools.partial(jax.jit, static_argnames=('graphdef', 'scale', 'num_steps', 'guidance', 'objective',
                                              'guidance_fn', 'recurrence', 'progress', 'layout'))
-def _sample(graphdef, state, sched, image_BxHxWx3, rng, eta, guidance_scale, *, num_steps, guidance, objective,
-            guidance_fn, recurrence, progress, layout):
-  """``layout``: None, or (the model's sample groups, the sharding of the sample axis) on a mesh."""
+def _sample(graphdef, state, sched, image_BxHxWx3, rng, eta, guidance_scale, *, scale, num_steps, guidance,
+            objective, guidance_fn, recurrence, progress, layout):
+  """``scale``: the image's size over the motion's; ``layout``: None, or (the model's sample groups, the
+  sharding of the sample axis) on a mesh."""
   model = nnx.merge(graphdef, state)
   if layout is not None:
     model.groups = layout[0]
   place = (lambda x: x) if layout is None else (lambda x: jax.lax.with_sharding_constraint(x, layout[1]))
-  b, h, w = image_BxHxWx3.shape[:3]
+  b, h, w = image_BxHxWx3.shape[0], image_BxHxWx3.shape[1] // scale, image_BxHxWx3.shape[2] // scale
   latent_hw = (h // model.vae.downsample, w // model.vae.downsample)
   cond_B = model.condition(image_BxHxWx3, latent_hw)
 

@@ -55,6 +55,7 @@ from flax import nnx
 from gid_jax import cli
 from gid_jax.data import pipeline
 from gid_jax.data import synthetic
+from gid_jax.data import video as video_lib
 from gid_jax.diffusion import motion_sampler, schedules
 from gid_jax.errors import InputError
 from gid_jax.eval import motion_metrics as mm
@@ -143,11 +144,12 @@ def placement_probe(train_data: str, images_NxHxWx3: np.ndarray, true_NxKxHxWx4:
   src = pipeline.data_source(train_data, 'train')
   x_tr = np.empty((len(src), *images_NxHxWx3.shape[1:]), np.float32)
   y_tr = np.empty((len(src), *images_NxHxWx3.shape[1:3]), np.float32)
+  h, w = images_NxHxWx3.shape[1:3]
   for i in range(len(src)):
     ex = src[i]
-    x_tr[i] = np.asarray(ex['image'], np.float32) / 127.5 - 1.0
+    im = np.asarray(ex['image'], np.uint8)  # at the training data's image_scale: brought to the motion's size
+    x_tr[i] = video_lib.center_crop_resize(im, w, h).astype(np.float32) / 127.5 - 1.0
     y_tr[i] = mm.motion_rms(np.asarray(ex['spectral_volume'], np.float32)) > moving_px
-  h, w = images_NxHxWx3.shape[1:3]
 
   class Net(nnx.Module):
     def __init__(self, rngs):
@@ -193,7 +195,9 @@ def condition_use(run: str, images_NxHxWx3: np.ndarray, true_NxKxHxWx4: np.ndarr
   objective = sampler.config.diffusion.objective
   x0 = model.to_samples(model.encode(jnp.asarray(norm_lib.normalize(true_NxKxHxWx4, sampler.stats))))
   latent_hw = x0.shape[1:3]
-  cond = model.condition(jnp.asarray(images_NxHxWx3, jnp.float32) / 127.5 - 1.0, latent_hw)
+  motion_hw = true_NxKxHxWx4.shape[2:4]
+  image = sampler.fit_images(images_NxHxWx3, motion_hw)
+  cond = model.condition(jnp.asarray(image, jnp.float32) / 127.5 - 1.0, latent_hw)
   noise = jax.random.normal(jax.random.PRNGKey(seed), x0.shape, x0.dtype)
 
   @jax.jit
@@ -201,7 +205,7 @@ def condition_use(run: str, images_NxHxWx3: np.ndarray, true_NxKxHxWx4: np.ndarr
     t_N = jnp.full((x0.shape[0],), t, jnp.int32)
     xt = schedules.add_noise(sched, x0, noise, t_N)
     x0_hat, _ = schedules.predict_x0_eps(sched, xt, t_N, model.denoise(xt, t_N, c), objective)
-    return norm_lib.denormalize(model.decode(model.from_samples(x0_hat), images_NxHxWx3.shape[1:3]), sampler.stats)
+    return norm_lib.denormalize(model.decode(model.from_samples(x0_hat), motion_hw), sampler.stats)
 
   auc = lambda vol: mm.moving_region_auc(vol, true_NxKxHxWx4, moving_px)
 
@@ -229,10 +233,12 @@ def mean_volume(data_dir: str, split: str = 'train', limit: int = 2000) -> np.nd
   return (total / n).astype(np.float32)
 
 
-def sample_run(run: str, images: np.ndarray, samples: int, steps: int, eta: float, guidance: float,
-               seed: int) -> tuple[np.ndarray, float]:
-  """samples x N volumes (sample-major) and seconds per volume."""
+def sample_run(run: str, images: np.ndarray, motion_hw: tuple[int, int], samples: int, steps: int, eta: float,
+               guidance: float, seed: int) -> tuple[np.ndarray, float]:
+  """samples x N volumes of ``motion_hw`` (sample-major) and seconds per volume; ``images`` are resized to
+  the run's image size for that motion."""
   sampler = motion_sampler.load(run)  # cached: one load per run for sampling and the checks
+  images = sampler.fit_images(images, motion_hw)
   out = []
   t0 = None
   for s in range(samples):
@@ -279,10 +285,13 @@ def main(argv=None) -> int:
     print(f'error: --probe-steps must be >= 0, got {args.probe_steps}', file=sys.stderr)
     return 2
   try:
-    vids, images, true = load_clips(args.data, args.split, 0, args.limit)
+    vids, full, true = load_clips(args.data, args.split, 0, args.limit)
   except (FileNotFoundError, ValueError) as e:
     print(f'error: --data {str(e).splitlines()[0]}', file=sys.stderr)
     return 2
+  # The first frames at the motion's size (a dataset of image_scale > 1 stores them larger: ``full``).
+  h, w = true.shape[2:4]
+  images = full if full.shape[1:3] == (h, w) else np.stack([video_lib.center_crop_resize(im, w, h) for im in full])
   results = {'held_out_clips': len(images), 'settings': vars(args), 'methods': {}}
   # Reference: the truth of a later clip (frame 10) of the same scenes: same modes, other phases. What a
   # perfect sampler of the true motion distribution would score. Videos of exactly T frames have none.
@@ -312,7 +321,8 @@ def main(argv=None) -> int:
   results['methods']['mean spectral volume'] = motion_metrics(np.stack([mean] * len(images)), true,
                                                               args.moving_px)
   for name, run in runs.items():
-    pred, secs = sample_run(run, images, args.samples, args.steps, args.eta, args.guidance, args.seed)
+    pred, secs = sample_run(run, full, true.shape[2:4], args.samples, args.steps, args.eta, args.guidance,
+                            args.seed)
     results['methods'][name] = dict(motion_metrics(pred, true, args.moving_px), sec_per_volume=secs)
   keys = ('iou', 'auc', 'power_log_err', 'pixel_fd', 'coherence_err', 'amp_log_err', 'moving_fraction',
           'imag_real_ratio')
@@ -328,7 +338,7 @@ def main(argv=None) -> int:
     print('\n| run | t | AUC with image | AUC null image | mean abs diff px | mean RMS px |')
     print('|---|---:|---:|---:|---:|---:|')
     for name, run in runs.items():
-      rows = results['condition_use'][name] = condition_use(run, images, true, args.moving_px, seed=args.seed)
+      rows = results['condition_use'][name] = condition_use(run, full, true, args.moving_px, seed=args.seed)
       for r in rows:
         print(f'| {name} | {r["t"]} | {r["auc_image"]:.3f} | {r["auc_null"]:.3f} | {r["mean_abs_diff_px"]:.4f} | '
               f'{r["mean_rms_px"]:.4f} |')

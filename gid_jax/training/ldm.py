@@ -220,11 +220,15 @@ def derive_facts(config) -> dict:
   built = pipeline.load_build_config(config.data_dir)
   stats = pipeline.training_stats(config.data_dir, normalize, num_freqs)
   k = stats.num_freqs
-  facts = {'data_info': {**{n: built[n] for n in ('width', 'height', 'num_frames', 'fps')}, 'num_freqs': k},
+  facts = {'data_info': {**{n: built[n] for n in ('width', 'height', 'num_frames', 'fps')}, 'num_freqs': k,
+                         'image_scale': int(built.get('image_scale', 1))},
            'norm_stats_json': stats.to_json()}
   if s1 is not None:
     if s1.data_info.num_freqs != k:
       raise ValueError(f'the stage-1 run has K={s1.data_info.num_freqs}, the dataset K={k}')
+    if int(s1.data_info.get('image_scale', 1)) != facts['data_info']['image_scale']:
+      raise ValueError(f"the stage-1 run's data has image_scale={s1.data_info.get('image_scale', 1)}, this "
+                       f"dataset {facts['data_info']['image_scale']}")
     vae_model, latent_scale = s1.vae.model.to_dict(), float(s1.latent_scale)
   else:
     vae_cfg, vae = checkpoints.load_vae(config.vae_workdir)
@@ -249,13 +253,15 @@ def model_facts(config, data_info: dict, norm_stats_json: str, vae_model: dict, 
   channels = int(vae_model['latent_channels']) * (k if config.mode == 'volume' else 1)
   return {'data_info': dict(data_info), 'norm_stats_json': norm_stats_json, 'latent_scale': float(latent_scale),
           'vae': {'model': dict(vae_model)},
-          'model': {'cond_channels': cond_channels(config.model.cond_mode, vae_model), 'num_freqs': k,
+          'model': {'cond_channels': cond_channels(config.model.cond_mode, vae_model,
+                                                   int(data_info.get('image_scale', 1))), 'num_freqs': k,
                     'in_channels': channels, 'out_channels': channels, 'mask_head': mask_head}}
 
 
-def cond_channels(cond_mode: str, vae_model) -> int:
-  """Channels of the first-frame condition: 3 resized, or 3 f^2 space-to-depth (f = the VAE's downsampling)."""
-  f = 2 ** (len(vae_model['widths']) - 1)
+def cond_channels(cond_mode: str, vae_model, image_scale: int = 1) -> int:
+  """Channels of the first-frame condition: 3 resized, or 3 f^2 space-to-depth (f = the VAE's downsampling
+  times the data's ``image_scale``: the image is that much larger than the motion)."""
+  f = 2 ** (len(vae_model['widths']) - 1) * image_scale
   return 3 * f * f if cond_mode == 'space_to_depth' else 3
 
 
