@@ -90,7 +90,7 @@ def probe_fidelity(cfg, tmp: str) -> tuple[int, int, float]:
   path = os.path.join(tmp, 'probe.mp4')
   shifts, coverage = synthetic.isoluminant_probe(path, num_frames=cfg.num_frames, period=cfg.num_frames)
   mask = cv2.resize(coverage, (cfg.width, cfg.height), interpolation=cv2.INTER_AREA) > 0.99
-  [(start, _, disp)] = list(clips.clips_with_motion(path, cfg, clips.ClipMotion(cfg)))
+  [(start, _, disp, _)] = list(clips.clips_with_motion(path, cfg, clips.ClipMotion(cfg)))
   true = np.zeros_like(disp)
   true[..., 0] = ((shifts - shifts[start]) * cfg.width / 256)[:, None, None] * mask
   amp = lambda d: np.linalg.norm(np.asarray(spectral.to_spectral_volume(d, cfg.num_freqs)), axis=-1)[:, mask].mean(-1)
@@ -124,7 +124,7 @@ def run(size: str = 'small', scenes: int = 2, frames: int = 180, video_wh=(256, 
     with PeakRSS() as mem:
       n, t0, rss = 0, time.perf_counter(), []
       for p in paths:
-        for _, _, disp in clips.clips_with_motion(p, c, motion):
+        for _, _, disp, _ in clips.clips_with_motion(p, c, motion):
           np.asarray(spectral.to_spectral_volume(disp, k))
           n += 1
           rss.append(mem.proc.memory_info().rss)
@@ -132,7 +132,7 @@ def run(size: str = 'small', scenes: int = 2, frames: int = 180, video_wh=(256, 
     # Pass 2: accuracy against the exact motion at the dataset size.
     epe, epe_mov, epe_static, agree, gain = [], [], [], [], []
     for p in paths:
-      for start, _, disp in clips.clips_with_motion(p, c, motion):
+      for start, _, disp, _ in clips.clips_with_motion(p, c, motion):
         d, g, moving, still = truth[(p, start)]
         e = np.linalg.norm(disp - d, axis=-1)
         epe.append(e.mean())

@@ -245,6 +245,19 @@ def test_a_model_conditioned_on_a_finer_image_than_its_motion(runs, tmp_path):
   # Images of another scale are brought to the model's (the evaluations' path).
   np.testing.assert_array_equal(sampler.fit_images(np.stack([s2[0]['image']]), (40, 64))[0], s2[0]['image'])
   assert sampler.fit_images(np.stack([s2[0]['image']]), (20, 32)).shape == (1, 40, 64, 3)
+  # The Table-1 evaluation keeps first frames at 4x its size and gives each run its own image size.
+  import ml_collections  # pylint: disable=g-import-not-at-top
+  from gid_jax import evaluate  # pylint: disable=g-import-not-at-top
+  set_cfg = ml_collections.ConfigDict({'videos': scenes, 'max_videos': 0, 'clips_per_video': 1,
+                                       'flow': 'ground_truth'})
+  es = evaluate.load_set('s', set_cfg, ml_collections.ConfigDict({'size': 'tiny'}))
+  assert es.first.shape == (2, 160, 256, 3) and es.images.shape == (2, 40, 64, 3)
+  sampling = ml_collections.ConfigDict({'seed': 0, 'num_steps': 2, 'eta': 0.0, 'guidance': 0.0})
+  got = evaluate.sample_ldm(w, es, sampling, batch=2)
+  x = sampler.fit_images(es.first, (40, 64)).astype(np.float32) / 127.5 - 1.0
+  want = norm_lib.denormalize(sampler.sample_normalized(x, jax.random.PRNGKey(0), num_steps=2), sampler.stats)
+  np.testing.assert_allclose(got, np.asarray(want), rtol=1e-5, atol=1e-6)
+  assert evaluate.sample_ldm(runs['s1'], es, sampling, batch=2).shape == (2, 8, 40, 64, 4)  # scale 1: es.images
   # Stage 2 must see the images as its stage 1 did.
   with pytest.raises(ValueError, match='image_scale=2, this dataset 1'):
     runs_lib.train_ldm(d1, str(tmp_path / 'bad2'), 2, stage1_workdir=w, **{'model.cond_mode': 'space_to_depth'})
