@@ -6,7 +6,7 @@ import numpy as np
 import skimage.data
 
 # Summary of the bundled model's normalised volume (seed 3, 10 DDIM steps, the stored guidance) for a
-# 64 x 40 crop of scikit-image's astronaut: mean |x| per channel, and 8 fixed entries.
+# 64 x 40 motion of a crop of scikit-image's astronaut: mean |x| per channel, and 8 fixed entries.
 RECORDED = [1.2716525, 1.2445191, 0.7440221, 0.4934997, 0.088157, 0.3228755, 0.9032419, -0.250782, 0.5593151,
             0.7703269, -2.0822306, -0.5173853]
 
@@ -16,7 +16,8 @@ def summary() -> list[float]:
   from gid_jax import animate  # pylint: disable=g-import-not-at-top
   from gid_jax.diffusion import motion_sampler  # pylint: disable=g-import-not-at-top
   sampler = motion_sampler.MotionSampler(animate.DEFAULT_CHECKPOINT)
-  image = skimage.data.astronaut()[::8, ::8][:40, :64]
+  s = sampler.image_scale  # the image is s times the motion's 64 x 40
+  image = skimage.data.astronaut()[::8 // s, ::8 // s][:40 * s, :64 * s].astype(np.float32) / 127.5 - 1.0
   v = np.asarray(sampler.sample_normalized(image[None], jax.random.PRNGKey(3), num_steps=10))[0]
   flat = v.reshape(-1)
   picks = flat[np.linspace(0, flat.size - 1, 8).astype(int)]

@@ -18,7 +18,8 @@ latent is ``z_BxKxhxwxL`` (L = 4 channels, h x w = H x W / the VAE factor). The 
 The first frame conditions every sample, concatenated with the noisy latent inside the U-Net; a zero image
 is the null condition of classifier-free guidance. ``cond_mode='resize'`` (default) is the paper's
 downsampled I_0 (3 channels); ``'space_to_depth'`` brings it to h x w losslessly, each f x f block of
-pixels becoming 3 f^2 channels (fine texture, which decides what moves, survives).
+pixels becoming 3 f^2 channels (fine texture, which decides what moves, survives). The image may be larger
+than the motion (a dataset's ``image_scale``): f is then the VAE's factor times that scale.
 """
 
 from __future__ import annotations
