@@ -100,11 +100,12 @@ def test_cache_key_changes_with_the_true_motion():
   config = eval_config.get_config('size=tiny')
   frames = np.zeros((1, 4, 8, 8, 3), np.uint8)
   spec = np.zeros((1, 2, 8, 8, 4), np.float32)
-  a = evaluate.EvalSet('real', ['v@0'], frames, spec)
-  b = evaluate.EvalSet('real', ['v@0'], frames, spec + 0.5)
+  first = np.zeros((1, 32, 32, 3), np.uint8)
+  a = evaluate.EvalSet('real', ['v@0'], frames, spec, first)
+  b = evaluate.EvalSet('real', ['v@0'], frames, spec + 0.5, first)
   method = config.methods['repeat_i0']
   assert evaluate._method_key('repeat_i0', method, a, config) == evaluate._method_key(  # pylint: disable=protected-access
-      'repeat_i0', method, evaluate.EvalSet('real', ['v@0'], frames, spec.copy()), config)
+      'repeat_i0', method, evaluate.EvalSet('real', ['v@0'], frames, spec.copy(), first), config)
   assert evaluate._method_key('repeat_i0', method, a, config) != evaluate._method_key(  # pylint: disable=protected-access
       'repeat_i0', method, b, config)
 
@@ -118,7 +119,8 @@ def test_cache_key_changes_when_a_run_is_replaced_at_the_same_step(tmp_path):
   (ckpt / '_CHECKPOINT_METADATA').write_text('{}')  # what makes a checkpoint finished (runs.steps)
   method = config.methods['ours']
   method.run = str(tmp_path / 'run')
-  s = evaluate.EvalSet('real', ['v@0'], np.zeros((1, 4, 8, 8, 3), np.uint8), np.zeros((1, 2, 8, 8, 4), np.float32))
+  s = evaluate.EvalSet('real', ['v@0'], np.zeros((1, 4, 8, 8, 3), np.uint8), np.zeros((1, 2, 8, 8, 4), np.float32),
+                       np.zeros((1, 32, 32, 3), np.uint8))
   key = lambda: evaluate._method_key('ours', method, s, config)  # pylint: disable=protected-access
   before = key()
   assert key() == before
