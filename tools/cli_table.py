@@ -90,6 +90,18 @@ CASES = [
      '--out mine is a folder that is not empty'),
     ('gid_jax.data.build', 'bad config value', ['--videos', 'videos', '--out', 'o', '--config.num_frames=1'],
      'config.num_frames must be >= 2'),
+    ('gid_jax.data.build', 'bad config value', ['--videos', 'videos', '--out', 'o', '--config.image_scale=0'],
+     'bad config value image_scale=0: expected a positive integer'),
+    ('gid_jax.training.latents', 'data not found', ['--data', 'nodata', '--vae', '{ldm}', '--out', 'o'],
+     '--data nodata: no such folder'),
+    ('gid_jax.training.latents', 'folder without a dataset', ['--data', 'mine', '--vae', '{ldm}', '--out', 'o'],
+     '--data mine holds no gid_motion dataset'),
+    ('gid_jax.training.latents', 'wrong run kind for --vae', ['--data', 'ds', '--vae', '{renderer}', '--out', 'o'],
+     "is a run of trainer 'renderer', not 'vae' or 'ldm'"),
+    ('gid_jax.training.latents', 'existing output folder', ['--data', 'ds', '--vae', '{ldm}', '--out', 'mine'],
+     '--out mine is a folder that is not empty'),
+    ('gid_jax.training.latents', 'bad number', ['--data', 'ds', '--vae', '{ldm}', '--out', 'o', '--num-freqs', '-2'],
+     '--num-freqs must be >= 0, got -2'),
     ('gid_jax.evaluate', 'config key typo', ['--config=configs/eval.py', '--config.sampling.step=3'],
      "config has no key 'sampling.step'; did you mean config.sampling.seed, config.sampling.num_steps"),
     ('gid_jax.evaluate', 'existing output folder', ['--config=configs/eval.py', '--config.out_dir=mine'],
@@ -159,8 +171,11 @@ def main() -> int:
     for case in CASES:
       if case[0] != current:
         current = case[0]
-        name = 'gid-' + {'gid_jax.data.build': 'build', 'gid_jax.app': 'app'}.get(current, current.split('.')[-1])
-        print(f'\n## `{name}` (`python -m {current}`)\n')
+        if current == 'gid_jax.training.latents':  # no console script
+          print(f'\n## `python -m {current}`\n')
+        else:
+          name = 'gid-' + {'gid_jax.data.build': 'build', 'gid_jax.app': 'app'}.get(current, current.split('.')[-1])
+          print(f'\n## `{name}` (`python -m {current}`)\n')
         print('| bad input | arguments | message (stderr) | exit | s |')
         print('|---|---|---|---:|---:|')
       code, line, secs, n = run_case(case, d)
