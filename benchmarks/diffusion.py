@@ -40,7 +40,8 @@ def _facts(c, size: str) -> dict:
   """What training would derive for ``c`` from a dataset of the ``size`` data config (image-size statistics,
   latent scale 1): the same function training uses."""
   d = data_config.get_config(f'size={size}')
-  info = {'width': d.width, 'height': d.height, 'num_frames': d.num_frames, 'num_freqs': d.num_freqs, 'fps': d.fps}
+  info = {'width': d.width, 'height': d.height, 'num_frames': d.num_frames, 'num_freqs': d.num_freqs, 'fps': d.fps,
+          'image_scale': d.image_scale}
   stats = norm_lib.image_size_stats(d.num_freqs, d.width, d.height).to_json()
   vae_model = vae_config.get_config(f'size={size}').model.to_dict()
   return ldm_task.model_facts(c, info, stats, vae_model, 1.0, '')

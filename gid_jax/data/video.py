@@ -49,6 +49,13 @@ def center_crop_resize(image_HxWxC: np.ndarray, width: int, height: int) -> np.n
   return cv2.resize(np.ascontiguousarray(image_HxWxC), (width, height), interpolation=interp)
 
 
+def center_crop_resize_all(images_NxHxWxC: np.ndarray, width: int, height: int) -> np.ndarray:
+  """:func:`center_crop_resize` of every image; the images themselves when they already have that size."""
+  if tuple(images_NxHxWxC.shape[1:3]) == (height, width):
+    return np.asarray(images_NxHxWxC)
+  return np.stack([center_crop_resize(np.asarray(im), width, height) for im in images_NxHxWxC])
+
+
 def _open(path: str):
   if not os.path.isfile(path):
     raise VideoError(f'{path}: no such video file')

@@ -57,8 +57,8 @@ class MotionSampler:
     info = self.config.data_info
     self.num_freqs, self.num_frames, self.fps = int(info.num_freqs), int(info.num_frames), float(info.fps)
     self.size = (int(info.height), int(info.width))  # the training size of the motion, H x W
-    # The image is image_scale times the motion's size (the data's image_scale: 1 for older runs).
-    self.image_scale = int(info.get('image_scale', 1))
+    # The image is image_scale times the motion's size (the data's image_scale).
+    self.image_scale = int(info.image_scale)
     # The VAE factor times the U-Net's deepest downsampling: the motion sizes every level divides exactly.
     self.multiple = model.vae.downsample * 2 ** (len(self.config.model.widths) - 1)
 
@@ -69,9 +69,7 @@ class MotionSampler:
   def fit_images(self, images_NxHxWx3: np.ndarray, motion_hw: tuple[int, int]) -> np.ndarray:
     """uint8 images (of any size, e.g. a dataset's at its own image_scale) resized to :meth:`image_size`."""
     ih, iw = self.image_size(motion_hw)
-    if tuple(images_NxHxWx3.shape[1:3]) == (ih, iw):
-      return np.asarray(images_NxHxWx3)
-    return np.stack([video_lib.center_crop_resize(np.asarray(im), iw, ih) for im in images_NxHxWx3])
+    return video_lib.center_crop_resize_all(images_NxHxWx3, iw, ih)
 
   def check_image(self, image_BxHxWx3) -> None:
     h, w = image_BxHxWx3.shape[-3:-1]

@@ -290,8 +290,7 @@ def main(argv=None) -> int:
     print(f'error: --data {str(e).splitlines()[0]}', file=sys.stderr)
     return 2
   # The first frames at the motion's size (a dataset of image_scale > 1 stores them larger: ``full``).
-  h, w = true.shape[2:4]
-  images = full if full.shape[1:3] == (h, w) else np.stack([video_lib.center_crop_resize(im, w, h) for im in full])
+  images = video_lib.center_crop_resize_all(full, true.shape[3], true.shape[2])
   results = {'held_out_clips': len(images), 'settings': vars(args), 'methods': {}}
   # Reference: the truth of a later clip (frame 10) of the same scenes: same modes, other phases. What a
   # perfect sampler of the true motion distribution would score. Videos of exactly T frames have none.

@@ -100,6 +100,8 @@ def migrate(stored: dict, facts: dict | None = None) -> tuple[dict, dict]:
       if head and 'aux_mask_at' not in config:
         config['aux_mask_at'] = 'out'
     config.pop('vae', None)  # only ever held the VAE's model (a fact)
+    if 'data_info' in facts:  # data facts added since: what the code of the time used
+      facts['data_info'].setdefault('image_scale', 1)
     if 'vae' in facts:  # VAE options added since (model.norm)
       facts['vae']['model'] = merge(defaults('vae', config.get('size', 'tiny'))['model'], facts['vae']['model'])
   config = merge(_without(defaults(trainer, config.get('size', 'tiny')), FACTS[trainer]), config)

@@ -226,8 +226,8 @@ def derive_facts(config) -> dict:
   if s1 is not None:
     if s1.data_info.num_freqs != k:
       raise ValueError(f'the stage-1 run has K={s1.data_info.num_freqs}, the dataset K={k}')
-    if int(s1.data_info.get('image_scale', 1)) != facts['data_info']['image_scale']:
-      raise ValueError(f"the stage-1 run's data has image_scale={s1.data_info.get('image_scale', 1)}, this "
+    if s1.data_info.image_scale != facts['data_info']['image_scale']:
+      raise ValueError(f"the stage-1 run's data has image_scale={s1.data_info.image_scale}, this "
                        f"dataset {facts['data_info']['image_scale']}")
     vae_model, latent_scale = s1.vae.model.to_dict(), float(s1.latent_scale)
   else:
@@ -247,14 +247,14 @@ def derive_facts(config) -> dict:
 def model_facts(config, data_info: dict, norm_stats_json: str, vae_model: dict, latent_scale: float,
                 mask_head: str) -> dict:
   """The facts of an LDM run (:func:`derive_facts`) from what it found: the data's ``data_info`` (width,
-  height, num_frames, fps, num_freqs) and normalisation, the VAE's model config and latent scale, the mask
+  height, num_frames, fps, num_freqs, image_scale) and normalisation, the VAE's model config and latent scale, the mask
   head; the U-Net's channel counts follow from them."""
   k = int(data_info['num_freqs'])
   channels = int(vae_model['latent_channels']) * (k if config.mode == 'volume' else 1)
   return {'data_info': dict(data_info), 'norm_stats_json': norm_stats_json, 'latent_scale': float(latent_scale),
           'vae': {'model': dict(vae_model)},
-          'model': {'cond_channels': cond_channels(config.model.cond_mode, vae_model,
-                                                   int(data_info.get('image_scale', 1))), 'num_freqs': k,
+          'model': {'cond_channels': cond_channels(config.model.cond_mode, vae_model, int(data_info['image_scale'])),
+                    'num_freqs': k,
                     'in_channels': channels, 'out_channels': channels, 'mask_head': mask_head}}
 
 
