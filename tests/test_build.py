@@ -54,7 +54,7 @@ def test_build_end_to_end_with_bad_videos(videos, tmp_path):
   assert ex['image'].shape == (40, 64, 3) and ex['spectral_volume'].shape == (8, 40, 64, 4)
   # Stats are fitted on train only, saved beside the dataset, and recorded in the report.
   stats = nl.NormStats.load(out)
-  refit = nl.fit_stats(train.values(), percentile=95.0)
+  refit = nl.fit_stats(train.values(), percentile=95.0, min_magnitude=tiny().normalize.min_magnitude)
   np.testing.assert_allclose(stats.scales_Kx4, refit.scales_Kx4)
   rep = json.load(open(os.path.join(out, build.REPORT_FILENAME)))
   assert rep['complete'] and len(rep['videos']) == 8
@@ -114,7 +114,7 @@ def test_splits_over_the_shuffle_buffer_build_without_tensorflow(synthetic_dir, 
     np.testing.assert_array_equal(v, b[k])
 
 
-def test_ground_truth_motion_and_image_size_norm(synthetic_dir, tmp_path):
+def test_ground_truth_motion_and_image_size_norm(synthetic_dir, tmp_path, capsys):
   out = str(tmp_path / 'ds')
   cfg = tiny(**{'flow.method': 'ground_truth', 'normalize.mode': 'image_size'})
   build.build(synthetic_dir, out, cfg, progress=False)
@@ -125,6 +125,24 @@ def test_ground_truth_motion_and_image_size_norm(synthetic_dir, tmp_path):
   expect = np.asarray(spectral.to_spectral_volume(synthetic.trajectories(scene, start, 40), 8))
   np.testing.assert_allclose(ex['spectral_volume'], expect, atol=1e-6)
   assert nl.NormStats.load(out).mode == 'image_size'
+
+  # --refit-stats: the adaptive statistics of the stored training clips, nothing rebuilt; exact motion is
+  # mostly exact zeros, so the default floor (min_magnitude) decides the scale.
+  src = pipeline.data_source(out, 'train')
+  specs = [np.asarray(src[i]['spectral_volume']) for i in range(len(src))]
+  for floor in (0.0, 1e-3):
+    assert build.main(['--out', out, '--refit-stats', '--config=configs/data.py:size=tiny',
+                       f'--config.normalize.min_magnitude={floor}']) == 0
+    assert nl.NormStats.load(out) == nl.fit_stats(specs, min_magnitude=floor)
+  assert json.load(open(os.path.join(out, build.REPORT_FILENAME)))['stats'] == json.loads(
+      nl.NormStats.load(out).to_json())
+  scales = nl.NormStats.load(out).scales_Kx4
+  assert (scales > nl.fit_stats(specs).scales_Kx4).all()
+  capsys.readouterr()
+  assert build.main(['--out', str(tmp_path), '--refit-stats']) == 2
+  assert 'is not a finished dataset' in capsys.readouterr().err
+  assert build.main(['--out', str(tmp_path / 'new')]) == 2
+  assert '--videos is required' in capsys.readouterr().err
 
 
 def test_auto_flow_reads_scene_files_where_they_exist(synthetic_dir, tmp_path):

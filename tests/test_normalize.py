@@ -1,3 +1,5 @@
+import json
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -48,6 +50,38 @@ def test_histogram_percentile_matches_numpy(rng):
   got = np.asarray(stats.scales)[:, 0]
   np.testing.assert_allclose(got, exact, rtol=nl.percentile_error_bound())
   assert stats.num_values == allv.shape[1]
+
+
+def test_percentile_over_coefficients_above_a_floor_matches_numpy(rng):
+  # Exact synthetic motion: most coefficients exactly zero. Over all of them the percentile measures how much
+  # of the world moves; over those of at least min_magnitude it measures how the moving part moves.
+  k = 3
+  data = [rng.lognormal(-2.0, 1.0, size=(k, 64, 64, 4)) * rng.choice([-1, 1], size=(k, 64, 64, 4))
+          for _ in range(4)]
+  for d in data:
+    d[:, rng.random((64, 64)) < 0.97] = 0.0  # 3% of the pixels move: the plain 95th percentile is 0
+  allv = np.abs(np.concatenate([d.reshape(k, -1) for d in data], axis=1)).astype(np.float64)
+  assert (nl.fit_stats(data).scales_Kx4[:, 0] == 1e-6).all()  # the floor: what broke a world
+  floor = 1e-3
+  stats = nl.fit_stats(data, percentile=95.0, min_magnitude=floor)
+  # The bin holding the floor counts whole: keep the reference's data away from it.
+  assert not ((allv > floor / 1.01) & (allv < floor * 1.01)).any()
+  exact = np.array([np.percentile(v[v >= floor], 95.0) for v in allv])
+  np.testing.assert_allclose(stats.scales_Kx4[:, 0], exact, rtol=nl.percentile_error_bound())
+  assert stats.min_magnitude == floor
+  assert nl.NormStats.from_json(stats.to_json()) == stats
+  with pytest.raises(ValueError, match='min_magnitude'):
+    nl.fit_stats(data, min_magnitude=-1.0)
+  # A frequency with nothing above the floor gets the floor scale, not an error.
+  quiet = [d * 1e-4 for d in data]
+  assert (nl.fit_stats(quiet, min_magnitude=floor).scales_Kx4 == 1e-6).all()
+
+
+def test_stats_without_a_floor_serialise_as_before():
+  old = '{"scales": [[0.5, 0.5, 0.5, 0.5]], "mode": "adaptive", "power": "sqrt", "percentile": 95.0, "num_values": 7}'
+  s = nl.NormStats.from_json(old)
+  assert s.min_magnitude == 0.0
+  assert json.loads(s.to_json()) == json.loads(old)  # runs and latents caches compare this text
 
 
 def test_image_size_ablation_and_json(tmp_path):

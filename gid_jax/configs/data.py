@@ -68,5 +68,8 @@ def get_config(arg=None):
   c.normalize = ml_collections.ConfigDict()
   c.normalize.mode = 'adaptive'  # 'adaptive' (paper) | 'image_size' (the "w/o adaptive norm" ablation)
   c.normalize.percentile = 95.0  # SPEC: 95th (a secondary account says 97th)
+  # ... of the |coefficients| of at least this many pixels: exact synthetic motion is mostly exact zeros,
+  # which would make the scale measure how much of a world moves (gid_jax.motion.normalize). 0 = all.
+  c.normalize.min_magnitude = 1e-3
   c.normalize.power = 'sqrt'  # sign-sqrt beat log and reciprocal in the paper; 'none' to switch it off
   return c

@@ -46,6 +46,7 @@ from tqdm.auto import tqdm
 
 from gid_jax import cli, fileio
 from gid_jax.data import clips as clips_lib
+from gid_jax.data import pipeline
 from gid_jax.data import records as records_lib
 from gid_jax.data import video as video_lib
 from gid_jax.errors import InputError
@@ -116,6 +117,8 @@ def validate_config(config) -> None:
     bad('normalize.power', config.normalize.power, f'one of {norm_lib.POWERS}')
   if not 0.0 < config.normalize.percentile <= 100.0:
     bad('normalize.percentile', config.normalize.percentile, 'a number in (0, 100]')
+  if not 0.0 <= config.normalize.get('min_magnitude', 0.0) < 1.0:
+    bad('normalize.min_magnitude', config.normalize.min_magnitude, 'a number of pixels in [0, 1)')
   if not 0.0 < config.filters.static_quantile <= 1.0:
     bad('filters.static_quantile', config.filters.static_quantile, 'a number in (0, 1]')
 
@@ -280,7 +283,8 @@ def build(videos_dir: str, out_dir: str, config, keep_cache: bool = False, progr
         acc.update(z['spec'])
   stats = norm_lib.make_stats(config.normalize.mode, acc, percentile=config.normalize.percentile,
                               power=config.normalize.power, num_freqs=config.num_freqs,
-                              width=config.width, height=config.height)
+                              width=config.width, height=config.height,
+                              min_magnitude=config.normalize.get('min_magnitude', 0.0))
   stats.save(os.path.join(out_dir, norm_lib.STATS_FILENAME))
 
   # The TFDS dataset: always rewritten from the cache (cheap next to flow extraction).
@@ -316,13 +320,43 @@ def build(videos_dir: str, out_dir: str, config, keep_cache: bool = False, progr
 
 def build_parser():
   p = cli.Parser('gid-build', __doc__, config_default='configs/data.py')
-  p.add_argument('--videos', required=True, help='folder of input videos (searched recursively)')
+  p.add_argument('--videos', help='folder of input videos (searched recursively)')
   p.add_argument('--out', required=True, help='output folder for the dataset (a new, empty or earlier build)')
   p.add_argument('--overwrite', action='store_true',
                  help='build into a folder that holds other files (they are kept; our own parts are replaced)')
   p.add_argument('--keep-cache', action='store_true',
                  help='keep per-video extraction results after a successful build')
+  p.add_argument('--refit-stats', action='store_true',
+                 help="refit the finished dataset --out's normalisation statistics (config.normalize.*) "
+                      'from its training clips, without --videos; runs trained on the old ones keep theirs')
   return p
+
+
+def refit_stats(out_dir: str, config, progress: bool = False) -> norm_lib.NormStats:
+  """Refit ``out_dir``'s ``norm_stats.json`` with ``config.normalize`` from its stored training clips.
+
+  Only the statistics change (the clips are stored in pixels): a run records the statistics it trained
+  with, so earlier runs and their exports are unaffected; a run trained after this uses the new ones."""
+  report_path = os.path.join(out_dir, REPORT_FILENAME)
+  if not os.path.isfile(report_path) or not json.loads(fileio.path(report_path).read_text()).get('complete'):
+    raise BuildError(f'--refit-stats: {out_dir} is not a finished dataset (no complete {REPORT_FILENAME})')
+  built = pipeline.load_build_config(out_dir)
+  acc = None
+  if config.normalize.mode == 'adaptive':
+    source = pipeline.data_source(out_dir, 'train')
+    acc = norm_lib.ScaleAccumulator(int(built['num_freqs']))
+    for i in tqdm(range(len(source)), desc='normalisation stats', unit='clip', disable=not progress):
+      acc.update(np.asarray(source[i]['spectral_volume'], np.float32))
+  stats = norm_lib.make_stats(config.normalize.mode, acc, percentile=config.normalize.percentile,
+                              power=config.normalize.power, num_freqs=int(built['num_freqs']),
+                              width=int(built['width']), height=int(built['height']),
+                              min_magnitude=config.normalize.min_magnitude)
+  stats.save(os.path.join(out_dir, norm_lib.STATS_FILENAME))
+  report = json.loads(fileio.path(report_path).read_text())
+  report['stats'] = json.loads(stats.to_json())
+  report.setdefault('config', {})['normalize'] = config.normalize.to_dict()
+  atomic_write_text(report_path, json.dumps(report, indent=1))
+  return stats
 
 
 def is_build_folder(out_dir: str) -> bool:
@@ -340,6 +374,16 @@ def check_out(out_dir: str, overwrite: bool) -> None:
 
 def run(args) -> None:
   validate_config(args.config)
+  if args.refit_stats:
+    if fileio.is_remote(args.out):
+      raise BuildError('--refit-stats works on a local dataset folder')
+    stats = refit_stats(args.out, args.config, progress=args.progress)
+    print(f'{args.out}: normalisation statistics refitted ({args.config.normalize.mode}, percentile '
+          f'{stats.percentile:g} of |coefficients| >= {stats.min_magnitude:g} px): scales '
+          + ' '.join(f'{row[0]:.3g}' for row in stats.scales))
+    return
+  if not args.videos:
+    raise BuildError('--videos is required (the folder of input videos), except with --refit-stats')
   # Object storage (gs://...): videos are read from their local mirror; the dataset is built in the local
   # mirror of --out (an earlier build there is fetched first, so the build resumes) and uploaded at the end.
   videos = fileio.download(args.videos) if fileio.is_remote(args.videos) else args.videos

@@ -8,7 +8,12 @@ Pixel-unit volumes are called ``spec_KxHxWx4``; normalised ones ``nspec_KxHxWx4`
 
 ``s`` has shape (K, 4). In the paper's mode (``'adaptive'``) ``s[k, :]`` is the ``percentile``-th (95th by
 default) percentile of |coefficient| at frequency k over the training set, the same for all four real
-channels. The ablation "w/o adaptive norm" (``'image_size'``) divides x channels by the image width and
+channels, taken over the coefficients of at least ``min_magnitude`` pixels (1e-3 by default; 0 takes all).
+Why the floor: on estimated flow (the paper's data) almost every coefficient is above it, so the scale is
+the paper's; on exact synthetic motion most pixels are exactly still, and the percentile over all of them
+measures how much of the world moves instead of how it moves. A world whose moving fraction falls under
+5% then gets scales near zero (the mean bin at the 1e-6 floor), its moving pixels normalise to hundreds, and
+a VAE trained on that collapses (docs/RESULTS.md, "Believable motion"). The ablation "w/o adaptive norm" (``'image_size'``) divides x channels by the image width and
 y channels by the image height instead.
 
 Percentiles over a real dataset (150K volumes of 160x256x4 values per frequency) do not fit in memory, so
@@ -43,6 +48,7 @@ class NormStats:
   power: str = 'sqrt'
   percentile: float = 95.0
   num_values: int = 0
+  min_magnitude: float = 0.0  # the percentile is over |coefficients| >= this (0: all; older stats files)
 
   def __post_init__(self):
     if self.mode not in MODES:
@@ -62,7 +68,10 @@ class NormStats:
     return np.asarray(self.scales, np.float32)
 
   def to_json(self) -> str:
-    return json.dumps(dataclasses.asdict(self), indent=1)
+    d = dataclasses.asdict(self)
+    if not self.min_magnitude:  # stats fitted over all coefficients serialise as they always have
+      del d['min_magnitude']
+    return json.dumps(d, indent=1)
 
   @classmethod
   def from_json(cls, text: str) -> 'NormStats':
@@ -152,17 +161,29 @@ class ScaleAccumulator:
   def num_values(self) -> int:
     return int(self.counts[0].sum())
 
-  def percentiles(self, percentile: float) -> np.ndarray:
-    """Per-frequency percentile of |coefficient|, shape (K,), float64."""
+  def percentiles(self, percentile: float, min_magnitude: float = 0.0) -> np.ndarray:
+    """Per-frequency percentile of the |coefficients| of at least ``min_magnitude``, shape (K,), float64.
+
+    The floor is applied at histogram-bin resolution (the bin holding it counts whole). A frequency with no
+    coefficient above it gets the smallest representable value (``stats`` floors it)."""
     if not 0.0 < percentile <= 100.0:
       raise ValueError(f'percentile must be in (0, 100], got {percentile}')
+    if not 0.0 <= min_magnitude < 10 ** _LOG_HI:
+      raise ValueError(f'min_magnitude must be in [0, {10 ** _LOG_HI:g}), got {min_magnitude}')
+    if self.counts[0].sum() == 0:
+      raise ValueError('cannot fit normalisation statistics on an empty dataset')
     out = np.zeros(self.num_freqs)
     width = (_LOG_HI - _LOG_LO) / _NUM_BINS
+    first = 0
+    if min_magnitude > 0.0:
+      first = int(np.clip(np.floor((np.log10(min_magnitude) - _LOG_LO) / width) + 1, 0, _NUM_BINS))
     for k in range(self.num_freqs):
-      c = self.counts[k]
+      c = self.counts[k].copy()
+      c[:first] = 0
       total = c.sum()
       if total == 0:
-        raise ValueError('cannot fit normalisation statistics on an empty dataset')
+        out[k] = 10 ** _LOG_LO
+        continue
       rank = percentile / 100.0 * total
       cum = np.cumsum(c)
       b = int(np.searchsorted(cum, rank, side='left'))
@@ -174,15 +195,18 @@ class ScaleAccumulator:
       out[k] = 10 ** (_LOG_LO + (b - 1 + frac) * width)
     return out
 
-  def stats(self, percentile: float = 95.0, power: str = 'sqrt', min_scale: float = 1e-6) -> NormStats:
+  def stats(self, percentile: float = 95.0, power: str = 'sqrt', min_scale: float = 1e-6,
+            min_magnitude: float = 0.0) -> NormStats:
     # A frequency with no motion at all in the training set would get scale 0; floor it so that the
     # transform stays finite (such a frequency then normalises to ~0 everywhere, as it should).
-    p = np.maximum(self.percentiles(percentile), min_scale)
+    p = np.maximum(self.percentiles(percentile, min_magnitude), min_scale)
     return NormStats(scales=tuple((float(v),) * 4 for v in p), mode='adaptive', power=power,
-                     percentile=float(percentile), num_values=self.num_values)
+                     percentile=float(percentile), num_values=self.num_values,
+                     min_magnitude=float(min_magnitude))
 
 
-def fit_stats(specs: Iterable, percentile: float = 95.0, power: str = 'sqrt') -> NormStats:
+def fit_stats(specs: Iterable, percentile: float = 95.0, power: str = 'sqrt',
+              min_magnitude: float = 0.0) -> NormStats:
   """Fit adaptive stats on an iterable of spectral volumes (..., K, H, W, 4)."""
   acc = None
   for spec in specs:
@@ -191,16 +215,16 @@ def fit_stats(specs: Iterable, percentile: float = 95.0, power: str = 'sqrt') ->
     acc.update(spec)
   if acc is None:
     raise ValueError('cannot fit normalisation statistics on an empty dataset')
-  return acc.stats(percentile, power)
+  return acc.stats(percentile, power, min_magnitude=min_magnitude)
 
 
 def make_stats(mode: str, acc: ScaleAccumulator | None, *, percentile: float, power: str,
-               num_freqs: int, width: int, height: int) -> NormStats:
+               num_freqs: int, width: int, height: int, min_magnitude: float = 0.0) -> NormStats:
   """Stats for a normalisation config: fitted percentiles or the image-size ablation."""
   if mode == 'adaptive':
     if acc is None:
       raise ValueError('adaptive normalisation needs training data to fit on')
-    return acc.stats(percentile, power)
+    return acc.stats(percentile, power, min_magnitude=min_magnitude)
   if mode == 'image_size':
     return image_size_stats(num_freqs, width, height, power)
   raise ValueError(f'normalisation mode must be one of {MODES}, got {mode!r}')
