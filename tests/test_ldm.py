@@ -151,7 +151,7 @@ def test_evaluation_during_training_of_the_vae_and_the_ldm(runs, tmp_path):
   vae_w = str(tmp_path / 'vae')
   runs_lib.train_vae(runs['data'], vae_w, eval_every=2, eval_examples=3)
   logged = {(m['step'], k): v for m in metrics.read_metrics(vae_w) for k, v in m.items() if k.startswith('eval/')}
-  assert {s for s, _ in logged} == {2, 4} and 0 < logged[4, 'eval/recon_rel_l1'] < 2
+  assert {s for s, _ in logged} == {2, 4} and 0 < logged[4, 'eval/recon_rel_l1'] < 5  # 4 steps of training
   cfg, vae = checkpoints.load_vae(vae_w)
   stats = pipeline.training_stats(runs['data'], cfg.normalize, cfg.num_freqs)
   x = vae_task.held_out_batch(cfg, stats=stats)['nspec']
@@ -205,6 +205,32 @@ def test_k_and_normalisation_ablations_train_from_the_same_dataset(runs, tmp_pat
     pipeline.training_stats(runs['data'], 'log', 0)
   with pytest.raises(ValueError, match="num_freqs is 5 but the stage-1 run used 3"):
     runs_lib.train_ldm(runs['data'], str(tmp_path / 's2b'), 2, stage1_workdir=s1, num_freqs=5)
+
+
+def test_a_vae_keeps_the_statistics_it_trained_on(runs, tmp_path, caplog):
+  # A VAE run records the normalisation it trains on (a fact): resumed after the dataset's statistics were
+  # refitted (gid-build --refit-stats) it keeps them, and a stage 1 on the refitted data is warned.
+  from gid_jax.data import build  # pylint: disable=g-import-not-at-top
+  data, vae = str(tmp_path / 'data'), str(tmp_path / 'vae')
+  shutil.copytree(runs['data'], data)
+  runs_lib.train_vae(data, vae, num_steps=2)
+  fitted = pipeline.load_stats(data)
+  assert norm_lib.NormStats.from_json(checkpoints.read_run(vae)[1].norm_stats_json) == fitted
+  assert build.main(['--out', data, '--refit-stats', '--config=configs/data.py:size=tiny',
+                     '--config.normalize.min_magnitude=0.05']) == 0
+  assert pipeline.load_stats(data) != fitted
+  from gid_jax import train as train_cli  # pylint: disable=g-import-not-at-top
+  assert train_cli.main(['--config=configs/vae.py:size=tiny', f'--config.data_dir={data}', '--config.num_steps=4',
+                         '--config.model.widths=(8,16)', '--config.batch_size=2', '--config.log_every=1',
+                         '--config.checkpoint_every=2', '--workdir', vae]) == 0  # resumed as a user would
+  assert gid_runs.steps(vae)[-1] == 4
+  assert norm_lib.NormStats.from_json(checkpoints.read_run(vae)[1].norm_stats_json) == fitted
+  caplog.set_level('WARNING', logger='gid_jax')
+  runs_lib.train_ldm(data, str(tmp_path / 's1'), 1, vae_workdir=vae, num_steps=1)
+  assert 'normalised with other statistics' in caplog.text
+  caplog.clear()
+  runs_lib.train_ldm(runs['data'], str(tmp_path / 's1b'), 1, vae_workdir=runs['vae'], num_steps=1)
+  assert 'normalised with other statistics' not in caplog.text
 
 
 def test_a_model_conditioned_on_a_finer_image_than_its_motion(runs, tmp_path):

@@ -34,7 +34,7 @@ IDENTITY_KEYS = ('trainer', 'size', 'mode', 'trainable', 'model', 'diffusion', '
 FACTS = {
     'ldm': ('data_info', 'norm_stats_json', 'latent_scale', 'vae.model', 'model.in_channels',
             'model.out_channels', 'model.cond_channels', 'model.num_freqs', 'model.mask_head'),
-    'vae': (),
+    'vae': ('norm_stats_json',),  # runs saved before 2026-12-07 have none: they used the dataset's
     'renderer': (),
 }
 # Options whose effective value is a fact too: the data selection an LDM run saw (stage 2 inherits its stage-1

@@ -236,12 +236,23 @@ def derive_facts(config) -> dict:
     if vae_cfg.normalize != normalize:
       log.warning('the VAE of %s was trained with normalize=%r but this run uses %r: its latents may not '
                   'fit the data', config.vae_workdir, vae_cfg.normalize, normalize)
+    vae_stats = checkpoints.read_run(config.vae_workdir)[1].get('norm_stats_json')  # none: a VAE run before 2026-12-07
+    if vae_stats and not _same_scales(norm_lib.NormStats.from_json(vae_stats), stats):
+      log.warning('the VAE of %s was trained on data normalised with other statistics than %s (another dataset, '
+                  'or statistics refitted since): its latents may not fit the data; train a VAE on it',
+                  config.vae_workdir, config.data_dir)
     latent_scale = float(config.latent_scale)
     if not latent_scale:
       latent_scale = _measure_latent_scale(vae, config.data_dir, stats)
       log.info('latent scale %.4f', latent_scale)
   return dict(model_facts(config, facts['data_info'], facts['norm_stats_json'], vae_model, latent_scale,
                           mask_head), num_freqs=num_freqs, normalize=normalize)
+
+
+def _same_scales(a: norm_lib.NormStats, b: norm_lib.NormStats, rtol: float = 0.05) -> bool:
+  """Whether two normalisations agree on the frequencies both have (a run may use the first K' only)."""
+  k = min(a.num_freqs, b.num_freqs)
+  return a.power == b.power and np.allclose(a.scales_Kx4[:k], b.scales_Kx4[:k], rtol=rtol, atol=0.0)
 
 
 def model_facts(config, data_info: dict, norm_stats_json: str, vae_model: dict, latent_scale: float,

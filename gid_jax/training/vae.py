@@ -15,6 +15,7 @@ from flax import nnx
 
 from gid_jax.data import pipeline
 from gid_jax.models import vae as vae_lib
+from gid_jax.motion import normalize as norm_lib
 from gid_jax.training.loop import Task
 
 
@@ -52,9 +53,11 @@ def held_out_batch(cfg, name: str = pipeline.DATASET_NAME, stats=None) -> dict:
                      f'{e or "its test split is empty"} (or set --config.eval_every=0)') from e
 
 
-def make_eval(cfg):
-  """evaluate(model, rng) -> the reconstruction errors of the module docstring."""
-  nspec = held_out_batch(cfg, stats=pipeline.training_stats(cfg.data_dir, cfg.normalize, cfg.num_freqs))['nspec']
+def make_eval(cfg, stats=None):
+  """evaluate(model, rng) -> the reconstruction errors of the module docstring (``stats``: as motion_dataset)."""
+  if stats is None:
+    stats = pipeline.training_stats(cfg.data_dir, cfg.normalize, cfg.num_freqs)
+  nspec = held_out_batch(cfg, stats=stats)['nspec']
   x = jnp.asarray(nspec.reshape(-1, *nspec.shape[2:]), jnp.float32)
   scale = np.abs(nspec).mean()
   scale_im = np.abs(nspec[..., 1::2]).mean()
@@ -73,10 +76,18 @@ def make_eval(cfg):
 
 
 def make_task(config, facts: dict | None = None) -> Task:
-  """The task of ``config``; a vae run derives no facts (``gid_jax.runs``): ``facts`` must be empty."""
-  if facts:
-    raise ValueError(f'a vae run has no derived facts, got {sorted(facts)}')
+  """The task of ``config``. A vae run's one derived fact (``gid_jax.runs``) is ``norm_stats_json``, the
+  normalisation it trains on: a resumed run keeps it although the dataset's statistics may have been refitted
+  since (``gid-build --refit-stats``), and an LDM built on the VAE is warned when its data's differ. Runs saved
+  before the fact existed (empty ``facts``) use the dataset's, as they did."""
   require_data_dir(config)
+  if facts is None:
+    facts = {'norm_stats_json': pipeline.training_stats(config.data_dir, config.normalize,
+                                                        config.num_freqs).to_json()}
+  if set(facts) - {'norm_stats_json'}:
+    raise ValueError(f'a vae run derives only norm_stats_json, got {sorted(facts)}')
+  stats = norm_lib.NormStats.from_json(facts['norm_stats_json']) if facts else None
+  facts = dict(facts)
 
   def loss_fn(model, batch, rng):
     nspec = batch['nspec']
@@ -85,4 +96,5 @@ def make_task(config, facts: dict | None = None) -> Task:
     return vae_lib.vae_loss(x, recon, mean, logvar, grad_weight=config.loss.grad_weight,
                             kl_weight=config.loss.kl_weight, num_scales=config.loss.grad_scales)
 
-  return Task('vae', loss_fn, motion_dataset, make_eval=make_eval)
+  return Task('vae', loss_fn, lambda cfg: motion_dataset(cfg, stats=stats),
+              make_eval=lambda cfg: make_eval(cfg, stats), facts=facts)
