@@ -1,6 +1,7 @@
 """What FVD rewards on the Table-1 set: the true motion altered one property at a time, and the model's own.
 
     python tools/fvd_probe.py [--checkpoint RUN_OR_EXPORT] [--guidance 2.5] [--steps 50] [--out out/fvd_probe]
+                              [--model-only]
 
 The `size=mini` synthetic set of configs/eval.py (the plants world's held-out scenes, exact motion), FVD over
 the first 16 frames against the real videos' features (taken from the Table-1 cache when it has them), each
@@ -68,6 +69,7 @@ def main():
   ap.add_argument('--steps', type=int, default=50)
   ap.add_argument('--out', default='out/fvd_probe')
   ap.add_argument('--cache', default='out/eval_table_mini_f2', help='a Table-1 out_dir whose real features to reuse')
+  ap.add_argument('--model-only', action='store_true', help="only the model's rows (a quick FVD of a new run)")
   a = ap.parse_args()
   os.makedirs(a.out, exist_ok=True)
   config = eval_config.get_config('size=mini')
@@ -80,7 +82,8 @@ def main():
   real = cache.get(real_key)
   real16 = real['i3d16'] if real is not None else metrics.fvd_features(evalset.frames, num_frames=FRAMES,
                                                                          crop=tuple(config.crop))
-  pred_path = os.path.join(a.out, f'pred_w{a.guidance}_s{a.steps}.npz')
+  tag = f'{os.path.basename(os.path.normpath(a.checkpoint))}_w{a.guidance}_s{a.steps}'
+  pred_path = os.path.join(a.out, f'pred_{tag}.npz')
   if os.path.exists(pred_path):
     pred = np.load(pred_path)['spec']
   else:
@@ -104,6 +107,8 @@ def main():
       'model x 2': pred * 2,
       'model on truly moving pixels only': pred * moving,
   }
+  if a.model_only:
+    variants = {k: v for k, v in variants.items() if k in ('model', 'model on truly moving pixels only')}
   rows = {}
   for name, spec in variants.items():
     videos = render(evalset, spec, renderer, num_frames)
@@ -115,7 +120,7 @@ def main():
     rows[name] = row
     print(f'| {name} | ' + ' | '.join(f'{row.get(k, float("nan")):.3g}' for k in ('fvd', 'amp_moving', 'amp_still', 'auc'))
           + ' |', flush=True)
-  with open(os.path.join(a.out, f'fvd_probe_w{a.guidance}_s{a.steps}.json'), 'w') as fh:
+  with open(os.path.join(a.out, f'fvd_probe_{tag}.json'), 'w') as fh:
     json.dump(rows, fh, indent=1)
 
 
