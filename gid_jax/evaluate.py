@@ -285,6 +285,11 @@ def _method_key(name: str, method, evalset: EvalSet, config) -> str:
   return '|'.join(parts)
 
 
+def _real_key(set_name: str, evalset: EvalSet, config) -> str:
+  """The cache key of a set's real videos' features."""
+  return f'{set_name}|real|{len(evalset.clip_ids)}|{"".join(evalset.clip_ids)}|{_feature_settings(config)}'
+
+
 def _feature_settings(config) -> str:
   """The part of a cache key that decides what ``video_features`` extracts."""
   return '|'.join([str(tuple(config.crop)), str(config.fid_frame_stride), config.dtfvd_weights,
@@ -366,7 +371,7 @@ def evaluate(config, progress: bool = False) -> dict:
     if len(evalset.clip_ids) < 2:  # FID, KID and FVD estimate covariances: one clip cannot be scored
       raise EvalError(f'sets.{set_name}: {len(evalset.clip_ids)} clip(s) in {set_cfg.videos}; the video metrics '
                       'need at least 2 (more videos, or a larger max_videos / clips_per_video)')
-    real_key = f'{set_name}|real|{len(evalset.clip_ids)}|{"".join(evalset.clip_ids)}|{_feature_settings(config)}'
+    real_key = _real_key(set_name, evalset, config)
     real = cache.get(real_key)
     if real is None:
       with show.phase(f'{set_name}: features of the real videos'):

@@ -77,9 +77,7 @@ def main():
   config.sampling.num_steps, config.sampling.guidance = a.steps, a.guidance
   evalset = ev.load_set('synthetic', config.sets.synthetic, config)
   cache = ev._Cache(a.cache, True)
-  real_key = (f'synthetic|real|{len(evalset.clip_ids)}|{"".join(evalset.clip_ids)}|'
-              f'{ev._feature_settings(config)}')
-  real = cache.get(real_key)
+  real = cache.get(ev._real_key('synthetic', evalset, config))
   real16 = real['i3d16'] if real is not None else metrics.fvd_features(evalset.frames, num_frames=FRAMES,
                                                                          crop=tuple(config.crop))
   tag = f'{os.path.basename(os.path.normpath(a.checkpoint))}_w{a.guidance}_s{a.steps}'
@@ -90,8 +88,7 @@ def main():
     pred = ev.sample_ldm(a.checkpoint, evalset, config.sampling)
     np.savez(pred_path, spec=pred)
   true = evalset.spec
-  num_frames = config_frames = evalset.frames.shape[1]
-  del config_frames
+  num_frames = evalset.frames.shape[1]
   moving = (np.asarray(mm.motion_rms(true)) > 0.1)[:, None, :, :, None]
   renderer = animate.load_renderer(animate.DEFAULT_RENDERER)
   variants = {
@@ -118,8 +115,8 @@ def main():
       am, ast = mm.amplitude_ratios(spec, true, 0.1)
       row.update(amp_moving=am, amp_still=ast, auc=mm.moving_region_auc(spec, true, 0.1))
     rows[name] = row
-    print(f'| {name} | ' + ' | '.join(f'{row.get(k, float("nan")):.3g}' for k in ('fvd', 'amp_moving', 'amp_still', 'auc'))
-          + ' |', flush=True)
+    cells = ' | '.join(f'{row.get(k, float("nan")):.3g}' for k in ('fvd', 'amp_moving', 'amp_still', 'auc'))
+    print(f'| {name} | {cells} |', flush=True)
   with open(os.path.join(a.out, f'fvd_probe_{tag}.json'), 'w') as fh:
     json.dump(rows, fh, indent=1)
 

@@ -275,16 +275,13 @@ def build(videos_dir: str, out_dir: str, config, keep_cache: bool = False, progr
     raise BuildError(f'no usable training clips in {videos_dir} (see {report_path})')
 
   # Normalisation statistics, fitted on train clips only.
-  acc = None
-  if config.normalize.mode == 'adaptive':
-    acc = norm_lib.ScaleAccumulator(config.num_freqs)
-    for _, f in tqdm(clips['train'], desc='normalisation stats', unit='clip', disable=not progress):
+  def train_specs():
+    for _, f in clips['train']:
       with np.load(f) as z:
-        acc.update(z['spec'])
-  stats = norm_lib.make_stats(config.normalize.mode, acc, percentile=config.normalize.percentile,
-                              power=config.normalize.power, num_freqs=config.num_freqs,
-                              width=config.width, height=config.height,
-                              min_magnitude=config.normalize.get('min_magnitude', 0.0))
+        yield z['spec']
+
+  stats = fit_normalization(config.normalize, train_specs, len(clips['train']), config.num_freqs, config.width,
+                            config.height, progress)
   stats.save(os.path.join(out_dir, norm_lib.STATS_FILENAME))
 
   # The TFDS dataset: always rewritten from the cache (cheap next to flow extraction).
@@ -332,27 +329,35 @@ def build_parser():
   return p
 
 
+def fit_normalization(normalize, specs, count: int, num_freqs: int, width: int, height: int,
+                      progress: bool = False) -> norm_lib.NormStats:
+  """The statistics of the config block ``normalize`` over ``specs()`` (a callable giving the ``count``
+  training volumes, pixel units; read only for the adaptive mode)."""
+  acc = None
+  if normalize.mode == 'adaptive':
+    acc = norm_lib.ScaleAccumulator(num_freqs)
+    for spec in tqdm(specs(), total=count, desc='normalisation stats', unit='clip', disable=not progress):
+      acc.update(spec)
+  return norm_lib.make_stats(normalize.mode, acc, percentile=normalize.percentile, power=normalize.power,
+                             num_freqs=num_freqs, width=width, height=height,
+                             min_magnitude=normalize.get('min_magnitude', 0.0))
+
+
 def refit_stats(out_dir: str, config, progress: bool = False) -> norm_lib.NormStats:
   """Refit ``out_dir``'s ``norm_stats.json`` with ``config.normalize`` from its stored training clips.
 
   Only the statistics change (the clips are stored in pixels): a run records the statistics it trained
   with, so earlier runs and their exports are unaffected; a run trained after this uses the new ones."""
   report_path = os.path.join(out_dir, REPORT_FILENAME)
-  if not os.path.isfile(report_path) or not json.loads(fileio.path(report_path).read_text()).get('complete'):
+  report = json.loads(fileio.path(report_path).read_text()) if os.path.isfile(report_path) else {}
+  if not report.get('complete'):
     raise BuildError(f'--refit-stats: {out_dir} is not a finished dataset (no complete {REPORT_FILENAME})')
   built = pipeline.load_build_config(out_dir)
-  acc = None
-  if config.normalize.mode == 'adaptive':
-    source = pipeline.data_source(out_dir, 'train')
-    acc = norm_lib.ScaleAccumulator(int(built['num_freqs']))
-    for i in tqdm(range(len(source)), desc='normalisation stats', unit='clip', disable=not progress):
-      acc.update(np.asarray(source[i]['spectral_volume'], np.float32))
-  stats = norm_lib.make_stats(config.normalize.mode, acc, percentile=config.normalize.percentile,
-                              power=config.normalize.power, num_freqs=int(built['num_freqs']),
-                              width=int(built['width']), height=int(built['height']),
-                              min_magnitude=config.normalize.min_magnitude)
+  source = pipeline.data_source(out_dir, 'train')
+  specs = lambda: (np.asarray(source[i]['spectral_volume'], np.float32) for i in range(len(source)))
+  stats = fit_normalization(config.normalize, specs, len(source), int(built['num_freqs']), int(built['width']),
+                            int(built['height']), progress)
   stats.save(os.path.join(out_dir, norm_lib.STATS_FILENAME))
-  report = json.loads(fileio.path(report_path).read_text())
   report['stats'] = json.loads(stats.to_json())
   report.setdefault('config', {})['normalize'] = config.normalize.to_dict()
   atomic_write_text(report_path, json.dumps(report, indent=1))

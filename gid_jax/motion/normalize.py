@@ -12,9 +12,9 @@ channels, taken over the coefficients of at least ``min_magnitude`` pixels (1e-3
 Why the floor: on estimated flow (the paper's data) almost every coefficient is above it, so the scale is
 the paper's; on exact synthetic motion most pixels are exactly still, and the percentile over all of them
 measures how much of the world moves instead of how it moves. A world whose moving fraction falls under
-5% then gets scales near zero (the mean bin at the 1e-6 floor), its moving pixels normalise to hundreds, and
-a VAE trained on that collapses (docs/RESULTS.md, "Believable motion"). The ablation "w/o adaptive norm" (``'image_size'``) divides x channels by the image width and
-y channels by the image height instead.
+5% then gets scales near zero (the mean bin at the 1e-6 floor) and its moving pixels normalise to hundreds
+(docs/RESULTS.md, "Believable motion"). The ablation "w/o adaptive norm" (``'image_size'``) divides x channels
+by the image width and y channels by the image height instead.
 
 Percentiles over a real dataset (150K volumes of 160x256x4 values per frequency) do not fit in memory, so
 :class:`ScaleAccumulator` streams them into a log-spaced histogram per frequency: 12 decades in 6144 bins,

@@ -236,7 +236,7 @@ def derive_facts(config) -> dict:
     if vae_cfg.normalize != normalize:
       log.warning('the VAE of %s was trained with normalize=%r but this run uses %r: its latents may not '
                   'fit the data', config.vae_workdir, vae_cfg.normalize, normalize)
-    vae_stats = checkpoints.read_run(config.vae_workdir)[1].get('norm_stats_json')  # none: a VAE run before 2026-12-07
+    vae_stats = checkpoints.read_run(config.vae_workdir)[1].get('norm_stats_json')  # none: a VAE before 12-07
     if vae_stats and not _same_scales(norm_lib.NormStats.from_json(vae_stats), stats):
       log.warning('the VAE of %s was trained on data normalised with other statistics than %s (another dataset, '
                   'or statistics refitted since): its latents may not fit the data; train a VAE on it',
@@ -258,8 +258,8 @@ def _same_scales(a: norm_lib.NormStats, b: norm_lib.NormStats, rtol: float = 0.0
 def model_facts(config, data_info: dict, norm_stats_json: str, vae_model: dict, latent_scale: float,
                 mask_head: str) -> dict:
   """The facts of an LDM run (:func:`derive_facts`) from what it found: the data's ``data_info`` (width,
-  height, num_frames, fps, num_freqs, image_scale) and normalisation, the VAE's model config and latent scale, the mask
-  head; the U-Net's channel counts follow from them."""
+  height, num_frames, fps, num_freqs, image_scale) and normalisation, the VAE's model config and latent scale,
+  the mask head; the U-Net's channel counts follow from them."""
   k = int(data_info['num_freqs'])
   channels = int(vae_model['latent_channels']) * (k if config.mode == 'volume' else 1)
   return {'data_info': dict(data_info), 'norm_stats_json': norm_stats_json, 'latent_scale': float(latent_scale),
