@@ -11,9 +11,9 @@ default) percentile of |coefficient| at frequency k over the training set, the s
 channels, taken over the coefficients of at least ``min_magnitude`` pixels (1e-3 by default; 0 takes all).
 Why the floor: on estimated flow (the paper's data) almost every coefficient is above it, so the scale is
 the paper's; on exact synthetic motion most pixels are exactly still, and the percentile over all of them
-measures how much of the world moves instead of how it moves. A world whose moving fraction falls under
-5% then gets scales near zero (the mean bin at the 1e-6 floor) and its moving pixels normalise to hundreds
-(docs/RESULTS.md, "Believable motion"). The ablation "w/o adaptive norm" (``'image_size'``) divides x channels
+measures how much of the world moves instead of how it moves. Where more than 95% of a bin's coefficients
+are exact zeros its scale falls to the 1e-6 floor and moving pixels normalise to hundreds (docs/RESULTS.md,
+"Believable motion"). The ablation "w/o adaptive norm" (``'image_size'``) divides x channels
 by the image width and y channels by the image height instead.
 
 Percentiles over a real dataset (150K volumes of 160x256x4 values per frequency) do not fit in memory, so
