@@ -238,6 +238,9 @@ def test_queue_positions_and_cancel_within_a_second(app_server, photo_png):
   assert _request(srv, '/api/generate', {'session': a, **long_job})[0] == 202
   assert _request(srv, '/api/generate', {'session': b, 'steps': 3, 'num_frames': 4, 'max_side': 64})[0] == 202
   assert _error(srv, '/api/generate', {'session': a})[0] == 409  # one job per photo
+  # b waits behind a: second while the worker has not yet taken a, first once it has.
+  assert json.loads(_request(srv, f'/api/progress?session={b}')[2])['position'] in (1, 2)
+  _wait_state(srv, a, ('sampling', 'rendering', 'done', 'error'))
   assert json.loads(_request(srv, f'/api/progress?session={b}')[2])['position'] == 1
   p = _wait_state(srv, a, ('rendering', 'done', 'error'))  # past compiling and sampling: mid-job
   assert p['state'] == 'rendering', p

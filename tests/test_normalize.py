@@ -46,9 +46,11 @@ def test_histogram_percentile_matches_numpy(rng):
   data[0][:, :5] = 0.0  # static pixels
   stats = nl.fit_stats(data, percentile=95.0)
   allv = np.abs(np.concatenate([d.reshape(k, -1) for d in data], axis=1))
-  exact = np.percentile(allv, 95.0, axis=1)
+  # The histogram's percentile lies in the bin of the sample at rank ceil(p n) (numpy's inverted_cdf); a
+  # linear interpolation between order statistics can sit further away where the samples are sparse.
+  exact = np.percentile(allv, 95.0, axis=1, method='inverted_cdf')
   got = np.asarray(stats.scales)[:, 0]
-  np.testing.assert_allclose(got, exact, rtol=nl.percentile_error_bound())
+  np.testing.assert_allclose(got, exact, rtol=nl.percentile_error_bound() + 1e-6)  # + float32 storage
   assert stats.num_values == allv.shape[1]
 
 
@@ -66,8 +68,8 @@ def test_percentile_over_coefficients_above_a_floor_matches_numpy(rng):
   stats = nl.fit_stats(data, percentile=95.0, min_magnitude=floor)
   # The bin holding the floor counts whole: keep the reference's data away from it.
   assert not ((allv > floor / 1.01) & (allv < floor * 1.01)).any()
-  exact = np.array([np.percentile(v[v >= floor], 95.0) for v in allv])
-  np.testing.assert_allclose(stats.scales_Kx4[:, 0], exact, rtol=nl.percentile_error_bound())
+  exact = np.array([np.percentile(v[v >= floor], 95.0, method='inverted_cdf') for v in allv])
+  np.testing.assert_allclose(stats.scales_Kx4[:, 0], exact, rtol=nl.percentile_error_bound() + 1e-6)
   assert stats.min_magnitude == floor
   assert nl.NormStats.from_json(stats.to_json()) == stats
   with pytest.raises(ValueError, match='min_magnitude'):
