@@ -134,7 +134,8 @@ def sample_motion(sampler, photo_HxWx3: np.ndarray, opts: Options, progress: Cal
   mw, mh = model_size(w, h, (sampler.size[1], sampler.size[0]), sampler.multiple)
   small = resize(photo_HxWx3, mw * sampler.image_scale, mh * sampler.image_scale)
   x = jnp.asarray(small, jnp.float32)[None] / 127.5 - 1.0
-  kw = dict(num_steps=opts.steps, eta=opts.eta, guidance=opts.guidance, progress=progress)
+  kw = dict(num_steps=opts.steps, eta=opts.eta, guidance=opts.guidance, progress=progress,
+            mask_gate=opts.mask_gate)
   if loop_method(opts, sampler.num_frames) == 'guidance':
     kw.update(guidance=opts.loop_weight,
               guidance_fn=loop_loss_fn(sampler.stats, sampler.num_frames, opts.num_frames / opts.slowdown,

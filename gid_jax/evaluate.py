@@ -177,7 +177,8 @@ def sample_ldm(run: str, evalset: EvalSet, sampling, batch: int = 8) -> np.ndarr
     if n < batch:  # one compiled shape
       x = np.concatenate([x, np.repeat(x[-1:], batch - n, axis=0)])
     nspec = sampler.sample_normalized(x, jax.random.PRNGKey(sampling.seed + i), num_steps=sampling.num_steps,
-                                      eta=sampling.eta, guidance=sampling.guidance)
+                                      eta=sampling.eta, guidance=sampling.guidance,
+                                      mask_gate=sampling.get('mask_gate', None))  # None: the checkpoint's
     out.append(np.asarray(norm_lib.denormalize(np.asarray(nspec[:n]), sampler.stats), np.float32))
   return np.concatenate(out)
 

@@ -22,14 +22,23 @@ def build_parser():
                  help="motion LDM: the default classifier-free guidance w stored with the export (default: the run's)")
   p.add_argument('--steps', type=int, default=None,
                  help="motion LDM: the default DDIM steps stored with the export (default: the run's)")
+  p.add_argument('--mask-gate', type=float, default=None,
+                 help="motion LDM trained with the moving-mask loss: the default mask gate stored with the export, "
+                      "in [0, 1], 0 = off (not in the paper; README, 'Mask gate')")
   return p
 
 
 def run(args) -> None:
   stored = runs.check_run(args.workdir, ('ldm', 'renderer', 'vae'), '--workdir')
-  sampling = {k: v for k, v in (('guidance', args.guidance), ('num_steps', args.steps)) if v is not None}
+  sampling = {k: v for k, v in (('guidance', args.guidance), ('num_steps', args.steps),
+                                 ('mask_gate', args.mask_gate)) if v is not None}
   if sampling and stored.get('trainer') != 'ldm':
-    raise InputError('--guidance and --steps apply to motion LDM runs only')
+    raise InputError('--guidance, --steps and --mask-gate apply to motion LDM runs only')
+  if args.mask_gate is not None and not 0 <= args.mask_gate <= 1:
+    raise InputError(f'--mask-gate must be in [0, 1] (0 = off), got {args.mask_gate}')
+  if args.mask_gate and not runs.resolve(*runs.stored_run(args.workdir)).get('model', {}).get('mask_head'):
+    raise InputError(f'--mask-gate needs a run trained with the moving-mask loss (aux_mask_weight > 0); '
+                     f'{args.workdir} was not')
   if args.guidance is not None and not 0 <= args.guidance < float('inf'):
     raise InputError(f'--guidance must be a finite number >= 0, got {args.guidance}')
   if args.steps is not None and args.steps < 1:

@@ -38,6 +38,7 @@ class Options:
   steps: int = 250
   eta: float = 0.0
   guidance: float = 0.0
+  mask_gate: float | None = None  # None = the checkpoint's (gid_jax/diffusion/motion_sampler.py); 0 = off
   seed: int = 0
   loop: bool = False
   loop_method: str = 'snap'  # 'snap' or 'guidance' (module docstring)
@@ -59,6 +60,8 @@ class Options:
       raise InputError(f'--eta must be >= 0, got {self.eta}')
     if self.guidance < 0:
       raise InputError(f'--guidance must be >= 0, got {self.guidance}')
+    if self.mask_gate is not None and not 0 <= self.mask_gate <= 1:
+      raise InputError(f'--mask-gate must be in [0, 1] (0 = off), got {self.mask_gate}')
     if self.loop_method not in LOOP_METHODS:
       raise InputError(f'--loop-method must be one of {", ".join(LOOP_METHODS)}, got {self.loop_method!r}')
     if self.loop_recurrence < 1:

@@ -40,6 +40,9 @@ def build_parser() -> cli.Parser:
   p.add_argument('--eta', type=float, default=None, help="DDIM eta, >= 0 (default: the checkpoint's, 0)")
   p.add_argument('--guidance', type=float, default=None,
                  help="classifier-free guidance weight w, >= 0 (default: the checkpoint's, 0)")
+  p.add_argument('--mask-gate', type=float, default=None,
+                 help="fade motion where the model's moving-mask head says still: in [0, 1], 0 = off "
+                      "(default: the checkpoint's; README, 'Mask gate')")
   p.add_argument('--loop', action='store_true', help='seamless loop: the last frame leads into the first')
   p.add_argument('--loop-method', choices=inputs.LOOP_METHODS, default=d.loop_method,
                  help="'snap': each frequency to a whole number of cycles per loop (exact, no extra cost); "
@@ -68,7 +71,8 @@ def check_args(args):
   opts = inputs.Options(num_frames=args.num_frames, fps=args.fps,
                         steps=1 if args.steps is None else args.steps,
                         eta=0.0 if args.eta is None else args.eta,
-                        guidance=0.0 if args.guidance is None else args.guidance, seed=args.seed,
+                        guidance=0.0 if args.guidance is None else args.guidance,
+                        mask_gate=args.mask_gate, seed=args.seed,
                         loop=args.loop, loop_method=args.loop_method, loop_scale=args.loop_scale,
                         motion_scale=args.motion_scale,
                         slowdown=args.slowdown, max_side=args.max_side)
@@ -103,6 +107,9 @@ def run(args) -> str:
   opts.steps = s.num_steps if args.steps is None else args.steps
   opts.eta = s.eta if args.eta is None else args.eta
   opts.guidance = s.guidance if args.guidance is None else args.guidance
+  if opts.mask_gate and not sampler.has_mask_head:
+    raise InputError('--mask-gate needs a motion model trained with the moving-mask loss; '
+                     f'{args.checkpoint or "the bundled model"} has no mask head')
   with progress.bar('sampling motion', opts.steps) as sample_bar, \
        progress.bar('rendering', opts.num_frames, unit='frame') as render_bar:
     sample_bar.start()

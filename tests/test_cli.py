@@ -216,6 +216,7 @@ def test_ldm_needs_its_vae_run_before_jax(tmp_path, capsys):
     (['--num-frames', '0'], '--num-frames must be at least 2, got 0'),
     (['--steps', '-5'], '--steps must be at least 1, got -5'),
     (['--guidance', '-1'], '--guidance must be >= 0'),
+    (['--mask-gate', '1.5'], '--mask-gate must be in [0, 1] (0 = off), got 1.5'),
     (['--out', 'x.avi'], '--out must end in .mp4, .gif or .webm'),
     (['--image', 'TINY'], 'photos need at least 16 pixels on each side'),
     (['--image', 'BOMB'], 'over the limit of 50,000,000 pixels'),
@@ -414,5 +415,10 @@ def test_export_stores_default_sampling_settings(tmp_path, capsys):
                                                              guidance=2.5, num_steps=40)
   assert export.main(['--workdir', BUNDLED_LDM, '--out', str(out), '--guidance', '-1']) == 2
   assert '--guidance must be a finite number >= 0' in _err(capsys)
+  assert export.main(['--workdir', BUNDLED_LDM, '--out', str(out), '--mask-gate', '2']) == 2
+  assert '--mask-gate must be in [0, 1] (0 = off), got 2.0' in _err(capsys)
+  gated = tmp_path / 'g'
+  assert export.main(['--workdir', BUNDLED_LDM, '--out', str(gated), '--mask-gate', '0.4', '--no-progress']) == 0
+  assert runs.stored_config(str(gated))['sampling']['mask_gate'] == 0.4
   assert export.main(['--workdir', BUNDLED_LDM, '--out', str(out)]) == 2  # an earlier export: --overwrite
   assert '--overwrite' in _err(capsys)

@@ -344,6 +344,7 @@ def test_auxiliary_moving_mask_loss(runs, tmp_path):
   assert motion_sampler.MotionSampler(s2).sample(np.zeros((40, 64, 3), np.uint8), num_steps=2, seed=0).shape[1:] == (40, 64, 4)
   with pytest.raises(ValueError, match='needs a stage-1 run trained with aux_mask_weight'):
     runs_lib.train_ldm(runs['data'], str(tmp_path / 'bad2'), 2, stage1_workdir=runs['s1'], aux_mask_weight=1.0)
+  _check_mask_gate(w, runs['s1'], tmp_path)
   for bad in (-1.0, float('inf')):
     with pytest.raises(ValueError, match='aux_mask_weight must be a finite number >= 0'):
       runs_lib.train_ldm(runs['data'], str(tmp_path / 'bad'), 1, vae_workdir=runs['vae'], aux_mask_weight=bad)
@@ -351,6 +352,58 @@ def test_auxiliary_moving_mask_loss(runs, tmp_path):
     runs_lib.train_ldm(runs['data'], str(tmp_path / 'bad'), 1, vae_workdir=runs['vae'], aux_mask_px=0.0)
   with pytest.raises(ValueError, match='aux_mask_at must be one of'):
     runs_lib.train_ldm(runs['data'], str(tmp_path / 'bad'), 1, vae_workdir=runs['vae'], aux_mask_at='first')
+
+
+def _upsample_linear(a_HxW, h, w):
+  """Bilinear upsampling with half-pixel centres and clamped edges, float64 (jax.image.resize 'linear')."""
+  def axis(n_in, n_out):
+    x = (np.arange(n_out) + 0.5) * n_in / n_out - 0.5
+    x0 = np.floor(x).astype(int)
+    return np.clip(x0, 0, n_in - 1), np.clip(x0 + 1, 0, n_in - 1), x - x0
+  r0, r1, fr = axis(a_HxW.shape[0], h)
+  c0, c1, fc = axis(a_HxW.shape[1], w)
+  rows = a_HxW[r0] * (1 - fr)[:, None] + a_HxW[r1] * fr[:, None]
+  return rows[:, c0] * (1 - fc) + rows[:, c1] * fc
+
+
+def _check_mask_gate(with_head, without_head, tmp_path):
+  """The mask gate against a float64 NumPy reference built from the model's own head logits."""
+  from gid_jax import export  # pylint: disable=g-import-not-at-top
+  s = motion_sampler.MotionSampler(with_head)
+  rng = np.random.default_rng(int.from_bytes(os.urandom(4), 'little'))
+  x = jnp.asarray(rng.uniform(-1, 1, (1, 40, 64, 3)), jnp.float32)
+  key = jax.random.PRNGKey(int(rng.integers(1 << 30)))
+  p = np.asarray(s.moving_probability(x, jax.random.fold_in(key, 1)), np.float64)
+  model = s.model
+  lhw = (40 // model.vae.downsample, 64 // model.vae.downsample)
+  cond = model.condition(x, lhw)
+  probs = []
+  for k in jax.random.split(jax.random.fold_in(key, 1), motion_sampler.GATE_DRAWS):
+    z = model.to_samples(jax.random.normal(k, (1, model.num_freqs, *lhw, model.vae_latent_channels)))
+    t = jnp.full((z.shape[0],), s.sched.num_timesteps - 1, jnp.int32)
+    logits = np.asarray(model.denoise(z, t, cond, with_mask=True)[1], np.float64)  # (K) x h x w
+    probs.append(1.0 / (1.0 + np.exp(-logits)))
+  want = _upsample_linear(np.mean(probs, axis=(0, 1)), 40, 64)
+  np.testing.assert_allclose(p[0], want, rtol=1e-5, atol=1e-6)
+  plain = s.sample_normalized(x, key, num_steps=2)
+  np.testing.assert_array_equal(s.sample_normalized(x, key, num_steps=2, mask_gate=0.0), plain)
+  gate = float(np.quantile(want, 0.5))  # half the pixels keep their motion, the others fade
+  gated = np.asarray(norm_lib.denormalize(s.sample_normalized(x, key, num_steps=2, mask_gate=gate), s.stats),
+                     np.float64)
+  ref = np.asarray(norm_lib.denormalize(plain, s.stats), np.float64) * np.minimum(1.0, want / gate)[None, None, ..., None]
+  np.testing.assert_allclose(gated, ref, rtol=1e-4, atol=1e-7)
+  with pytest.raises(ValueError, match=r'mask_gate must be in \[0, 1\]'):
+    s.sample_normalized(x, key, num_steps=2, mask_gate=1.5)
+  with pytest.raises(ValueError, match='needs a model trained with the auxiliary moving-mask loss'):
+    motion_sampler.MotionSampler(without_head).sample_normalized(x, key, num_steps=2, mask_gate=0.5)
+  # An export stores the default every sampling path reads; a run without the head cannot have one.
+  out = str(tmp_path / 'gated')
+  assert export.main(['--workdir', with_head, '--out', out, '--mask-gate', str(gate), '--no-progress']) == 0
+  gs = motion_sampler.MotionSampler(out)
+  assert gs.default_mask_gate() == pytest.approx(gate)
+  np.testing.assert_allclose(np.asarray(gs.sample_normalized(x, key, num_steps=2)),
+                             np.asarray(s.sample_normalized(x, key, num_steps=2, mask_gate=gate)), rtol=1e-5, atol=1e-6)
+  assert export.main(['--workdir', without_head, '--out', str(tmp_path / 'g2'), '--mask-gate', '0.5']) == 2
 
 
 def test_train_cli_rejects_a_missing_vae(runs, tmp_path):

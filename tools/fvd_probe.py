@@ -1,14 +1,16 @@
 """What FVD rewards on the Table-1 set: the true motion altered one property at a time, and the model's own.
 
     python tools/fvd_probe.py [--checkpoint RUN_OR_EXPORT] [--guidance 2.5] [--steps 50] [--out out/fvd_probe]
-                              [--model-only]
+                              [--model-only] [--mask-gate G]
 
 The `size=mini` synthetic set of configs/eval.py (the plants world's held-out scenes, exact motion), FVD over
 the first 16 frames against the real videos' features (taken from the Table-1 cache when it has them), each
 variant rendered with the bundled renderer. Variants of the true spectral volume S and the model's P (one
 sample per clip, seed 0 per batch of 8, as gid-evaluate samples): amplitude scaled, blurred, still pixels
 contaminated with the model's motion there, amplitude of one with the phase of the other, the model's motion
-kept only where the truth moves. Prints one table row per variant with its motion metrics.
+kept only where the truth moves, and the world resampled: each clip's scene made again from its picture with
+another seed (what a model that learned the world exactly would sample). ``--mask-gate`` samples the model
+with that gate (default: the checkpoint's). Prints one table row per variant with its motion metrics.
 """
 
 import argparse
@@ -23,9 +25,11 @@ from scipy import ndimage
 from gid_jax import animate
 from gid_jax import evaluate as ev
 from gid_jax.configs import eval as eval_config
+from gid_jax.data import synthetic
 from gid_jax.eval import frechet
 from gid_jax.eval import metrics
 from gid_jax.eval import motion_metrics as mm
+from gid_jax.motion import flow as flow_lib
 from gid_jax.motion import spectral
 from gid_jax.render import video as render_video
 
@@ -62,11 +66,28 @@ def render(evalset, spec, renderer, num_frames):
   return np.stack(out)
 
 
+def world_resampled(evalset, videos_dir, num_frames, seed=1000):
+  """The plants world's own sampler for each clip's picture: the scene made again from its rest photo with
+  another seed (what a model that learned the world exactly would sample; still scenes are drawn at random,
+  so it too moves some truly still pictures)."""
+  out = []
+  k, h, w = evalset.spec.shape[1:4]
+  for clip_id in evalset.ids:
+    vid, start = clip_id.rsplit('@', 1)
+    scene = synthetic.Scene.load(synthetic.scene_path(os.path.join(videos_dir, vid + '.mp4')))
+    again = synthetic.make_scene(scene.photo, seed, width=scene.width, height=scene.height, fps=scene.fps,
+                                 num_frames=scene.num_frames, world='plants')
+    disp = flow_lib.resize_displacements(synthetic.trajectories(again, int(start), num_frames), w, h)
+    out.append(np.asarray(spectral.to_spectral_volume(disp, k), np.float32))
+  return np.stack(out)
+
+
 def main():
   ap = argparse.ArgumentParser(description=__doc__.split('\n')[0])
   ap.add_argument('--checkpoint', default=animate.DEFAULT_CHECKPOINT)
   ap.add_argument('--guidance', type=float, default=2.5)
   ap.add_argument('--steps', type=int, default=50)
+  ap.add_argument('--mask-gate', type=float, default=None, help="mask gate (default: the checkpoint's)")
   ap.add_argument('--out', default='out/fvd_probe')
   ap.add_argument('--cache', default='out/eval_table_mini_f2', help='a Table-1 out_dir whose real features to reuse')
   ap.add_argument('--model-only', action='store_true', help="only the model's rows (a quick FVD of a new run)")
@@ -75,12 +96,15 @@ def main():
   config = eval_config.get_config('size=mini')
   config.out_dir = a.cache
   config.sampling.num_steps, config.sampling.guidance = a.steps, a.guidance
+  if a.mask_gate is not None:
+    config.sampling.mask_gate = a.mask_gate
   evalset = ev.load_set('synthetic', config.sets.synthetic, config)
   cache = ev._Cache(a.cache, True)
   real = cache.get(ev._real_key('synthetic', evalset, config))
   real16 = real['i3d16'] if real is not None else metrics.fvd_features(evalset.frames, num_frames=FRAMES,
                                                                          crop=tuple(config.crop))
   tag = f'{os.path.basename(os.path.normpath(a.checkpoint))}_w{a.guidance}_s{a.steps}'
+  tag += '' if a.mask_gate is None else f'_g{a.mask_gate}'
   pred_path = os.path.join(a.out, f'pred_{tag}.npz')
   if os.path.exists(pred_path):
     pred = np.load(pred_path)['spec']
@@ -97,6 +121,8 @@ def main():
       'truth x 0.5': true * 0.5,
       'truth x 0.25': true * 0.25,
       'truth blurred (sigma 2 px)': blur(true, 2.0),
+      'the world resampled (same picture, another seed)': world_resampled(evalset, config.sets.synthetic.videos,
+                                                                          num_frames),
       'truth + model motion on still pixels': true + pred * ~moving,
       'truth amplitude, model phase': amp_phase(true, pred),
       'model amplitude, true phase': amp_phase(pred, true),

@@ -37,12 +37,14 @@ def main(argv=None) -> int:
   ap.add_argument('--seeds', type=int, default=3, help='samples per photo')
   ap.add_argument('--steps', type=int, default=50, help='DDIM steps')
   ap.add_argument('--guidance', type=float, default=0.0, help='classifier-free guidance weight w')
+  ap.add_argument('--mask-gate', type=float, default=None, help="mask gate (default: the checkpoint's)")
   args = ap.parse_args(argv)
   plants = {p.strip() for p in args.plants.split(',') if p.strip()}
   sampler = motion_sampler.MotionSampler(args.checkpoint)
   groups = {'plants': [], 'rigid': []}
   print(f'{args.checkpoint}: T = {sampler.num_frames}, K = {sampler.num_freqs}; {args.seeds} seeds, '
-        f'{args.steps} DDIM steps, guidance {args.guidance:g}')
+        f'{args.steps} DDIM steps, guidance {args.guidance:g}, mask gate '
+        f'{sampler.default_mask_gate() if args.mask_gate is None else args.mask_gate:g}')
   print('| photo | group | mean RMS px | % of width | max RMS px | plants world: % of width |')
   print('|---|---|---:|---:|---:|---:|')
   for name in sorted(os.listdir(args.photos)):
@@ -50,7 +52,7 @@ def main(argv=None) -> int:
     photo = animate.load_photo(os.path.join(args.photos, name))
     vals, peaks, world = [], [], []
     for seed in range(args.seeds):
-      opts = animate.Options(steps=args.steps, seed=seed, guidance=args.guidance)
+      opts = animate.Options(steps=args.steps, seed=seed, guidance=args.guidance, mask_gate=args.mask_gate)
       spec = animate.sample_motion(sampler, photo, opts)  # pixels of the model-size image
       rms = metrics.motion_rms(spec)
       vals.append(rms.mean() / spec.shape[2])

@@ -72,11 +72,20 @@ for name in ('rocket', 'astronaut', 'coffee'):
 PY
   touch "$OUT/photos/.done-v2"
 fi
-python -m gid_jax.data.synthetic --world plants --photos "$OUT/photos/train" --out "$OUT/scenes" \
-    --num-scenes "$SCENES" --width 256 --height 160 --num-frames 300 --crop-min 0.3 --jitter "$JITTER" --overwrite
 # Held-out scenes for the Table-1 report at size=mini (configs/eval.py): 2 per held-out photo, no jitter.
 python -m gid_jax.data.synthetic --world plants --photos "$OUT/photos/heldout" --out "$OUT/scenes_heldout" \
     --num-scenes 32 --width 256 --height 160 --num-frames 150 --seed 2 --overwrite
+# Held-out scenes for the motion-model report and tools/still_motion.py: the same photos, 160 frames (a clip from
+# frame 10 is the "other clip" reference), built like the training data (its train split is the larger part).
+python -m gid_jax.data.synthetic --world plants --photos "$OUT/photos/heldout" --out "$OUT/scenes_heldout_mm" \
+    --num-scenes 32 --width 256 --height 160 --num-frames 160 --seed 3 --overwrite
+[ -d "$OUT/ds_heldout_mm/gid_motion" ] || python -m gid_jax.data.build --videos "$OUT/scenes_heldout_mm" \
+    --out "$OUT/ds_heldout_mm" --config=configs/data.py:size=mini --config.flow.method=ground_truth \
+    --config.filters.camera_motion_px=0 --config.filters.static_px=0 --config.frame_pairs_per_clip=0 \
+    --config.normalize.min_magnitude="$MIN_MAGNITUDE"
+[ "${EVAL_DATA_ONLY:-0}" = 0 ] || exit 0
+python -m gid_jax.data.synthetic --world plants --photos "$OUT/photos/train" --out "$OUT/scenes" \
+    --num-scenes "$SCENES" --width 256 --height 160 --num-frames 300 --crop-min 0.3 --jitter "$JITTER" --overwrite
 [ -d "$OUT/ds/gid_motion" ] || python -m gid_jax.data.build --videos "$OUT/scenes" --out "$OUT/ds" \
     --config=configs/data.py:size=mini --config.flow.method=ground_truth --config.filters.camera_motion_px=0 \
     --config.filters.static_px=0 --config.frame_pairs_per_clip=0 --config.normalize.min_magnitude="$MIN_MAGNITUDE"
@@ -84,5 +93,5 @@ python -m gid_jax.train --config=configs/vae.py --config.data_dir="$OUT/ds" --co
     "--config.model.widths=$VAE_WIDTHS" --workdir "$RUNS/vae"
 python -m gid_jax.train --config=configs/ldm.py --config.data_dir="$OUT/ds" --config.vae_workdir="$RUNS/vae" \
     --config.aux_mask_weight=0.3 --config.num_steps="$S1_STEPS" --workdir "$RUNS/ldm1"
-python -m gid_jax.train --config=configs/ldm_freq.py --config.data_dir="$OUT/ds" --config.stage1_workdir="$RUNS/ldm1" \
+[ "$S2_STEPS" = 0 ] || python -m gid_jax.train --config=configs/ldm_freq.py --config.data_dir="$OUT/ds" --config.stage1_workdir="$RUNS/ldm1" \
     --config.aux_mask_weight=0.3 --config.num_steps="$S2_STEPS" --workdir "$RUNS/ldm2"

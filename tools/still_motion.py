@@ -29,6 +29,7 @@ def main():
   ap.add_argument('--data', default='out/plants/ds_heldout_mm')
   ap.add_argument('--guidance', type=float, default=2.5)
   ap.add_argument('--steps', type=int, default=50)
+  ap.add_argument('--mask-gate', type=float, default=None, help="mask gate (default: the checkpoint's)")
   a = ap.parse_args()
   s = motion_sampler.MotionSampler(a.checkpoint)
   stats = norm_lib.NormStats.from_json(s.config.norm_stats_json)
@@ -38,7 +39,8 @@ def main():
   for i, b in enumerate(ds):
     image = np.round((np.asarray(b['image']) + 1.0) * 127.5).astype(np.uint8)  # at the data's image_scale
     x = s.fit_images(image, b['nspec'].shape[2:4]).astype(np.float32) / 127.5 - 1.0
-    p = s.sample_normalized(x, jax.random.PRNGKey(i), num_steps=a.steps, guidance=a.guidance)
+    p = s.sample_normalized(x, jax.random.PRNGKey(i), num_steps=a.steps, guidance=a.guidance,
+                            mask_gate=a.mask_gate)
     preds.append(np.asarray(norm_lib.denormalize(p, stats))[0])
     trues.append(np.asarray(norm_lib.denormalize(b['nspec'], stats))[0])
   pred, true = np.stack(preds), np.stack(trues)
@@ -49,7 +51,8 @@ def main():
   still_clip = ~moving.reshape(len(true), -1).any(1)
   near = np.stack([ndimage.binary_dilation(m, iterations=2) for m in moving]) & still
   total = rp[still].sum()
-  print(f'{a.checkpoint}, w = {a.guidance}: {len(true)} clips, {int(still_clip.sum())} entirely still')
+  gate = s.default_mask_gate() if a.mask_gate is None else a.mask_gate
+  print(f'{a.checkpoint}, w = {a.guidance}, mask gate {gate:g}: {len(true)} clips, {int(still_clip.sum())} entirely still')
   amp_moving, amp_still = mm.amplitude_ratios(pred, true, 0.1)
   print(f'amplitude, moving / true: {amp_moving:.3f}; moving AUC {mm.moving_region_auc(pred, true, 0.1):.3f}')
   print(f'amplitude, still / true moving: {amp_still:.3f}')

@@ -138,5 +138,7 @@ def check_ranges(config, prefix: str = 'config.') -> None:
       raise ValueError(f'{name} must be in [0, 1), got {value}')
     if key == 'num_frames' and not value >= 2:
       raise ValueError(f'{name} must be >= 2, got {value}')
+    if key == 'mask_gate' and not 0 <= value <= 1:
+      raise ValueError(f'{name} must be in [0, 1] (0 = off), got {value}')
     if key == 'percentile' and not value <= 100:
       raise ValueError(f'{name} must be in (0, 100], got {value}')

@@ -90,6 +90,9 @@ def get_config(arg=None):
   c.sampling.num_steps = 250  # SPEC: 250 DDIM steps for the main results
   c.sampling.eta = 0.0
   c.sampling.guidance = 0.0  # w in (1 + w) eps(c) - w eps(null); 0 = conditional only
+  # Not in the paper: scale each pixel's motion by min(1, p / mask_gate), p the moving-mask head's probability
+  # (needs aux_mask_weight > 0; gid_jax/diffusion/motion_sampler.py). 0 = off.
+  c.sampling.mask_gate = 0.0
   # Evaluation during training (eval_every): DDIM steps of its samples (the sampling's eta and guidance)
   c.eval_ddim_steps = 20
 

@@ -14,6 +14,14 @@ that is a multiple of :attr:`MotionSampler.multiple` (the networks are fully con
 model conditioned on a finer image than the motion it predicts). The application layer (``gid_jax.sample``)
 resizes photos to such a size near the training size.
 The same seed gives the same volume.
+
+**Mask gate** (``mask_gate`` > 0; not in the paper, off unless the checkpoint's ``sampling.mask_gate`` or the
+caller sets it). A model trained with the auxiliary moving-mask loss (``aux_mask_weight`` > 0) has a head that
+predicts, per latent pixel, the probability that its pixels move. Read at the last noise level (pure noise,
+so only the image can answer, as in training; the mean of ``GATE_DRAWS`` noise draws), bilinearly upsampled to
+the motion's size, it scales each pixel's sampled motion (in pixel units) by ``g = min(1, p / mask_gate)``:
+pixels the head thinks move with probability ``mask_gate`` or more keep their motion, the rest fade with it.
+The gate multiplies every coefficient of a pixel by the same real number, so loops stay loops.
 """
 
 from __future__ import annotations
@@ -32,6 +40,8 @@ from gid_jax.diffusion import sampling
 from gid_jax.diffusion import schedules
 from gid_jax.motion import normalize as norm_lib
 from gid_jax.runs import checkpoints
+
+GATE_DRAWS = 4  # noise draws averaged for the mask gate's probability
 
 
 class MotionSampler:
@@ -61,6 +71,18 @@ class MotionSampler:
     self.image_scale = int(info.image_scale)
     # The VAE factor times the U-Net's deepest downsampling: the motion sizes every level divides exactly.
     self.multiple = model.vae.downsample * 2 ** (len(self.config.model.widths) - 1)
+    self.has_mask_head = bool(self.config.model.get('mask_head', ''))
+
+  def default_mask_gate(self) -> float:
+    """The checkpoint's ``sampling.mask_gate`` (0 = off; runs from before it existed have none)."""
+    return float(self.config.sampling.get('mask_gate', 0.0))
+
+  def check_mask_gate(self, mask_gate: float) -> None:
+    if not 0.0 <= mask_gate <= 1.0:
+      raise ValueError(f'mask_gate must be in [0, 1] (0 = off), got {mask_gate}')
+    if mask_gate > 0.0 and not self.has_mask_head:
+      raise ValueError('mask_gate > 0 needs a model trained with the auxiliary moving-mask loss '
+                       '(aux_mask_weight > 0); this one has no mask head')
 
   def image_size(self, motion_hw: tuple[int, int]) -> tuple[int, int]:
     """(H, W) of the image that gives motion of ``motion_hw``."""
@@ -81,10 +103,12 @@ class MotionSampler:
 
   def sample_normalized(self, image_BxHxWx3, rng, *, num_steps: int, eta: float = 0.0, guidance: float = 0.0,
                         guidance_fn: Callable | None = None, guidance_scale: float = 0.0, recurrence: int = 1,
-                        progress: Callable | None = None) -> jax.Array:
+                        progress: Callable | None = None, mask_gate: float | None = None) -> jax.Array:
     """Normalised volumes nspec_BxKxhxwx4 for float images in [-1, 1] (see module docstring); h x w is the
-    image's size over ``image_scale``."""
+    image's size over ``image_scale``. ``mask_gate``: None = the checkpoint's (module docstring)."""
     self.check_image(image_BxHxWx3)
+    mask_gate = self.default_mask_gate() if mask_gate is None else float(mask_gate)
+    self.check_mask_gate(mask_gate)
     image = jnp.asarray(image_BxHxWx3, jnp.float32)
     state = self.state
     layout = None
@@ -93,10 +117,23 @@ class MotionSampler:
       state = jax.device_put(state, jax.sharding.NamedSharding(self.mesh, jax.sharding.PartitionSpec()))
       if self.config.mode == 'slice' and image.shape[0] % self.batch_shards == 0:
         layout = (self.batch_shards, self.sample_sharding)  # each device samples only its own slices
-    return _sample(self.graphdef, state, self.sched, image, rng, eta,
-                   guidance_scale, scale=self.image_scale, num_steps=int(num_steps), guidance=float(guidance),
-                   objective=self.config.diffusion.objective, guidance_fn=guidance_fn,
-                   recurrence=int(recurrence), progress=progress, layout=layout)
+    nspec = _sample(self.graphdef, state, self.sched, image, rng, eta,
+                    guidance_scale, scale=self.image_scale, num_steps=int(num_steps), guidance=float(guidance),
+                    objective=self.config.diffusion.objective, guidance_fn=guidance_fn,
+                    recurrence=int(recurrence), progress=progress, layout=layout)
+    if mask_gate > 0.0:
+      p = self.moving_probability(image, jax.random.fold_in(rng, 1))
+      gate = jnp.minimum(1.0, p / mask_gate)[:, None, :, :, None]
+      nspec = norm_lib.normalize(norm_lib.denormalize(nspec, self.stats) * gate, self.stats)
+    return nspec
+
+  def moving_probability(self, image_BxHxWx3, rng) -> jax.Array:
+    """The mask head's probability that each pixel moves, B x h x w at the motion's size (module docstring:
+    the mean over ``GATE_DRAWS`` pure-noise inputs at the last timestep)."""
+    if not self.has_mask_head:
+      raise ValueError('this model has no moving-mask head (trained without aux_mask_weight)')
+    return _moving_probability(self.graphdef, self.state, jnp.asarray(image_BxHxWx3, jnp.float32), rng,
+                               scale=self.image_scale, timestep=self.sched.num_timesteps - 1)
 
   def sample(self, image_HxWx3, *, num_steps: int | None = None, eta: float | None = None,
              guidance: float | None = None, seed: int = 0, progress: Callable | None = None) -> np.ndarray:
@@ -149,6 +186,24 @@ def _sample(graphdef, state, sched, image_BxHxWx3, rng, eta, guidance_scale, *, 
                             guidance_scale=0.0 if gfn is None else guidance_scale, recurrence=recurrence,
                             progress=progress, noise_fn=noise if per > 1 else None)
   return decode(x0)
+
+
+@functools.partial(jax.jit, static_argnames=('graphdef', 'scale', 'timestep'))
+def _moving_probability(graphdef, state, image_BxHxWx3, rng, *, scale, timestep):
+  model = nnx.merge(graphdef, state)
+  b, h, w = image_BxHxWx3.shape[0], image_BxHxWx3.shape[1] // scale, image_BxHxWx3.shape[2] // scale
+  latent_hw = (h // model.vae.downsample, w // model.vae.downsample)
+  cond_B = model.condition(image_BxHxWx3, latent_hw)
+  per = model.samples_per_example()
+
+  def one(key):
+    z = model.to_samples(jax.random.normal(key, (b, model.num_freqs, *latent_hw, model.vae_latent_channels)))
+    _, logits = model.denoise(z, jnp.full((z.shape[0],), timestep, jnp.int32), cond_B, with_mask=True)
+    p = jax.nn.sigmoid(logits.astype(jnp.float32))  # N x h' x w' (latent size)
+    return model.split(p, per).mean(1) if per > 1 else p  # the slices of one example share one mask
+
+  p = jnp.mean(jnp.stack([one(k) for k in jax.random.split(rng, GATE_DRAWS)]), axis=0)
+  return jax.image.resize(p, (b, h, w), 'linear')
 
 
 @functools.lru_cache(maxsize=4)

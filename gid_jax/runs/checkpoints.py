@@ -237,7 +237,8 @@ def export(workdir: str, out_dir: str, ema: bool = True, sampling: dict | None =
   config, facts = read_run(workdir)
   config = _plain(config)
   for key, value in (sampling or {}).items():
-    config['sampling'][key] = type(config['sampling'][key])(value)
+    old = config['sampling'].get(key)  # a run from before the setting existed has none
+    config['sampling'][key] = value if old is None else type(old)(value)
   resolved = resolve(config, facts)
   _, model = load(workdir, ema, config=resolved)
   _, params, frozen, _ = split(model, resolved)
