@@ -66,19 +66,23 @@ def render(evalset, spec, renderer, num_frames):
   return np.stack(out)
 
 
-def world_resampled(evalset, videos_dir, num_frames, seed=1000):
+def world_resampled(evalset, videos_dir, num_frames, seed=1000, wind_as_truth=False):
   """The plants world's own sampler for each clip's picture: the scene made again from its rest photo with
   another seed (what a model that learned the world exactly would sample; still scenes are drawn at random,
-  so it too moves some truly still pictures)."""
+  so it too moves some truly still pictures). ``wind_as_truth``: a scene is still exactly when the true one
+  is (amplitudes, directions and phases still drawn afresh)."""
   out = []
   k, h, w = evalset.spec.shape[1:4]
-  for clip_id in evalset.ids:
+  truly_still = ~(np.asarray(mm.motion_rms(evalset.spec)) > 0.1).reshape(len(evalset.spec), -1).any(1)
+  for clip_id, still in zip(evalset.clip_ids, truly_still):
     vid, start = clip_id.rsplit('@', 1)
     scene = synthetic.Scene.load(synthetic.scene_path(os.path.join(videos_dir, vid + '.mp4')))
     again = synthetic.make_scene(scene.photo, seed, width=scene.width, height=scene.height, fps=scene.fps,
-                                 num_frames=scene.num_frames, world='plants')
+                                 num_frames=scene.num_frames, world='plants',
+                                 **({'still_fraction': 0.0} if wind_as_truth else {}))
     disp = flow_lib.resize_displacements(synthetic.trajectories(again, int(start), num_frames), w, h)
-    out.append(np.asarray(spectral.to_spectral_volume(disp, k), np.float32))
+    spec = np.asarray(spectral.to_spectral_volume(disp, k), np.float32)
+    out.append(spec * 0 if wind_as_truth and still else spec)
   return np.stack(out)
 
 
@@ -91,10 +95,14 @@ def main():
   ap.add_argument('--out', default='out/fvd_probe')
   ap.add_argument('--cache', default='out/eval_table_mini_f2', help='a Table-1 out_dir whose real features to reuse')
   ap.add_argument('--model-only', action='store_true', help="only the model's rows (a quick FVD of a new run)")
+  ap.add_argument('--rows', default='', help="';'-separated row names to compute (default: all)")
+  ap.add_argument('--videos', default='', help="another folder of plants-world scenes (default: the set's)")
   a = ap.parse_args()
   os.makedirs(a.out, exist_ok=True)
   config = eval_config.get_config('size=mini')
   config.out_dir = a.cache
+  if a.videos:
+    config.sets.synthetic.videos = a.videos
   config.sampling.num_steps, config.sampling.guidance = a.steps, a.guidance
   if a.mask_gate is not None:
     config.sampling.mask_gate = a.mask_gate
@@ -105,37 +113,47 @@ def main():
                                                                          crop=tuple(config.crop))
   tag = f'{os.path.basename(os.path.normpath(a.checkpoint))}_w{a.guidance}_s{a.steps}'
   tag += '' if a.mask_gate is None else f'_g{a.mask_gate}'
+  tag += '' if not a.videos else '_' + os.path.basename(os.path.normpath(a.videos))
   pred_path = os.path.join(a.out, f'pred_{tag}.npz')
-  if os.path.exists(pred_path):
-    pred = np.load(pred_path)['spec']
-  else:
-    pred = ev.sample_ldm(a.checkpoint, evalset, config.sampling)
-    np.savez(pred_path, spec=pred)
+
+  def model():
+    if not os.path.exists(pred_path):
+      np.savez(pred_path, spec=ev.sample_ldm(a.checkpoint, evalset, config.sampling))
+    return np.load(pred_path)['spec']
+
   true = evalset.spec
   num_frames = evalset.frames.shape[1]
   moving = (np.asarray(mm.motion_rms(true)) > 0.1)[:, None, :, :, None]
   renderer = animate.load_renderer(animate.DEFAULT_RENDERER)
-  variants = {
-      'repeat I_0': None,
-      'truth': true,
-      'truth x 0.5': true * 0.5,
-      'truth x 0.25': true * 0.25,
-      'truth blurred (sigma 2 px)': blur(true, 2.0),
-      'the world resampled (same picture, another seed)': world_resampled(evalset, config.sets.synthetic.videos,
-                                                                          num_frames),
-      'truth + model motion on still pixels': true + pred * ~moving,
-      'truth amplitude, model phase': amp_phase(true, pred),
-      'model amplitude, true phase': amp_phase(pred, true),
-      'model': pred,
-      'model x 2': pred * 2,
-      'model on truly moving pixels only': pred * moving,
+  videos = config.sets.synthetic.videos
+  variants = {  # computed only when asked for
+      'repeat I_0': lambda: None,
+      'truth': lambda: true,
+      'truth x 0.5': lambda: true * 0.5,
+      'truth x 0.25': lambda: true * 0.25,
+      'truth blurred (sigma 2 px)': lambda: blur(true, 2.0),
+      'world resampled (another seed)': lambda: world_resampled(evalset, videos, num_frames),
+      'world resampled (another seed) with the true stillness': lambda: world_resampled(
+          evalset, videos, num_frames, wind_as_truth=True),
+      'truth + model motion on still pixels': lambda: true + model() * ~moving,
+      'truth amplitude, model phase': lambda: amp_phase(true, model()),
+      'model amplitude, true phase': lambda: amp_phase(model(), true),
+      'model': model,
+      'model x 2': lambda: model() * 2,
+      'model on truly moving pixels only': lambda: model() * moving,
   }
   if a.model_only:
     variants = {k: v for k, v in variants.items() if k in ('model', 'model on truly moving pixels only')}
+  if a.rows:
+    unknown = set(a.rows.split(';')) - set(variants)
+    if unknown:
+      ap.error(f'--rows: unknown {sorted(unknown)}; rows are {list(variants)}')
+    variants = {k: v for k, v in variants.items() if k in a.rows.split(';')}
   rows = {}
-  for name, spec in variants.items():
-    videos = render(evalset, spec, renderer, num_frames)
-    f = metrics.fvd_features(videos, num_frames=FRAMES, crop=tuple(config.crop))
+  for name, make in variants.items():
+    spec = make()
+    rendered = render(evalset, spec, renderer, num_frames)
+    f = metrics.fvd_features(rendered, num_frames=FRAMES, crop=tuple(config.crop))
     row = {'fvd': frechet.frechet_distance_from_features(real16, f)}
     if spec is not None:
       am, ast = mm.amplitude_ratios(spec, true, 0.1)
