@@ -92,6 +92,10 @@ def test_moving_region_auc_matches_pairwise_counting(rng):
   np.testing.assert_allclose(motion.moving_region_auc(pred, true, thr), ref, rtol=1e-12)
   assert motion.moving_region_auc(true, true, thr) == 1.0
   assert np.isnan(motion.moving_region_auc(pred, np.zeros_like(true), thr))
+  # Any score (e.g. the mask head's probability) through the same counting.
+  np.testing.assert_allclose(motion.region_auc(score.reshape(8, 8), label.reshape(8, 8)), ref, rtol=1e-12)
+  with pytest.raises(ValueError, match='differ in size'):
+    motion.region_auc(score, label[:-1])
 
 
 def test_loop_closure_error(rng):

@@ -1,7 +1,7 @@
 """What FVD rewards on the Table-1 set: the true motion altered one property at a time, and the model's own.
 
     python tools/fvd_probe.py [--checkpoint RUN_OR_EXPORT] [--guidance 2.5] [--steps 50] [--out out/fvd_probe]
-                              [--model-only] [--mask-gate G]
+                              [--model-only] [--mask-gate G] [--rows 'A;B'] [--videos DIR] [--world-seed 1000]
 
 The `size=mini` synthetic set of configs/eval.py (the plants world's held-out scenes, exact motion), FVD over
 the first 16 frames against the real videos' features (taken from the Table-1 cache when it has them), each
@@ -96,6 +96,7 @@ def main():
   ap.add_argument('--cache', default='out/eval_table_mini_f2', help='a Table-1 out_dir whose real features to reuse')
   ap.add_argument('--model-only', action='store_true', help="only the model's rows (a quick FVD of a new run)")
   ap.add_argument('--rows', default='', help="';'-separated row names to compute (default: all)")
+  ap.add_argument('--world-seed', type=int, default=1000, help='seed of the world-resampled rows')
   ap.add_argument('--videos', default='', help="another folder of plants-world scenes (default: the set's)")
   a = ap.parse_args()
   os.makedirs(a.out, exist_ok=True)
@@ -132,9 +133,9 @@ def main():
       'truth x 0.5': lambda: true * 0.5,
       'truth x 0.25': lambda: true * 0.25,
       'truth blurred (sigma 2 px)': lambda: blur(true, 2.0),
-      'world resampled (another seed)': lambda: world_resampled(evalset, videos, num_frames),
+      'world resampled (another seed)': lambda: world_resampled(evalset, videos, num_frames, a.world_seed),
       'world resampled (another seed) with the true stillness': lambda: world_resampled(
-          evalset, videos, num_frames, wind_as_truth=True),
+          evalset, videos, num_frames, a.world_seed, wind_as_truth=True),
       'truth + model motion on still pixels': lambda: true + model() * ~moving,
       'truth amplitude, model phase': lambda: amp_phase(true, model()),
       'model amplitude, true phase': lambda: amp_phase(model(), true),
@@ -161,7 +162,7 @@ def main():
     rows[name] = row
     cells = ' | '.join(f'{row.get(k, float("nan")):.3g}' for k in ('fvd', 'amp_moving', 'amp_still', 'auc'))
     print(f'| {name} | {cells} |', flush=True)
-  with open(os.path.join(a.out, f'fvd_probe_{tag}.json'), 'w') as fh:
+  with open(os.path.join(a.out, f'fvd_probe_{tag}_world{a.world_seed}.json'), 'w') as fh:
     json.dump(rows, fh, indent=1)
 
 

@@ -35,7 +35,7 @@ def main():
   stats = norm_lib.NormStats.from_json(s.config.norm_stats_json)
   ds = pipeline.make_dataset(a.data, 'train', batch_size=1, shuffle=False, num_epochs=1, shard_index=0,
                              shard_count=1, drop_remainder=False, stats=stats)
-  preds, trues = [], []
+  preds, trues, heads = [], [], []
   for i, b in enumerate(ds):
     image = np.round((np.asarray(b['image']) + 1.0) * 127.5).astype(np.uint8)  # at the data's image_scale
     x = s.fit_images(image, b['nspec'].shape[2:4]).astype(np.float32) / 127.5 - 1.0
@@ -43,6 +43,8 @@ def main():
                             mask_gate=a.mask_gate)
     preds.append(np.asarray(norm_lib.denormalize(p, stats))[0])
     trues.append(np.asarray(norm_lib.denormalize(b['nspec'], stats))[0])
+    if s.has_mask_head:  # what the mask gate reads (the same draws as a gated sample of this clip)
+      heads.append(np.asarray(s.moving_probability(x, jax.random.fold_in(jax.random.PRNGKey(i), 1)))[0])
   pred, true = np.stack(preds), np.stack(trues)
   rp, rt = np.asarray(mm.motion_rms(pred)), np.asarray(mm.motion_rms(true))
   moving = rt > 0.1
@@ -56,6 +58,10 @@ def main():
   amp_moving, amp_still = mm.amplitude_ratios(pred, true, 0.1)
   print(f'amplitude, moving / true: {amp_moving:.3f}; moving AUC {mm.moving_region_auc(pred, true, 0.1):.3f}')
   print(f'amplitude, still / true moving: {amp_still:.3f}')
+  if heads:
+    head = np.stack(heads)
+    print(f'mask head: moving AUC {mm.region_auc(head, moving):.3f}; mean probability on moving / still pixels '
+          f'{head[moving].mean():.3f} / {head[still].mean():.3f}')
   print(f'  share of it in entirely still clips: {rp[still_clip][still[still_clip]].sum() / total:.2f}')
   print(f'  the ratio without those clips: {rp[~still_clip][still[~still_clip]].mean() / amp:.3f}')
   print(f'  share within 2 px of moving pixels: {rp[near].sum() / total:.2f} '

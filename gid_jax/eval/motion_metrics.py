@@ -115,8 +115,15 @@ def moving_region_auc(pred_spec_KxHxWx4, true_spec_KxHxWx4, threshold_px: float 
   pred = _arr('pred_spec', pred_spec_KxHxWx4, 4)
   true = _arr('true_spec', true_spec_KxHxWx4, 4)
   _same('pred_spec', pred, 'true_spec', true)
-  score = motion_rms(pred).reshape(-1)
-  label = (motion_rms(true) > threshold_px).reshape(-1)
+  return region_auc(motion_rms(pred), motion_rms(true) > threshold_px)
+
+
+def region_auc(score, moving) -> float:
+  """ROC AUC of any per-pixel ``score`` (e.g. a moving-mask probability) as a detector of the boolean
+  ``moving`` of the same shape, pooled; ties count one half; NaN when ``moving`` is all true or all false."""
+  score, label = np.asarray(score, np.float64).reshape(-1), np.asarray(moving, bool).reshape(-1)
+  if score.shape != label.shape:
+    raise ValueError(f'score and moving differ in size: {score.size} vs {label.size}')
   n1 = int(np.count_nonzero(label))
   n0 = label.size - n1
   if n1 == 0 or n0 == 0:
