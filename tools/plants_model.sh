@@ -16,10 +16,12 @@
 #    frames at 256 x 160, random crops down to 30% of a side, photometric jitter JITTER (0 = none; > 0 varies
 #    exposure, contrast and colour). EXTRA_PHOTOS=1 SCENES=240 JITTER=0.7 at the same training budget moved
 #    held-out plants less, not more (docs/RESULTS.md).
-# 3. The dataset at size=mini (64 x 40, T = 150, K = 16) with the world's exact motion.
+# 3. The dataset at size=mini (64 x 40, T = 150, K = 16) with the world's exact motion; before it, the held-out
+#    sets: scenes_heldout (the Table-1 set of configs/eval.py size=mini) and scenes_heldout_mm / ds_heldout_mm
+#    (the motion-model report and tools/still_motion.py). EVAL_DATA_ONLY=1 stops after those.
 # 4. VAE (2 levels: a 32 x 20 latent that keeps the imaginary parts), stage 1 (with the auxiliary moving-mask
 #    loss) and stage 2 (frequency attention) into RUNS; the LDM stages train on cached VAE latents
-#    (configs/ldm.py cache_latents). About 95 minutes on 2 cores.
+#    (configs/ldm.py cache_latents). About 95 minutes on 2 cores. S2_STEPS=0 skips stage 2.
 #
 # The previous bundled model (a 3-level VAE, 16 x 10 latent, which drops the imaginary parts; docs/RESULTS.md):
 #     VAE_WIDTHS='(16,32,64)' VAE_STEPS=600 S1_STEPS=3000 S2_STEPS=1000 RUNS=out/plants bash tools/plants_model.sh
