@@ -394,6 +394,22 @@ def _check_mask_gate(with_head, without_head, tmp_path):
   np.testing.assert_allclose(gated, ref, rtol=1e-4, atol=1e-7)
   with pytest.raises(ValueError, match=r'mask_gate must be in \[0, 1\]'):
     s.sample_normalized(x, key, num_steps=2, mask_gate=1.5)
+  # On a device mesh (4 fake CPU devices, the batch split) the gated sample is the single-device one.
+  script = (
+      'import sys, jax, numpy as np\n'
+      'from gid_jax import sharding\nfrom gid_jax.diffusion import motion_sampler\nfrom gid_jax.runs import checkpoints\n'
+      'run, gate = sys.argv[1], float(sys.argv[2])\n'
+      'x = np.random.default_rng(0).uniform(-1, 1, (4, 40, 64, 3)).astype(np.float32)\n'
+      'mesh = motion_sampler.MotionSampler(run, mesh=sharding.make_mesh(checkpoints.read_config(run)))\n'
+      'a = mesh.sample_normalized(x, jax.random.PRNGKey(0), num_steps=2, mask_gate=gate)\n'
+      'b = motion_sampler.MotionSampler(run).sample_normalized(x, jax.random.PRNGKey(0), num_steps=2, mask_gate=gate)\n'
+      'print(jax.device_count(), float(np.abs(np.asarray(a) - np.asarray(b)).max()))\n')
+  flags = f'{os.environ.get("XLA_FLAGS", "")} --xla_force_host_platform_device_count=4'.strip()
+  r = subprocess.run([sys.executable, '-c', script, with_head, str(gate)], capture_output=True, text=True,
+                     env=dict(os.environ, XLA_FLAGS=flags, JAX_PLATFORMS='cpu'))
+  assert r.returncode == 0, r.stderr[-2000:]
+  devices, diff = r.stdout.split()
+  assert int(devices) == 4 and float(diff) < 1e-5, r.stdout
   with pytest.raises(ValueError, match='needs a model trained with the auxiliary moving-mask loss'):
     motion_sampler.MotionSampler(without_head).sample_normalized(x, key, num_steps=2, mask_gate=0.5)
   # An export stores the default every sampling path reads; a run without the head cannot have one.

@@ -109,20 +109,17 @@ class MotionSampler:
     self.check_image(image_BxHxWx3)
     mask_gate = self.default_mask_gate() if mask_gate is None else float(mask_gate)
     self.check_mask_gate(mask_gate)
-    image = jnp.asarray(image_BxHxWx3, jnp.float32)
-    state = self.state
+    image, state = self._placed(image_BxHxWx3)
     layout = None
-    if self.mesh is not None:
-      image = jax.device_put(image, self.batch_sharding)
-      state = jax.device_put(state, jax.sharding.NamedSharding(self.mesh, jax.sharding.PartitionSpec()))
-      if self.config.mode == 'slice' and image.shape[0] % self.batch_shards == 0:
-        layout = (self.batch_shards, self.sample_sharding)  # each device samples only its own slices
+    if self.mesh is not None and self.config.mode == 'slice' and image.shape[0] % self.batch_shards == 0:
+      layout = (self.batch_shards, self.sample_sharding)  # each device samples only its own slices
     nspec = _sample(self.graphdef, state, self.sched, image, rng, eta,
                     guidance_scale, scale=self.image_scale, num_steps=int(num_steps), guidance=float(guidance),
                     objective=self.config.diffusion.objective, guidance_fn=guidance_fn,
                     recurrence=int(recurrence), progress=progress, layout=layout)
     if mask_gate > 0.0:
-      p = self.moving_probability(image, jax.random.fold_in(rng, 1))
+      p = _moving_probability(self.graphdef, state, image, jax.random.fold_in(rng, 1), scale=self.image_scale,
+                              timestep=self.sched.num_timesteps - 1)
       gate = jnp.minimum(1.0, p / mask_gate)[:, None, :, :, None]
       nspec = norm_lib.normalize(norm_lib.denormalize(nspec, self.stats) * gate, self.stats)
     return nspec
@@ -132,8 +129,17 @@ class MotionSampler:
     the mean over ``GATE_DRAWS`` pure-noise inputs at the last timestep)."""
     if not self.has_mask_head:
       raise ValueError('this model has no moving-mask head (trained without aux_mask_weight)')
-    return _moving_probability(self.graphdef, self.state, jnp.asarray(image_BxHxWx3, jnp.float32), rng,
-                               scale=self.image_scale, timestep=self.sched.num_timesteps - 1)
+    image, state = self._placed(image_BxHxWx3)
+    return _moving_probability(self.graphdef, state, image, rng, scale=self.image_scale,
+                               timestep=self.sched.num_timesteps - 1)
+
+  def _placed(self, image_BxHxWx3):
+    """The float image and the model state, on the mesh when there is one (batch split, state replicated)."""
+    image = jnp.asarray(image_BxHxWx3, jnp.float32)
+    if self.mesh is None:
+      return image, self.state
+    return (jax.device_put(image, self.batch_sharding),
+            jax.device_put(self.state, jax.sharding.NamedSharding(self.mesh, jax.sharding.PartitionSpec())))
 
   def sample(self, image_HxWx3, *, num_steps: int | None = None, eta: float | None = None,
              guidance: float | None = None, seed: int = 0, progress: Callable | None = None) -> np.ndarray:
