@@ -75,14 +75,16 @@ def world_resampled(evalset, videos_dir, num_frames, seed=1000, wind_as_truth=Fa
   k, h, w = evalset.spec.shape[1:4]
   truly_still = ~(np.asarray(mm.motion_rms(evalset.spec)) > 0.1).reshape(len(evalset.spec), -1).any(1)
   for clip_id, still in zip(evalset.clip_ids, truly_still):
+    if wind_as_truth and still:
+      out.append(np.zeros(evalset.spec.shape[1:], np.float32))
+      continue
     vid, start = clip_id.rsplit('@', 1)
     scene = synthetic.Scene.load(synthetic.scene_path(os.path.join(videos_dir, vid + '.mp4')))
     again = synthetic.make_scene(scene.photo, seed, width=scene.width, height=scene.height, fps=scene.fps,
                                  num_frames=scene.num_frames, world='plants',
                                  **({'still_fraction': 0.0} if wind_as_truth else {}))
     disp = flow_lib.resize_displacements(synthetic.trajectories(again, int(start), num_frames), w, h)
-    spec = np.asarray(spectral.to_spectral_volume(disp, k), np.float32)
-    out.append(spec * 0 if wind_as_truth and still else spec)
+    out.append(np.asarray(spectral.to_spectral_volume(disp, k), np.float32))
   return np.stack(out)
 
 
