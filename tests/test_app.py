@@ -229,8 +229,20 @@ def test_every_bad_field_is_a_4xx_with_one_line(app_server, photo_png):
   assert _request(srv, '/api/poke', {'session': sid, 'action': 'hold', 'x': 0.5, 'y': 0.5, 'dx': 255, 'dy': 0})[0] == 200
 
 
-def test_queue_positions_and_cancel_within_a_second(app_server, photo_png):
+def test_queue_positions_and_cancel_within_a_chunk(app_server, photo_png):
   srv = app_server
+  # Record every render-progress call: a cancel must stop the running job at its next chunk of frames.
+  app, calls, rendered = srv.app, [], threading.Event()
+  on_render = app._on_render  # pylint: disable=protected-access
+
+  def recording(done, total):
+    s = app._current  # pylint: disable=protected-access
+    calls.append((s.id, done, total, s.cancel.is_set()))
+    if done > 0:
+      rendered.set()
+    on_render(done, total)
+
+  app._on_render = recording  # pylint: disable=protected-access  (looked up when each job starts)
   a, b = (json.loads(_request(srv, '/api/upload', photo_png, {'X-Filename': f'{n}.png'})[2])['session'] for n in 'ab')
   assert _error(srv, '/api/generate', {'session': a, 'steps': 101}) == (
       400, 'steps must be at most 100 for this model (its diffusion has 100 timesteps), got 101')
@@ -242,13 +254,19 @@ def test_queue_positions_and_cancel_within_a_second(app_server, photo_png):
   assert json.loads(_request(srv, f'/api/progress?session={b}')[2])['position'] in (1, 2)
   _wait_state(srv, a, ('sampling', 'rendering', 'done', 'error'))
   assert json.loads(_request(srv, f'/api/progress?session={b}')[2])['position'] == 1
-  p = _wait_state(srv, a, ('rendering', 'done', 'error'))  # past compiling and sampling: mid-job
-  assert p['state'] == 'rendering', p
+  assert rendered.wait(120), calls  # a chunk of frames rendered: mid-job
+  assert json.loads(_request(srv, f'/api/progress?session={a}')[2])['state'] == 'rendering'
   t0 = time.monotonic()
   assert json.loads(_request(srv, '/api/cancel', {'session': a})[2])['session'] == a
-  p = _wait_state(srv, a, ('cancelled', 'done', 'error'), timeout=10)
+  p = _wait_state(srv, a, ('cancelled', 'done', 'error'), timeout=60)
   cancel_s = time.monotonic() - t0
-  assert p['state'] == 'cancelled' and cancel_s < 3.0, (p, cancel_s)  # about 1 s on an idle 2-core CPU
+  assert p['state'] == 'cancelled', p
+  # Not a wall-clock bound (that measures the machine's load): the job stopped at the first chunk after the
+  # cancel, mid-video, and chunks are small, so the wait is one chunk of rendering (about 1 s idle).
+  of_a = [c[1:] for c in calls if c[0] == a]
+  after = [c for c in of_a if c[2]]
+  assert len(after) == 1 and after[0][0] < after[0][1] == 600, of_a
+  assert np.diff([c[0] for c in of_a]).max() <= 16, of_a
   assert _wait_state(srv, b, ('done', 'error'))['state'] == 'done'  # the next job ran
   # A queued job is cancelled at once.
   assert _request(srv, '/api/generate', {'session': a, **long_job})[0] == 202
@@ -257,6 +275,7 @@ def test_queue_positions_and_cancel_within_a_second(app_server, photo_png):
   assert json.loads(_request(srv, f'/api/progress?session={b}')[2])['state'] == 'cancelled'
   _request(srv, '/api/cancel', {'session': a})
   assert _wait_state(srv, a, ('cancelled', 'done', 'error'), timeout=10)['state'] == 'cancelled'
+  app._on_render = on_render  # pylint: disable=protected-access
   print(f'cancel of a running generation took {cancel_s:.2f} s')
 
 
