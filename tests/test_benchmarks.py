@@ -78,7 +78,9 @@ def test_frequency_sharding_costs_the_ideal_per_device():
           'one = scale.analyse(None, 1, "float32", "", "tiny")["tflops"]\n'
           'rows = [scale.analyse(m, 8, "float32", "", "tiny") for m in [(8, 1, 1), (4, 1, 2), (2, 1, 4)]]\n'
           'print(json.dumps([r["tflops"] / (one * 8 / 8) for r in rows]))\n')
-  env = dict(os.environ, XLA_FLAGS='--xla_force_host_platform_device_count=8', JAX_PLATFORMS='cpu')
+  # The suite's XLA flags (conftest.py: a faster-compiling backend level; the FLOPs are the HLO's) + 8 devices.
+  flags = f'{os.environ.get("XLA_FLAGS", "")} --xla_force_host_platform_device_count=8'.strip()
+  env = dict(os.environ, XLA_FLAGS=flags, JAX_PLATFORMS='cpu')
   out = subprocess.run([sys.executable, '-c', code], env=env, capture_output=True, text=True, check=True,
                        cwd=ROOT)
   ratios = json.loads(out.stdout.strip().splitlines()[-1])

@@ -12,7 +12,8 @@ What multi-host adds over one process with 8 devices, and what is checked here:
 * only process 0 writes metrics and prints; every process writes its own data-iterator state;
 * a checkpoint written by 2 processes restores in 1 process on another mesh and training goes on;
 * SIGTERM to one process (a preemption notice; JAX's preemption sync service tells the other) makes both save
-  the same step and exit 0; the same command resumes and matches the uninterrupted run step for step;
+  the same step and exit 0; the same command resumes, and the run matches the uninterrupted reference step
+  for step;
 * evaluation during training gathers the model to process 0 and logs there (eval/ scalars).
 
 The same reference run on 1 device is the check of sharding itself: 8 fake devices (batch over data x fsdp,
@@ -118,34 +119,37 @@ def _steps(workdir: str) -> list[int]:
 
 @pytest.fixture(scope='module')
 def runs(ldm_runs, tmp_path_factory):
-  """Stage 2 trained by 2 processes x 4 fake devices and, at the same time, the 1 x 8 and 1 x 1 references.
+  """Stage 2 trained by 2 processes x 4 fake devices (preempted by SIGTERM, then resumed) and, at the same
+  time, the 1 x 8 and 1 x 1 references.
 
   Concurrent because each process spends most of its time compiling on one core.
   """
   root = tmp_path_factory.mktemp('multihost')
-  two, ref, one, sig = str(root / 'two'), str(root / 'ref'), str(root / 'one'), str(root / 'sig')
+  two, ref, one = str(root / 'two'), str(root / 'ref'), str(root / 'one')
 
   def pair(workdir, **extra):
     coordinator = f'127.0.0.1:{_free_port()}'
     return [(_train_args(ldm_runs['data'], ldm_runs['s1'], workdir, **extra) +
              [f'--coordinator-address={coordinator}', '--num-processes=2', f'--process-id={i}'], 4) for i in range(2)]
 
-  multi = pair(two, eval_every=4, eval_examples=2, eval_ddim_steps=2)
+  evaluated = dict(eval_every=4, eval_examples=2, eval_ddim_steps=2)
   script = [sys.executable, os.path.abspath(__file__), ldm_runs['data'], ldm_runs['s1']]
   references = [(script + [ref, '2,2,2'], 8), (script + [one, '1,1,1'], 1)]
   sent = []
 
-  def preempt(procs):  # SIGTERM to process 1 of the 'sig' pair once its training has started (it compiles)
-    if not sent and os.path.isdir(os.path.join(sig, 'tensorboard')):
-      procs[5].send_signal(signal.SIGTERM)
+  def preempt(procs):  # SIGTERM to process 1 of the pair once its training has started (it compiles)
+    if not sent and os.path.isdir(os.path.join(two, 'tensorboard')):
+      procs[1].send_signal(signal.SIGTERM)
       sent.append(time.monotonic())
 
-  outs = _launch(multi + references + pair(sig), str(root / 'logs'), '2 processes + references + SIGTERM', preempt)
-  saved = _steps(sig)
-  resumed = _launch(pair(sig), str(root / 'logs_resume'), 'resume after SIGTERM')
-  return {'two': two, 'ref': ref, 'outs': outs[:2], 'sig': sig, 'sig_outs': outs[4:], 'sig_saved': saved,
-          'sent': bool(sent), 'resumed_outs': resumed,
-          'ref_result': json.loads(outs[2][0].strip().splitlines()[-1]),
+  # The 2-process run is preempted, then resumed by the same command: both halves are checked against the
+  # uninterrupted 1-process reference reading the same global batches.
+  outs = _launch(pair(two, **evaluated) + references, str(root / 'logs'), '2 processes + references + SIGTERM',
+                 preempt)
+  saved = _steps(two)
+  resumed = _launch(pair(two, **evaluated), str(root / 'logs_resume'), 'resume after SIGTERM')
+  return {'two': two, 'ref': ref, 'sig_outs': outs[:2], 'sig_saved': saved, 'sent': bool(sent),
+          'outs': resumed, 'ref_result': json.loads(outs[2][0].strip().splitlines()[-1]),
           'one_result': json.loads(outs[3][0].strip().splitlines()[-1])}
 
 
@@ -172,20 +176,19 @@ def test_two_processes_match_one_process_reading_the_same_global_batches(runs):
 
 def test_sigterm_to_one_process_saves_the_same_step_on_both_and_resumes_step_for_step(runs):
   assert runs['sent']
-  (out0, err0), (out1, err1) = runs['sig_outs']
+  (out0, err0), (out1, _) = runs['sig_outs']
   assert 'run the same command to resume' in err0 and 'final metrics' not in out0 + out1
   saved = runs['sig_saved']  # the steps logged before the preemption
   assert saved and saved[-1] < 4
   from gid_jax.runs import checkpoints  # pylint: disable=g-import-not-at-top
-  steps = [int(s) for s in os.listdir(os.path.join(runs['sig'], 'checkpoints')) if s.isdigit()]
+  steps = [int(s) for s in os.listdir(os.path.join(runs['two'], 'checkpoints')) if s.isdigit()]
   assert saved[-1] in steps
-  data_dir = os.path.join(runs['sig'], 'checkpoints', str(saved[-1]), 'data')
+  data_dir = os.path.join(runs['two'], 'checkpoints', str(saved[-1]), 'data')
   assert sorted(f for f in os.listdir(data_dir) if f.startswith('process_')) == [
       'process_0-of-2.json', 'process_1-of-2.json']  # both processes saved that same step
-  assert 'final metrics' in runs['resumed_outs'][0][0] and checkpoints.manager(runs['sig']).latest_step() == 4
-  a, b = _losses(runs['two']), _losses(runs['sig'])
-  assert sorted(b) == [1, 2, 3, 4]
-  np.testing.assert_allclose([b[s] for s in range(1, 5)], [a[s] for s in range(1, 5)], rtol=1e-5)
+  # Resumed by the same command to the end; step for step the uninterrupted reference's losses
+  # (test_two_processes_match_one_process_reading_the_same_global_batches).
+  assert 'final metrics' in runs['outs'][0][0] and checkpoints.manager(runs['two']).latest_step() == 4
 
 
 def test_evaluation_gathers_the_model_to_process_0(runs):
