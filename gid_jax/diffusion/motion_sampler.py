@@ -118,8 +118,7 @@ class MotionSampler:
                     objective=self.config.diffusion.objective, guidance_fn=guidance_fn,
                     recurrence=int(recurrence), progress=progress, layout=layout)
     if mask_gate > 0.0:
-      p = _moving_probability(self.graphdef, state, image, jax.random.fold_in(rng, 1), scale=self.image_scale,
-                              timestep=self.sched.num_timesteps - 1)
+      p = self._head_probability(image, state, jax.random.fold_in(rng, 1))
       gate = jnp.minimum(1.0, p / mask_gate)[:, None, :, :, None]
       nspec = norm_lib.normalize(norm_lib.denormalize(nspec, self.stats) * gate, self.stats)
     return nspec
@@ -130,6 +129,10 @@ class MotionSampler:
     if not self.has_mask_head:
       raise ValueError('this model has no moving-mask head (trained without aux_mask_weight)')
     image, state = self._placed(image_BxHxWx3)
+    return self._head_probability(image, state, rng)
+
+  def _head_probability(self, image, state, rng):
+    """:meth:`moving_probability` of an image and state already placed by :meth:`_placed`."""
     return _moving_probability(self.graphdef, state, image, rng, scale=self.image_scale,
                                timestep=self.sched.num_timesteps - 1)
 
