@@ -17,6 +17,25 @@ REMAT_POLICIES = {'': None, 'full': jax.checkpoint_policies.nothing_saveable,
 COMPUTE_DTYPES = ('float32', 'bfloat16')
 
 
+class _Stream(nnx.RngStream):
+  """``nnx.RngStream`` with the same keys (``fold_in(key, count)``, then ``count + 1``), whose counter is replaced
+  with ``set_value`` instead of ``count[...] += 1``. Inside a trace flax's indexed update asks the traced counter
+  for its ``sharding``; JAX answers with an error whose message walks the whole program built so far (caught,
+  but paid on every parameter: quadratic in their number, 3x the time of tracing a model's construction)."""
+
+  def __call__(self) -> jax.Array:
+    key = jax.random.fold_in(self.key[...], self.count[...])
+    self.count.set_value(self.count[...] + 1)
+    return key
+
+
+def init_rngs(seed: int) -> nnx.Rngs:
+  """``nnx.Rngs(seed)`` for building a model (one ``default`` stream; the same parameters), fast to trace."""
+  rngs = nnx.Rngs()
+  rngs.default = _Stream(seed, tag='default')
+  return rngs
+
+
 def checkpointed(policy: str, fn, module: nnx.Module, *arrays):
   """``fn(module, *arrays)``; with a ``policy`` of :data:`REMAT_POLICIES` the block's activations are
   recomputed in the backward pass (``jax.checkpoint`` of the module's state) instead of kept. ``fn`` must

@@ -23,6 +23,7 @@ import orbax.checkpoint as ocp
 from flax import nnx
 
 from gid_jax import fileio, runs
+from gid_jax.models import layers
 from gid_jax.models import ldm as ldm_lib
 from gid_jax.models import renderer as renderer_lib
 from gid_jax.models import vae as vae_lib
@@ -55,7 +56,7 @@ def build(config, abstract: bool = False) -> nnx.Module:
   """The model of a resolved config (:func:`resolve`), initialised in one compiled program (eagerly, XLA:CPU
   compiles every initialiser on its own: seconds per model); ``abstract`` gives shapes only (to restore a
   checkpoint into), unless the model holds non-parameter state (e.g. RNG streams), which must be concrete."""
-  create = lambda: kind(config).build(config, nnx.Rngs(config.seed))
+  create = lambda: kind(config).build(config, layers.init_rngs(config.seed))
   if abstract:
     model = nnx.eval_shape(create)
     if not jax.tree.leaves(nnx.state(model, nnx.Not(nnx.Param))):

@@ -162,7 +162,7 @@ def sharded_state(config, task: Task, mesh):
   config = run_config(config, task)
 
   def create():
-    model = checkpoints.kind(config).build(config, nnx.Rngs(config.seed))
+    model = checkpoints.kind(config).build(config, layers.init_rngs(config.seed))
     _, params, frozen, _ = checkpoints.split(model, config)
     return checkpoints.full_state(tx, params, frozen)
 
