@@ -18,7 +18,7 @@ average splatting instead of the renderer.
 At ``size=mini`` (64 x 40, T = 150, K = 16) "ours" is the bundled default model, stage 1 of the factor-2
 plants-world model of ``tools/plants_model.sh``, against the stage 2 trained on it (frequency attention's effect)
 on that script's held-out plants-world scenes (photos never seen in training), with the guidance w = 2.5 the
-bundled model is shipped with; no ablations are trained at this size, and no real footage of at least 150 frames of the paper's domain
+bundled model is shipped with and each checkpoint's own mask gate (the bundled model's 0.3; stage 2's 0); no ablations are trained at this size, and no real footage of at least 150 frames of the paper's domain
 is at hand offline, so the real set is off.
 """
 
