@@ -55,7 +55,7 @@ def set_compute_dtype(model: nnx.Module, dtype: str) -> None:
   if dtype not in COMPUTE_DTYPES:
     raise ValueError(f'compute dtype must be one of {COMPUTE_DTYPES}, got {dtype!r}')
   value = None if dtype == 'float32' else jnp.dtype(dtype)
-  for _, m in model.iter_modules():
+  for _, m in nnx.iter_graph(model):  # every module (Module.iter_modules is deprecated)
     if isinstance(m, (nnx.Conv, nnx.Linear, nnx.GroupNorm, nnx.LayerNorm)):
       m.dtype = value
     elif isinstance(m, nnx.Embed):

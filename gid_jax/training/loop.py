@@ -183,8 +183,8 @@ def prepare(model: nnx.Module, config) -> None:
   """How the run computes (static attributes of the model, not parameters): ``compute_dtype`` for every
   layer (parameters and optimiser state stay float32) and the ``remat`` policy of every block."""
   layers.set_compute_dtype(model, compute_dtype(config))
-  for _, m in model.iter_modules():
-    if hasattr(m, 'remat'):
+  for _, m in nnx.iter_graph(model):  # (Module.iter_modules is deprecated; nnx.iter_modules is flax >= 0.12)
+    if isinstance(m, nnx.Module) and hasattr(m, 'remat'):
       m.remat = config.remat
 
 
