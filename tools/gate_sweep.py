@@ -49,8 +49,10 @@ def main():
   heads = []
   for i in range(0, len(evalset.images), batch):
     x = evalset.images[i:i + batch].astype(np.float32) / 127.5 - 1.0
+    n = len(x)
+    x = np.concatenate([x, np.repeat(x[-1:], batch - n, axis=0)])  # padded as sample_ldm pads: the same draws
     key = jax.random.fold_in(jax.random.PRNGKey(config.sampling.seed + i), 1)
-    heads.append(np.asarray(sampler.moving_probability(x, key)))
+    heads.append(np.asarray(sampler.moving_probability(x, key))[:n])
   p = np.concatenate(heads)
   print(f'{a.checkpoint}: {len(p)} clips, {a.steps} steps; mask head AUC {mm.region_auc(p, moving):.3f}')
   print('| w | gate | amplitude moving | amplitude still | still / moving | AUC |\n|---|---|---:|---:|---:|---:|')
