@@ -50,7 +50,7 @@ def test_cached_and_on_disk_latents_are_the_uncached_pipeline(runs, tmp_path, ca
     np.testing.assert_allclose(a['z0'], z, atol=1e-5)
     np.testing.assert_allclose(a['mask'], ldm_task.moving_fraction(jnp.asarray(b['nspec']), stats, 0.1,
                                                                    z.shape[2:4]), atol=1e-6)
-  _check_latents_on_disk(runs, tmp_path, capsys, model)
+  _check_latents_on_disk(runs, tmp_path, capsys, model, task)
 
 
 def test_volume_ablation_trains_and_samples(runs, tmp_path):
@@ -163,7 +163,7 @@ def test_remat_changes_memory_not_the_step(runs):
       np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
 
 
-def _check_latents_on_disk(runs, tmp_path, capsys, model):
+def _check_latents_on_disk(runs, tmp_path, capsys, model, task):
   """python -m gid_jax.training.latents, then latents_dir: the same losses step by step as the uncached
   pipeline and the in-memory cache (auxiliary mask loss included), and latents of another VAE are refused."""
   from gid_jax.training import latents  # pylint: disable=g-import-not-at-top
@@ -194,8 +194,7 @@ def _check_latents_on_disk(runs, tmp_path, capsys, model):
   vae_params = nnx.state(other.vae, nnx.Param)
   first = jax.tree.leaves(vae_params)[0]
   nnx.update(other.vae, jax.tree.map(lambda x: x + 1e-3 if x is first else x, vae_params))
-  c = runs_lib.ldm_cfg(runs['data'], 1, vae_workdir=runs['vae'], latents_dir=out)
-  cfg = loop.run_config(c, ldm_task.make_task(c))
+  cfg = loop.run_config(runs_lib.ldm_cfg(runs['data'], 1, vae_workdir=runs['vae'], latents_dir=out), task)
   ldm_task.latent_dataset(cfg, model)  # the VAE that encoded them
   with pytest.raises(ValueError, match='encoded by another VAE'):
     ldm_task.latent_dataset(cfg, other)
