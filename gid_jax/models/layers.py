@@ -31,9 +31,16 @@ class _Stream(nnx.RngStream):
 
 def init_rngs(seed: int) -> nnx.Rngs:
   """``nnx.Rngs(seed)`` for building a model (one ``default`` stream; the same parameters), fast to trace."""
-  rngs = nnx.Rngs()
-  rngs.default = _Stream(seed, tag='default')
-  return rngs
+  return rngs(default=seed)
+
+
+def rngs(**streams) -> nnx.Rngs:
+  """``nnx.Rngs(**streams)`` (each a seed or a key; the same keys), fast to trace: for randomness drawn inside a
+  traced step, such as dropout."""
+  out = nnx.Rngs()
+  for tag, key in streams.items():
+    setattr(out, tag, _Stream(key, tag=tag))
+  return out
 
 
 def checkpointed(policy: str, fn, module: nnx.Module, *arrays):

@@ -288,7 +288,7 @@ class UNet(nnx.Module):
       return x if sharding is None else jax.lax.with_sharding_constraint(x, sharding)
 
     def block_res(m, a, e, key):
-      return m(a, e, deterministic=deterministic, rngs=None if key is None else nnx.Rngs(dropout=key))
+      return m(a, e, deterministic=deterministic, rngs=None if key is None else layers.rngs(dropout=key))
 
     def run_res(res, x, emb_):  # each block rematerialised under the policy (layers.checkpointed)
       key = None if rngs is None or deterministic else rngs.dropout()  # one dropout key per block

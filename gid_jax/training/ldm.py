@@ -55,6 +55,7 @@ from gid_jax.configs import ldm as ldm_config
 from gid_jax.data import pipeline
 from gid_jax.diffusion import motion_sampler, schedules
 from gid_jax.eval import motion_metrics as mm
+from gid_jax.models import layers
 from gid_jax.models import ldm as ldm_lib
 from gid_jax.models import unet as unet_lib
 from gid_jax.motion import normalize as norm_lib
@@ -363,7 +364,7 @@ def make_task(config, facts: dict | None = None) -> loop.Task:
     cond = model.condition(batch['image'], z0.shape[2:4])
     keep = jax.random.uniform(k_c, (b,)) >= config.diffusion.cond_dropout
     cond = cond * keep[:, None, None, None]
-    kw = dict(deterministic=False, rngs=nnx.Rngs(dropout=k_d))
+    kw = dict(deterministic=False, rngs=layers.rngs(dropout=k_d))
     if mask_weight > 0:
       pred, logits = model.denoise(xt, t, cond, with_mask=True, **kw)
     else:
