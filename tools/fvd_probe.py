@@ -2,6 +2,7 @@
 
     python tools/fvd_probe.py [--checkpoint RUN_OR_EXPORT] [--guidance 2.5] [--steps 50] [--out out/fvd_probe]
                               [--model-only] [--mask-gate G] [--rows 'A;B'] [--videos DIR] [--world-seed 1000]
+                              [--world-still-fraction 0]
 
 The `size=mini` synthetic set of configs/eval.py (the plants world's held-out scenes, exact motion), FVD over
 the first 16 frames against the real videos' features (taken from the Table-1 cache when it has them), each
@@ -66,11 +67,12 @@ def render(evalset, spec, renderer, num_frames):
   return np.stack(out)
 
 
-def world_resampled(evalset, videos_dir, num_frames, seed=1000, wind_as_truth=False):
+def world_resampled(evalset, videos_dir, num_frames, seed=1000, wind_as_truth=False, still_fraction=0.0):
   """The plants world's own sampler for each clip's picture: the scene made again from its rest photo with
-  another seed (what a model that learned the world exactly would sample; still scenes are drawn at random,
-  so it too moves some truly still pictures). ``wind_as_truth``: a scene is still exactly when the true one
-  is (amplitudes, directions and phases still drawn afresh)."""
+  another seed (what a model that learned the world exactly would sample), ``still_fraction`` of them stilled at
+  random (give the set's own: 0, the default since 2026-12-08, or 0.15 for the sets made before).
+  ``wind_as_truth``: a scene is still exactly when the true one is (amplitudes, directions and phases still
+  drawn afresh)."""
   out = []
   k, h, w = evalset.spec.shape[1:4]
   truly_still = ~(np.asarray(mm.motion_rms(evalset.spec)) > 0.1).reshape(len(evalset.spec), -1).any(1)
@@ -82,7 +84,7 @@ def world_resampled(evalset, videos_dir, num_frames, seed=1000, wind_as_truth=Fa
     scene = synthetic.Scene.load(synthetic.scene_path(os.path.join(videos_dir, vid + '.mp4')))
     again = synthetic.make_scene(scene.photo, seed, width=scene.width, height=scene.height, fps=scene.fps,
                                  num_frames=scene.num_frames, world='plants',
-                                 **({'still_fraction': 0.0} if wind_as_truth else {}))
+                                 still_fraction=0.0 if wind_as_truth else still_fraction)
     disp = flow_lib.resize_displacements(synthetic.trajectories(again, int(start), num_frames), w, h)
     out.append(np.asarray(spectral.to_spectral_volume(disp, k), np.float32))
   return np.stack(out)
@@ -99,6 +101,8 @@ def main():
   ap.add_argument('--model-only', action='store_true', help="only the model's rows (a quick FVD of a new run)")
   ap.add_argument('--rows', default='', help="';'-separated row names to compute (default: all)")
   ap.add_argument('--world-seed', type=int, default=1000, help='seed of the world-resampled rows')
+  ap.add_argument('--world-still-fraction', type=float, default=0.0,
+                  help="the world-resampled rows' share of scenes stilled at random (the set's --still-fraction)")
   ap.add_argument('--videos', default='', help="another folder of plants-world scenes (default: the set's)")
   a = ap.parse_args()
   os.makedirs(a.out, exist_ok=True)
@@ -135,7 +139,8 @@ def main():
       'truth x 0.5': lambda: true * 0.5,
       'truth x 0.25': lambda: true * 0.25,
       'truth blurred (sigma 2 px)': lambda: blur(true, 2.0),
-      'world resampled (another seed)': lambda: world_resampled(evalset, videos, num_frames, a.world_seed),
+      'world resampled (another seed)': lambda: world_resampled(evalset, videos, num_frames, a.world_seed,
+                                                                still_fraction=a.world_still_fraction),
       'world resampled (another seed) with the true stillness': lambda: world_resampled(
           evalset, videos, num_frames, a.world_seed, wind_as_truth=True),
       'truth + model motion on still pixels': lambda: true + model() * ~moving,

@@ -28,6 +28,8 @@
 set -euo pipefail
 SCENES=${SCENES:-120}
 JITTER=${JITTER:-0}
+# Share of plants-world scenes drawn entirely still (no wind) whatever they show, in training and held-out sets.
+STILL_FRACTION=${STILL_FRACTION:-0.15}
 EXTRA_PHOTOS=${EXTRA_PHOTOS:-0}
 # The bundled model's statistics are the 95th percentile over all coefficients (the builder's default before
 # 2026-12-07); MIN_MAGNITUDE=0.001 uses today's default floor (README, "Normalisation").
@@ -76,18 +78,18 @@ PY
 fi
 # Held-out scenes for the Table-1 report at size=mini (configs/eval.py): 2 per held-out photo, no jitter.
 python -m gid_jax.data.synthetic --world plants --photos "$OUT/photos/heldout" --out "$OUT/scenes_heldout" \
-    --num-scenes 32 --width 256 --height 160 --num-frames 150 --seed 2 --overwrite
+    --num-scenes 32 --width 256 --height 160 --num-frames 150 --seed 2 --still-fraction "$STILL_FRACTION" --overwrite
 # Held-out scenes for the motion-model report and tools/still_motion.py: the same photos, 160 frames (a clip from
 # frame 10 is the "other clip" reference), built like the training data (its train split is the larger part).
 python -m gid_jax.data.synthetic --world plants --photos "$OUT/photos/heldout" --out "$OUT/scenes_heldout_mm" \
-    --num-scenes 32 --width 256 --height 160 --num-frames 160 --seed 3 --overwrite
+    --num-scenes 32 --width 256 --height 160 --num-frames 160 --seed 3 --still-fraction "$STILL_FRACTION" --overwrite
 [ -d "$OUT/ds_heldout_mm/gid_motion" ] || python -m gid_jax.data.build --videos "$OUT/scenes_heldout_mm" \
     --out "$OUT/ds_heldout_mm" --config=configs/data.py:size=mini --config.flow.method=ground_truth \
     --config.filters.camera_motion_px=0 --config.filters.static_px=0 --config.frame_pairs_per_clip=0 \
     --config.normalize.min_magnitude="$MIN_MAGNITUDE"
 [ "${EVAL_DATA_ONLY:-0}" = 0 ] || exit 0
 python -m gid_jax.data.synthetic --world plants --photos "$OUT/photos/train" --out "$OUT/scenes" \
-    --num-scenes "$SCENES" --width 256 --height 160 --num-frames 300 --crop-min 0.3 --jitter "$JITTER" --overwrite
+    --num-scenes "$SCENES" --width 256 --height 160 --num-frames 300 --crop-min 0.3 --jitter "$JITTER" --still-fraction "$STILL_FRACTION" --overwrite
 [ -d "$OUT/ds/gid_motion" ] || python -m gid_jax.data.build --videos "$OUT/scenes" --out "$OUT/ds" \
     --config=configs/data.py:size=mini --config.flow.method=ground_truth --config.filters.camera_motion_px=0 \
     --config.filters.static_px=0 --config.frame_pairs_per_clip=0 --config.normalize.min_magnitude="$MIN_MAGNITUDE"

@@ -40,9 +40,12 @@ thin blades and small leaves; coarse = broad leaves, crowns): ``fineness = clip(
 fineness)`` (broad structures sway further), so power falls with frequency across structures; over a
 structure's modes it falls as ``exp(-(f_j - f0) / (2 f_c))``. Superpixel shapes are blurred twice as wide as
 in the textured world (neighbours sway with their own phases) and then limited to the plant pixels. A
-share ``still_fraction`` (15%) of the scenes is entirely still (no wind). Limits: red, orange or purple
-flowers and autumn leaves do not move unless their superpixel is mostly green-yellow; a green, textured
-man-made thing (a green bench) would move; greyscale photos never move.
+scene is entirely still when its view shows no plant (a crop of sky, ground or buildings, a rigid or man-made
+picture): stillness too is read from the picture. ``still_fraction`` > 0 (default 0; the models bundled until
+2026-12-07 were trained on 0.15) also stills that share of the scenes at random (no wind), which no model can
+read from the picture: a model that learned the world exactly would still move those scenes' plants. Limits:
+red, orange or purple flowers and autumn leaves do not move unless their superpixel is mostly green-yellow; a
+green, textured man-made thing (a green bench) would move; greyscale photos never move.
 
 * Optional *occluding layer* (``layer_amp_px > 0``, off by default; for renderer data, where splatting must
   resolve overlaps and fill disocclusions): one more superpixel (not a moving one, the most textured of
@@ -222,7 +225,7 @@ def make_scene(photo: np.ndarray, seed: int, width: int = 256, height: int = 160
                num_frames: int = 300, amp_px: float = 2.5, n_segments: int = 24, min_score: float = 0.35,
                max_area: float = 0.4, num_modes: int = 3, max_freq_hz: float = 2.9,
                falloff_hz: float = 0.6, blur_px: float = 4.0, layer_amp_px: float = 0.0,
-               camera_px: float = 0.0, world: str = 'textured', still_fraction: float = 0.15) -> Scene:
+               camera_px: float = 0.0, world: str = 'textured', still_fraction: float = 0.0) -> Scene:
   """Build a scene from a photo (any size; centre-cropped and resized to width x height).
 
   ``layer_amp_px > 0`` adds the occluding layer (module docstring), its sway about that many pixels at a
@@ -585,8 +588,9 @@ def main(argv=None) -> int:
   parser.add_argument('--world', default='textured', choices=WORLDS,
                       help="what moves: 'plants' (plant-like pixels only, some scenes still: the paper's "
                            "domain) or 'textured' (textured, colourful regions: the earlier world)")
-  parser.add_argument('--still-fraction', type=float, default=0.15,
-                      help='plants world: share of scenes with no wind at all')
+  parser.add_argument('--still-fraction', type=float, default=0.0,
+                      help='plants world: share of scenes drawn still at random (no wind), whatever they show '
+                           '(default 0: only scenes without plants are still)')
   parser.add_argument('--camera-px', type=float, default=0.0,
                       help='add camera shake of about this many px at 256 px width (default 0: none)')
   args = parser.parse(argv)
