@@ -15,7 +15,9 @@
 # 2. The plants world (gid_jax.data.synthetic, world=plants) on the training photos: SCENES scenes of 300
 #    frames at 256 x 160, random crops down to 30% of a side, photometric jitter JITTER (0 = none; > 0 varies
 #    exposure, contrast and colour). EXTRA_PHOTOS=1 SCENES=240 JITTER=0.7 at the same training budget moved
-#    held-out plants less, not more (docs/RESULTS.md).
+#    held-out plants less, not more (docs/RESULTS.md). STILL_FRACTION (default 0.15, the bundled model's recipe)
+#    stills that share of the scenes at random, in training and held-out sets; 0 is the world's own default
+#    (only scenes without plants are still: docs/RESULTS.md, "A world whose stillness is read from the picture").
 # 3. The dataset at size=mini (64 x 40, T = 150, K = 16) with the world's exact motion; before it, the held-out
 #    sets: scenes_heldout (the Table-1 set of configs/eval.py size=mini) and scenes_heldout_mm / ds_heldout_mm
 #    (the motion-model report and tools/still_motion.py). EVAL_DATA_ONLY=1 stops after those.
@@ -28,7 +30,6 @@
 set -euo pipefail
 SCENES=${SCENES:-120}
 JITTER=${JITTER:-0}
-# Share of plants-world scenes drawn entirely still (no wind) whatever they show, in training and held-out sets.
 STILL_FRACTION=${STILL_FRACTION:-0.15}
 EXTRA_PHOTOS=${EXTRA_PHOTOS:-0}
 # The bundled model's statistics are the 95th percentile over all coefficients (the builder's default before
