@@ -11,7 +11,6 @@ is a volume saved by tools/fvd_probe.py (one model sample per clip). Prints, per
 
 import argparse
 
-import jax.numpy as jnp
 import numpy as np
 
 from gid_jax import animate
@@ -19,7 +18,7 @@ from gid_jax import evaluate as ev
 from gid_jax.configs import eval as eval_config
 from gid_jax.diffusion import motion_sampler
 from gid_jax.eval import motion_metrics as mm
-from gid_jax.motion import normalize as norm_lib
+from gid_jax.eval import motion_report
 
 
 def per_bin(spec, moving):
@@ -38,10 +37,7 @@ def main():
     config.sets.synthetic.videos = a.videos
   true = ev.load_set('synthetic', config.sets.synthetic, config).spec
   moving = np.asarray(mm.motion_rms(true)) > 0.1
-  sampler = motion_sampler.load(a.checkpoint)
-  n = norm_lib.normalize(jnp.asarray(true), sampler.stats)
-  rec = np.concatenate([np.asarray(norm_lib.denormalize(sampler.model.decode(sampler.model.encode(n[i:i + 8])),
-                                                        sampler.stats)) for i in range(0, len(n), 8)])
+  rec = motion_report.vae_reconstruction(motion_sampler.load(a.checkpoint), true)
   rows = {'truth': per_bin(true, moving), 'VAE reconstruction': per_bin(rec, moving)}
   for p in a.pred:
     rows[p] = per_bin(np.load(p)['spec'], moving)

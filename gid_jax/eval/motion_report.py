@@ -250,6 +250,16 @@ def sample_run(run: str, images: np.ndarray, motion_hw: tuple[int, int], samples
   return np.stack(out), secs
 
 
+def vae_reconstruction(sampler, true_NxKxHxWx4) -> np.ndarray:
+  """The loaded motion model's VAE applied to each true volume (normalised, encoded, decoded, denormalised)."""
+  recon = []
+  for spec in true_NxKxHxWx4:
+    nspec = norm_lib.normalize(spec, sampler.stats)[None]
+    out = sampler.model.decode(sampler.model.encode(nspec), spec.shape[1:3])[0]
+    recon.append(np.asarray(norm_lib.denormalize(np.asarray(out), sampler.stats)))
+  return np.stack(recon)
+
+
 def main(argv=None) -> int:
   p = cli.Parser('python -m gid_jax.eval.motion_report', __doc__, progress=False)
   p.add_argument('--data', required=True, help='held-out dataset (a gid_jax.data.build --out folder)')
@@ -304,13 +314,8 @@ def main(argv=None) -> int:
     results['methods']['truth, other clip (reference)'] = motion_metrics(np.stack([other[v] for v in vids]),
                                                                         true, args.moving_px)
   if runs:  # what the VAE alone keeps: encode and decode the true volumes (an upper bound for the LDM)
-    sampler = motion_sampler.load(next(iter(runs.values())))
-    recon = []
-    for spec in true:
-      nspec = norm_lib.normalize(spec, sampler.stats)[None]
-      out = sampler.model.decode(sampler.model.encode(nspec), spec.shape[1:3])[0]
-      recon.append(np.asarray(norm_lib.denormalize(np.asarray(out), sampler.stats)))
-    results['methods']['VAE reconstruction of the truth (reference)'] = motion_metrics(np.stack(recon), true,
+    recon = vae_reconstruction(motion_sampler.load(next(iter(runs.values()))), true)
+    results['methods']['VAE reconstruction of the truth (reference)'] = motion_metrics(recon, true,
                                                                                       args.moving_px)
   results['movability_score_auc'] = movability_auc(images, true, args.moving_px)
   if args.probe_steps > 0:
